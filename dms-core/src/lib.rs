@@ -1,0 +1,37 @@
+//! The sans-IO core of DMS.
+//!
+//! Nothing in this crate touches a socket, spawns a task or reads the clock. It holds:
+//!
+//! - [`wire`]: ZMTP 3.1 framing, the greeting and the NULL-mechanism handshake, and the
+//!   frame and message codecs (the same `decode`/`encode` contract as tokio-util's
+//!   `Decoder`/`Encoder`, without depending on tokio);
+//! - [`Multipart`]: a message of zero-copy [`bytes::Bytes`] frames;
+//! - [`MessageMiddleware`]: the one trait every transport (TCP, QUIC, shared memory)
+//!   implements, with ZeroMQ ROUTER semantics, and the types it speaks in
+//!   ([`Endpoint`], [`PeerId`], [`Incoming`] and their errors).
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use dms_core::{Multipart, wire::{Inbound, Limits, MessageCodec}};
+//!
+//! let mut codec = MessageCodec::new(Limits::default());
+//! let mut buf = BytesMut::new();
+//! codec.encode(&Multipart::from_frames(["hello", "world"]), &mut buf)?;
+//! let Some(Inbound::Message(msg)) = codec.decode(&mut buf)? else { unreachable!() };
+//! assert_eq!(msg, Multipart::from_frames(["hello", "world"]));
+//! # Ok::<(), dms_core::wire::WireError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod endpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+pub mod middleware;
+pub mod multipart;
+pub mod peer_id;
+pub mod wire;
+
+pub use endpoint::{Endpoint, EndpointError};
+pub use middleware::{Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Role, SendError};
+pub use multipart::Multipart;
+pub use peer_id::PeerId;

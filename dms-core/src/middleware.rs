@@ -1,0 +1,212 @@
+//! [`MessageMiddleware`]: moving multipart messages to and from adjacent peers.
+//!
+//! One trait, three media: TCP (ZMTP 3.1 on a byte stream), QUIC (the same frames on a
+//! bidirectional stream) and shared memory (the same frames in ring records). The trait
+//! has ROUTER semantics, like a ZeroMQ ROUTER socket:
+//!
+//! - the first frame of every message sent names the adjacent peer; the middleware strips
+//!   it and writes the rest to that peer's link;
+//! - every message received has the sending peer's id put in front;
+//! - links coming up and going down are reported in the same ordered stream as messages,
+//!   so a `LinkDown` follows the last message of that link.
+//!
+//! Nothing is buffered without bound: a full link hands the message back
+//! ([`SendError::Full`] from [`try_send`](MessageMiddleware::try_send)) or makes
+//! [`send`](MessageMiddleware::send) wait; a message for a peer that has no link is an
+//! error ([`SendError::UnknownPeer`]), never a silent drop.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::wire::{HandshakeError, WireError};
+use crate::{Endpoint, EndpointError, Multipart, PeerId};
+
+/// Which side opened a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We accepted it on a bound endpoint.
+    Acceptor,
+    /// We connected to the peer's endpoint (the middleware reconnects it when it drops).
+    Connector,
+}
+
+/// Why a link went down.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkDownCause {
+    /// We closed it with [`MessageMiddleware::disconnect`], after flushing.
+    #[error("disconnected locally")]
+    Disconnected,
+    /// The peer closed the connection.
+    #[error("closed by the peer")]
+    ClosedByPeer,
+    /// The peer refused us with a ZMTP ERROR command.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    /// The peer broke the wire protocol (its bytes are hostile or corrupt).
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] WireError),
+    /// An I/O error on the connection.
+    #[error("i/o error: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The middleware was closed.
+    #[error("middleware closed")]
+    Shutdown,
+}
+
+/// What [`MessageMiddleware::recv`] yields, in order.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A message; its first frame is the sending peer's id.
+    Message(Multipart),
+    /// A link completed its handshake; messages can be sent to `peer`.
+    LinkUp {
+        /// The peer's id on this middleware.
+        peer: PeerId,
+        /// The peer's address.
+        endpoint: Endpoint,
+        /// Who opened the link.
+        role: Role,
+    },
+    /// A link is gone; sends to `peer` fail until it comes back.
+    LinkDown {
+        /// The peer's id.
+        peer: PeerId,
+        /// Why.
+        cause: LinkDownCause,
+    },
+    /// An inbound connection was refused before it became a link (bad handshake, duplicate
+    /// identity, peer limit). Reported so operators can see hostile or misconfigured peers;
+    /// dropped (and counted by the middleware) rather than queued when the inbound queue is
+    /// full.
+    Refused {
+        /// The remote address.
+        endpoint: Endpoint,
+        /// Why.
+        error: Arc<MiddlewareError>,
+    },
+}
+
+/// A send that did not happen. Variants that can carry the message hand it back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message has no frame naming the peer.
+    #[error("message has no peer id frame")]
+    NoPeerFrame,
+    /// No live link to that peer (never connected, or down). Retry after a `LinkUp`.
+    #[error("no link to peer {peer}")]
+    UnknownPeer {
+        /// The peer named by the first frame.
+        peer: PeerId,
+        /// The message, handed back.
+        msg: Multipart,
+    },
+    /// The link's queue is full (from `try_send` only): retry later or use `send`.
+    #[error("link to peer {peer} is full")]
+    Full {
+        /// The peer.
+        peer: PeerId,
+        /// The message, handed back.
+        msg: Multipart,
+    },
+    /// The message exceeds the wire limits; it was not sent.
+    #[error("message cannot be sent: {error}")]
+    Invalid {
+        /// Which limit.
+        error: WireError,
+        /// The message, handed back.
+        msg: Multipart,
+    },
+    /// The middleware was closed.
+    #[error("middleware closed")]
+    Closed,
+}
+
+impl SendError {
+    /// The message, if this error carries it back.
+    pub fn into_message(self) -> Option<Multipart> {
+        match self {
+            Self::UnknownPeer { msg, .. } | Self::Full { msg, .. } | Self::Invalid { msg, .. } => {
+                Some(msg)
+            }
+            Self::NoPeerFrame | Self::Closed => None,
+        }
+    }
+}
+
+/// Errors of binding, connecting, receiving and disconnecting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MiddlewareError {
+    /// The endpoint's scheme belongs to another middleware.
+    #[error("endpoint {0} is not served by this middleware")]
+    UnsupportedEndpoint(Endpoint),
+    /// The endpoint is malformed.
+    #[error(transparent)]
+    InvalidEndpoint(#[from] EndpointError),
+    /// Binding, connecting or accepting failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The ZMTP handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The handshake did not finish in time.
+    #[error("handshake did not complete within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    /// The peer's identity is already used by a live link (one live link per identity).
+    #[error("identity {0} already has a live link")]
+    DuplicateIdentity(PeerId),
+    /// The configured peer limit is reached.
+    #[error("peer limit of {max} reached")]
+    PeerLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// No link to that peer.
+    #[error("no link to peer {0}")]
+    UnknownPeer(PeerId),
+    /// The middleware was closed.
+    #[error("middleware closed")]
+    Closed,
+}
+
+/// Moves multipart messages to and from adjacent peers over one medium.
+///
+/// Implementations are cheap to share (`&self` everywhere) and safe to use from many
+/// tasks, except [`recv`](Self::recv), which has one logical consumer.
+pub trait MessageMiddleware: Send + Sync + 'static {
+    /// The URL scheme served, e.g. `"tcp"`.
+    fn scheme(&self) -> &'static str;
+
+    /// Starts accepting peers on `endpoint`; returns the endpoint actually bound (port 0
+    /// resolved).
+    fn bind(
+        &self,
+        endpoint: &Endpoint,
+    ) -> impl Future<Output = Result<Endpoint, MiddlewareError>> + Send;
+
+    /// Opens a link to `endpoint` and completes the handshake; returns the peer's id. The
+    /// middleware keeps the link: if it drops, it is reconnected with capped exponential
+    /// backoff until [`disconnect`](Self::disconnect).
+    fn connect(
+        &self,
+        endpoint: &Endpoint,
+    ) -> impl Future<Output = Result<PeerId, MiddlewareError>> + Send;
+
+    /// Queues `msg` (first frame: the peer id) if the link has room now, without waiting.
+    /// On a full link the message comes back in [`SendError::Full`].
+    fn try_send(&self, msg: Multipart) -> Result<(), SendError>;
+
+    /// Queues `msg`, waiting while the link is full. Cancel-safe: if the future is dropped
+    /// before it completes, the message was not queued.
+    fn send(&self, msg: Multipart) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// The next message or link event. Cancel-safe (usable in `select!`).
+    fn recv(&self) -> impl Future<Output = Result<Incoming, MiddlewareError>> + Send;
+
+    /// Closes the link to `peer` after writing everything already queued on it, and stops
+    /// reconnecting it. Resolves when the link is closed.
+    fn disconnect(&self, peer: &PeerId) -> impl Future<Output = Result<(), MiddlewareError>> + Send;
+}
