@@ -98,6 +98,14 @@ impl std::fmt::Debug for PeerId {
     }
 }
 
+/// Lets maps keyed by `PeerId` be searched with a frame's bytes (hashing is the same: a
+/// `PeerId` hashes exactly as its byte slice).
+impl std::borrow::Borrow<[u8]> for PeerId {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl TryFrom<Bytes> for PeerId {
     type Error = PeerIdError;
 

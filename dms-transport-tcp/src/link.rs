@@ -1,0 +1,301 @@
+//! One live link: its output buffer, its writer task and its reader task.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::BytesMut;
+use dms_core::wire::{Command, Inbound, MessageCodec};
+use dms_core::{Endpoint, Incoming, LinkDownCause, Multipart, PeerId, Role, SendError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace};
+
+use crate::middleware::Shared;
+use crate::stats::Counters;
+
+/// Capacity a writer keeps between writes; a larger buffer (after a big message) is freed.
+const KEPT_WRITE_CAPACITY: usize = 1 << 20;
+
+/// Whether a link still takes messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutboxState {
+    /// Sends are accepted.
+    Open,
+    /// `disconnect` was called: what is queued is written, then the link closes.
+    Draining,
+    /// The link is down.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Outbox {
+    buf: BytesMut,
+    state: OutboxState,
+}
+
+/// A link's shared state. Senders encode into `outbox`; the writer task takes whole
+/// buffers out of it.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) peer: PeerId,
+    pub(crate) remote: Endpoint,
+    pub(crate) role: Role,
+    outbox: Mutex<Outbox>,
+    queue_limit: usize,
+    /// Wakes the writer: the outbox went from empty to non-empty, or started draining.
+    wake_writer: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// Stops the reader and writer (child of the middleware's shutdown token).
+    cancel: CancellationToken,
+    /// Cancelled once the link is fully down and reported.
+    finished: CancellationToken,
+    down: AtomicBool,
+    cause: Mutex<Option<LinkDownCause>>,
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The critical sections below cannot panic halfway; a poisoned lock holds valid data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Link {
+    pub(crate) fn new(
+        peer: PeerId,
+        remote: Endpoint,
+        role: Role,
+        queue_limit: usize,
+        cancel: CancellationToken,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            peer,
+            remote,
+            role,
+            outbox: Mutex::new(Outbox {
+                buf: BytesMut::new(),
+                state: OutboxState::Open,
+            }),
+            queue_limit,
+            wake_writer: Notify::new(),
+            room: Notify::new(),
+            cancel,
+            finished: CancellationToken::new(),
+            down: AtomicBool::new(false),
+            cause: Mutex::new(None),
+            slot: Mutex::new(Some(slot)),
+        }
+    }
+
+    /// Encodes `msg` (peer frame first, not written) into the outbox if it has room.
+    pub(crate) fn try_queue(&self, codec: &MessageCodec, msg: Multipart) -> Result<(), SendError> {
+        let body = msg.frames().get(1..).unwrap_or_default();
+        let encoded = match codec.check_outbound(body) {
+            Ok(len) => len,
+            Err(error) => return Err(SendError::Invalid { error, msg }),
+        };
+        let mut outbox = lock(&self.outbox);
+        if outbox.state != OutboxState::Open {
+            drop(outbox);
+            return Err(SendError::UnknownPeer {
+                peer: self.peer.clone(),
+                msg,
+            });
+        }
+        let was_empty = outbox.buf.is_empty();
+        if !was_empty && outbox.buf.len() + encoded > self.queue_limit {
+            drop(outbox);
+            return Err(SendError::Full {
+                peer: self.peer.clone(),
+                msg,
+            });
+        }
+        let encoded = codec.encode_frames(body, &mut outbox.buf);
+        drop(outbox);
+        debug_assert!(encoded.is_ok(), "checked above");
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a control command ahead of the queue limit (a PONG must not wait for room).
+    fn queue_command(&self, command: &Command) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.state == OutboxState::Closed {
+            return;
+        }
+        let was_empty = outbox.buf.is_empty();
+        command.encode(&mut outbox.buf);
+        drop(outbox);
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// A future that resolves when room may have appeared; `enable` it before checking.
+    pub(crate) fn room(&self) -> &Notify {
+        &self.room
+    }
+
+    /// Asks the writer to flush what is queued and close the link.
+    pub(crate) fn start_draining(&self) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.state == OutboxState::Open {
+            outbox.state = OutboxState::Draining;
+        }
+        drop(outbox);
+        self.wake_writer.notify_one();
+    }
+
+    /// Resolves when the link is down and its `LinkDown` was queued.
+    pub(crate) async fn finished(&self) {
+        self.finished.cancelled().await;
+    }
+
+    /// Why the link went down (once it has).
+    pub(crate) fn cause(&self) -> Option<LinkDownCause> {
+        lock(&self.cause).clone()
+    }
+
+    /// Takes the link down once: unregisters it, drops what was queued (counted), stops its
+    /// tasks, wakes waiting senders, frees its peer slot and reports `LinkDown`.
+    pub(crate) async fn fail(self: &Arc<Self>, shared: &Shared, cause: LinkDownCause) {
+        if self.down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        debug!(peer = %self.peer, %cause, "link down");
+        shared.unregister(self);
+        let dropped = {
+            let mut outbox = lock(&self.outbox);
+            outbox.state = OutboxState::Closed;
+            let dropped = outbox.buf.len();
+            outbox.buf = BytesMut::new();
+            dropped
+        };
+        let counters = &shared.counters;
+        counters
+            .bytes_dropped_on_link_down
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        Counters::bump(&counters.links_down);
+        if matches!(cause, LinkDownCause::Protocol(_)) {
+            Counters::bump(&counters.protocol_errors);
+        }
+        *lock(&self.cause) = Some(cause.clone());
+        self.cancel.cancel();
+        self.room.notify_waiters();
+        drop(lock(&self.slot).take());
+        if !matches!(cause, LinkDownCause::Shutdown) {
+            shared
+                .emit(Incoming::LinkDown {
+                    peer: self.peer.clone(),
+                    cause,
+                })
+                .await;
+        }
+        self.finished.cancel();
+    }
+}
+
+/// Writes whatever senders queue, a whole buffer per syscall, until the link ends.
+pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket: OwnedWriteHalf) {
+    let mut spare = BytesMut::new();
+    let cause = loop {
+        let state = {
+            let mut outbox = lock(&link.outbox);
+            if !outbox.buf.is_empty() {
+                std::mem::swap(&mut outbox.buf, &mut spare);
+            }
+            outbox.state
+        };
+        if spare.is_empty() {
+            match state {
+                OutboxState::Open => {}
+                OutboxState::Draining => {
+                    let _ = socket.shutdown().await;
+                    break LinkDownCause::Disconnected;
+                }
+                OutboxState::Closed => return,
+            }
+            tokio::select! {
+                () = link.wake_writer.notified() => continue,
+                () = link.cancel.cancelled() => return,
+            }
+        }
+        link.room.notify_waiters();
+        trace!(peer = %link.peer, bytes = spare.len(), "write");
+        let written = tokio::select! {
+            result = socket.write_all(&spare) => result,
+            () = link.cancel.cancelled() => return,
+        };
+        if let Err(err) = written {
+            break LinkDownCause::Io(Arc::new(err));
+        }
+        spare.clear();
+        if spare.capacity() > KEPT_WRITE_CAPACITY {
+            spare = BytesMut::new();
+        }
+    };
+    link.fail(&shared, cause).await;
+}
+
+/// Reports the link up, then decodes everything the peer sends until the link ends.
+pub(crate) async fn run_reader(
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    mut socket: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut codec: MessageCodec,
+) {
+    let up = Incoming::LinkUp {
+        peer: link.peer.clone(),
+        endpoint: link.remote.clone(),
+        role: link.role,
+    };
+    tokio::select! {
+        () = shared.emit(up) => {}
+        () = link.cancel.cancelled() => return,
+    }
+    codec.set_prefix(Some(link.peer.to_frame()));
+    let read_size = shared.config.read_buffer;
+    let cause = 'link: loop {
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(Inbound::Message(msg))) => {
+                    tokio::select! {
+                        () = shared.emit(Incoming::Message(msg)) => {}
+                        () = link.cancel.cancelled() => return,
+                    }
+                }
+                Ok(Some(Inbound::Command(command))) => match command {
+                    Command::Ping { context, .. } => link.queue_command(&Command::Pong { context }),
+                    Command::Error { reason } => {
+                        break 'link LinkDownCause::Refused(
+                            String::from_utf8_lossy(&reason).into_owned(),
+                        );
+                    }
+                    // READY again, PONG, SUBSCRIBE...: ignored, as libzmq does.
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(err) => break 'link LinkDownCause::Protocol(err),
+            }
+        }
+        if buf.capacity() - buf.len() < read_size / 4 {
+            buf.reserve(read_size);
+        }
+        let read = tokio::select! {
+            result = socket.read_buf(&mut buf) => result,
+            () = link.cancel.cancelled() => return,
+        };
+        match read {
+            Ok(0) => break LinkDownCause::ClosedByPeer,
+            Ok(_) => {}
+            Err(err) => break LinkDownCause::Io(Arc::new(err)),
+        }
+    };
+    link.fail(&shared, cause).await;
+}

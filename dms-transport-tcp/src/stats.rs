@@ -1,0 +1,61 @@
+//! Counters of what a [`TcpMiddleware`](crate::TcpMiddleware) refused or lost, so that no
+//! drop is silent.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of a middleware's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpStats {
+    /// Links that completed the handshake (both roles, reconnects included).
+    pub links_up: u64,
+    /// Links that went down for any reason.
+    pub links_down: u64,
+    /// Connections dropped because the handshake failed or timed out.
+    pub handshake_failures: u64,
+    /// Connections refused because their identity had a live link.
+    pub duplicate_identities: u64,
+    /// Connections refused at the peer limit.
+    pub peer_limit_refusals: u64,
+    /// Links closed because the peer broke the wire protocol.
+    pub protocol_errors: u64,
+    /// Bytes accepted for sending but never written because their link died.
+    pub bytes_dropped_on_link_down: u64,
+    /// `Refused` events not queued because the inbound queue was full.
+    pub events_dropped: u64,
+    /// Reconnect attempts of connected links.
+    pub reconnect_attempts: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) links_up: AtomicU64,
+    pub(crate) links_down: AtomicU64,
+    pub(crate) handshake_failures: AtomicU64,
+    pub(crate) duplicate_identities: AtomicU64,
+    pub(crate) peer_limit_refusals: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) bytes_dropped_on_link_down: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
+    pub(crate) reconnect_attempts: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> TcpStats {
+        TcpStats {
+            links_up: self.links_up.load(Relaxed),
+            links_down: self.links_down.load(Relaxed),
+            handshake_failures: self.handshake_failures.load(Relaxed),
+            duplicate_identities: self.duplicate_identities.load(Relaxed),
+            peer_limit_refusals: self.peer_limit_refusals.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            bytes_dropped_on_link_down: self.bytes_dropped_on_link_down.load(Relaxed),
+            events_dropped: self.events_dropped.load(Relaxed),
+            reconnect_attempts: self.reconnect_attempts.load(Relaxed),
+        }
+    }
+}
