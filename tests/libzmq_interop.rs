@@ -4,6 +4,7 @@
 //!
 //! Needs `python3` with pyzmq (the README's test command installs it); `DMS_PYTHON` picks
 //! another interpreter.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::Stdio;
 
@@ -43,12 +44,21 @@ async fn finished_ok(child: Child) {
         .await
         .expect("python output");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "libzmq peer failed: {}\n{stdout}", out.status);
+    assert!(
+        out.status.success(),
+        "libzmq peer failed: {}\n{stdout}",
+        out.status
+    );
     assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
 }
 
 fn server(identity: &str) -> TcpMiddleware {
-    TcpMiddleware::new(TcpConfig::builder().identity(identity.to_owned()).build().unwrap())
+    TcpMiddleware::new(
+        TcpConfig::builder()
+            .identity(identity.to_owned())
+            .build()
+            .unwrap(),
+    )
 }
 
 /// Receives the whole script from `peer` and echoes each message back as it comes.
@@ -62,7 +72,9 @@ async fn check_and_echo(dms: &TcpMiddleware, peer: &PeerId) {
 }
 
 async fn bound(dms: &TcpMiddleware) -> Endpoint {
-    dms.bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap()
+    dms.bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +110,9 @@ async fn dms_connects_to_libzmq_router() {
         .expect("a port line");
     let endpoint: Endpoint = format!("tcp://127.0.0.1:{port}").parse().unwrap();
     let dms = server("dms-client");
-    let router = within("connect", dms.connect(&endpoint)).await.expect("connect");
+    let router = within("connect", dms.connect(&endpoint))
+        .await
+        .expect("connect");
     assert_eq!(router.to_string(), "py-router-bound");
     let sender = {
         let dms = dms.clone();
@@ -122,7 +136,9 @@ async fn dms_connects_to_libzmq_router() {
         rest.push_str(&line);
         rest.push('\n');
     }
-    let status = within("the libzmq peer to exit", child.wait()).await.expect("wait");
+    let status = within("the libzmq peer to exit", child.wait())
+        .await
+        .expect("wait");
     assert!(status.success(), "libzmq peer failed: {status}\n{rest}");
     assert!(rest.ends_with("ok\n"), "{rest}");
 }

@@ -26,7 +26,7 @@ fn codec(c: &mut Criterion) {
             b.iter(|| {
                 buf.clear();
                 for _ in 0..BATCH {
-                    codec.encode(msg, &mut buf).unwrap();
+                    codec.encode(msg, &mut buf).expect("encode");
                 }
                 std::hint::black_box(buf.len())
             });
@@ -35,7 +35,7 @@ fn codec(c: &mut Criterion) {
         let mut wire = BytesMut::new();
         let mut enc = MessageCodec::new(Limits::default());
         for _ in 0..BATCH {
-            enc.encode(&msg, &mut wire).unwrap();
+            enc.encode(&msg, &mut wire).expect("encode");
         }
         let wire = wire.freeze();
         group.bench_with_input(BenchmarkId::new("decode", &label), &wire, |b, wire| {
@@ -44,7 +44,7 @@ fn codec(c: &mut Criterion) {
             b.iter(|| {
                 let mut buf = BytesMut::from(&wire[..]);
                 let mut n = 0;
-                while let Some(Inbound::Message(m)) = codec.decode(&mut buf).unwrap() {
+                while let Some(Inbound::Message(m)) = codec.decode(&mut buf).expect("decode") {
                     n += m.len();
                 }
                 std::hint::black_box(n)

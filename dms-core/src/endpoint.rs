@@ -135,11 +135,26 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!("tcp:/x".parse::<Endpoint>(), Err(EndpointError::MissingScheme(_))));
-        assert!(matches!("TCP://x".parse::<Endpoint>(), Err(EndpointError::InvalidScheme(_))));
-        assert!(matches!("://x".parse::<Endpoint>(), Err(EndpointError::InvalidScheme(_))));
-        assert!(matches!("tcp://".parse::<Endpoint>(), Err(EndpointError::MissingAddress(_))));
+        assert!(matches!(
+            "tcp:/x".parse::<Endpoint>(),
+            Err(EndpointError::MissingScheme(_))
+        ));
+        assert!(matches!(
+            "TCP://x".parse::<Endpoint>(),
+            Err(EndpointError::InvalidScheme(_))
+        ));
+        assert!(matches!(
+            "://x".parse::<Endpoint>(),
+            Err(EndpointError::InvalidScheme(_))
+        ));
+        assert!(matches!(
+            "tcp://".parse::<Endpoint>(),
+            Err(EndpointError::MissingAddress(_))
+        ));
         let long = format!("tcp://{}", "a".repeat(2000));
-        assert!(matches!(long.parse::<Endpoint>(), Err(EndpointError::TooLong { .. })));
+        assert!(matches!(
+            long.parse::<Endpoint>(),
+            Err(EndpointError::TooLong { .. })
+        ));
     }
 }

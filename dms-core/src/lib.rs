@@ -32,6 +32,8 @@ pub mod peer_id;
 pub mod wire;
 
 pub use endpoint::{Endpoint, EndpointError};
-pub use middleware::{Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Role, SendError};
+pub use middleware::{
+    Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Role, SendError,
+};
 pub use multipart::Multipart;
 pub use peer_id::PeerId;

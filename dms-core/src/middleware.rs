@@ -100,24 +100,24 @@ pub enum SendError {
     UnknownPeer {
         /// The peer named by the first frame.
         peer: PeerId,
-        /// The message, handed back.
-        msg: Multipart,
+        /// The message, handed back (boxed: errors stay small on the success path).
+        msg: Box<Multipart>,
     },
     /// The link's queue is full (from `try_send` only): retry later or use `send`.
     #[error("link to peer {peer} is full")]
     Full {
         /// The peer.
         peer: PeerId,
-        /// The message, handed back.
-        msg: Multipart,
+        /// The message, handed back (boxed: errors stay small on the success path).
+        msg: Box<Multipart>,
     },
     /// The message exceeds the wire limits; it was not sent.
     #[error("message cannot be sent: {error}")]
     Invalid {
         /// Which limit.
         error: WireError,
-        /// The message, handed back.
-        msg: Multipart,
+        /// The message, handed back (boxed: errors stay small on the success path).
+        msg: Box<Multipart>,
     },
     /// The middleware was closed.
     #[error("middleware closed")]
@@ -129,7 +129,7 @@ impl SendError {
     pub fn into_message(self) -> Option<Multipart> {
         match self {
             Self::UnknownPeer { msg, .. } | Self::Full { msg, .. } | Self::Invalid { msg, .. } => {
-                Some(msg)
+                Some(*msg)
             }
             Self::NoPeerFrame | Self::Closed => None,
         }
@@ -208,5 +208,6 @@ pub trait MessageMiddleware: Send + Sync + 'static {
 
     /// Closes the link to `peer` after writing everything already queued on it, and stops
     /// reconnecting it. Resolves when the link is closed.
-    fn disconnect(&self, peer: &PeerId) -> impl Future<Output = Result<(), MiddlewareError>> + Send;
+    fn disconnect(&self, peer: &PeerId)
+    -> impl Future<Output = Result<(), MiddlewareError>> + Send;
 }

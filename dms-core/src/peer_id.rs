@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn length_rules() {
-        assert_eq!(PeerId::new(vec![b'a'; 255]).map(|id| id.as_bytes().len()), Ok(255));
+        assert_eq!(
+            PeerId::new(vec![b'a'; 255]).map(|id| id.as_bytes().len()),
+            Ok(255)
+        );
         assert_eq!(
             PeerId::new(vec![b'a'; 256]),
             Err(PeerIdError::TooLong { len: 256, max: 255 })

@@ -1,10 +1,13 @@
 //! Replays the fuzz corpora (`fuzz/corpus/<target>/*`) on stable: every input that ever
 //! mattered to a fuzz target runs in the ordinary test suite.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 
 fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {} unreadable: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())

@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 use dms_core::{
-    Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart, PeerId,
-    Role, SendError,
+    Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart, PeerId, Role,
+    SendError,
 };
 
 use crate::wait::{link_down, link_up, message, next, within};
@@ -50,9 +50,13 @@ pub async fn pair<F: Factory>(
     client: Options,
 ) -> (F::Middleware, F::Middleware, PeerId, PeerId) {
     let s = factory.create(server);
-    let endpoint = within("bind", s.bind(&factory.endpoint())).await.expect("bind");
+    let endpoint = within("bind", s.bind(&factory.endpoint()))
+        .await
+        .expect("bind");
     let c = factory.create(client);
-    let server_id = within("connect", c.connect(&endpoint)).await.expect("connect");
+    let server_id = within("connect", c.connect(&endpoint))
+        .await
+        .expect("connect");
     let (client_id, role) = link_up(&s).await;
     assert_eq!(role, Role::Acceptor);
     let (seen, role) = link_up(&c).await;
@@ -77,13 +81,23 @@ pub async fn roundtrip<F: Factory>(factory: &F) {
     .await;
     assert_eq!(server_id.as_bytes().as_ref(), b"server");
     assert_eq!(client_id.as_bytes().as_ref(), b"client");
-    c.send(Multipart::from_frames([server_id.to_frame(), frame(b"hello"), Bytes::new()]))
-        .await
-        .expect("send to server");
+    c.send(Multipart::from_frames([
+        server_id.to_frame(),
+        frame(b"hello"),
+        Bytes::new(),
+    ]))
+    .await
+    .expect("send to server");
     let got = message(&s).await;
-    assert_eq!(got, Multipart::from_frames([frame(b"client"), frame(b"hello"), Bytes::new()]));
-    s.try_send(Multipart::from_frames([client_id.to_frame(), frame(b"world")]))
-        .expect("reply");
+    assert_eq!(
+        got,
+        Multipart::from_frames([frame(b"client"), frame(b"hello"), Bytes::new()])
+    );
+    s.try_send(Multipart::from_frames([
+        client_id.to_frame(),
+        frame(b"world"),
+    ]))
+    .expect("reply");
     assert_eq!(
         message(&c).await,
         Multipart::from_frames([frame(b"server"), frame(b"world")])
@@ -100,7 +114,9 @@ pub async fn many_peers<F: Factory>(factory: &F) {
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let c = factory.create(Options::default());
-        let server_id = within("connect", c.connect(&endpoint)).await.expect("connect");
+        let server_id = within("connect", c.connect(&endpoint))
+            .await
+            .expect("connect");
         clients.push((c, server_id));
     }
     for (i, (c, server_id)) in clients.iter().enumerate() {
@@ -134,9 +150,12 @@ pub async fn many_peers<F: Factory>(factory: &F) {
     let distinct: std::collections::HashSet<_> = ids.values().collect();
     assert_eq!(distinct.len(), CLIENTS, "every client has its own id");
     for (client, id) in &ids {
-        s.send(Multipart::from_frames([id.to_frame(), frame(client.to_string().as_bytes())]))
-            .await
-            .expect("reply");
+        s.send(Multipart::from_frames([
+            id.to_frame(),
+            frame(client.to_string().as_bytes()),
+        ]))
+        .await
+        .expect("reply");
     }
     for (i, (c, _)) in clients.iter().enumerate() {
         assert_eq!(message(c).await[1], frame(i.to_string().as_bytes()));
@@ -151,9 +170,13 @@ pub async fn large_messages<F: Factory>(factory: &F) {
     for i in 0..60u32 {
         many.push(vec![i as u8; 300 + i as usize]);
     }
-    c.send(Multipart::from_frames([server_id.to_frame(), big.clone(), frame(b"tail")]))
-        .await
-        .expect("send big");
+    c.send(Multipart::from_frames([
+        server_id.to_frame(),
+        big.clone(),
+        frame(b"tail"),
+    ]))
+    .await
+    .expect("send big");
     c.send(many.clone()).await.expect("send many");
     let got = message(&s).await;
     assert_eq!(got.len(), 3);
@@ -172,9 +195,12 @@ pub async fn ordering_per_link<F: Factory>(factory: &F) {
         let c = c.clone();
         tokio::spawn(async move {
             for n in 0..COUNT {
-                c.send(Multipart::from_frames([server_id.to_frame(), frame(&n.to_be_bytes())]))
-                    .await
-                    .expect("send");
+                c.send(Multipart::from_frames([
+                    server_id.to_frame(),
+                    frame(&n.to_be_bytes()),
+                ]))
+                .await
+                .expect("send");
             }
         })
     };
@@ -191,11 +217,16 @@ pub async fn close_flushes<F: Factory>(factory: &F) {
     const COUNT: usize = 1000;
     let (s, c, _, server_id) = pair(factory, Options::default(), Options::default()).await;
     for n in 0..COUNT {
-        c.send(Multipart::from_frames([server_id.to_frame(), Bytes::from(vec![1u8; 1000 + n])]))
-            .await
-            .expect("send");
+        c.send(Multipart::from_frames([
+            server_id.to_frame(),
+            Bytes::from(vec![1u8; 1000 + n]),
+        ]))
+        .await
+        .expect("send");
     }
-    within("disconnect", c.disconnect(&server_id)).await.expect("disconnect");
+    within("disconnect", c.disconnect(&server_id))
+        .await
+        .expect("disconnect");
     for n in 0..COUNT {
         assert_eq!(message(&s).await[1].len(), 1000 + n);
     }
@@ -203,7 +234,10 @@ pub async fn close_flushes<F: Factory>(factory: &F) {
     assert!(matches!(cause, LinkDownCause::ClosedByPeer), "{cause:?}");
     let (_, cause) = link_down(&c).await;
     assert!(matches!(cause, LinkDownCause::Disconnected), "{cause:?}");
-    match c.try_send(Multipart::from_frames([server_id.to_frame(), frame(b"late")])) {
+    match c.try_send(Multipart::from_frames([
+        server_id.to_frame(),
+        frame(b"late"),
+    ])) {
         Err(SendError::UnknownPeer { peer, msg }) => {
             assert_eq!(peer, server_id);
             assert_eq!(msg[1], frame(b"late"));
@@ -257,7 +291,11 @@ pub async fn backpressure_bounds_memory<F: Factory>(factory: &F) {
     assert!(accepted > 0, "an idle link accepts messages");
     match c.try_send(numbered(accepted)) {
         Err(SendError::Full { msg, .. }) => {
-            assert_eq!(msg[1], frame(&accepted.to_be_bytes()), "Full hands the message back");
+            assert_eq!(
+                msg[1],
+                frame(&accepted.to_be_bytes()),
+                "Full hands the message back"
+            );
         }
         other => panic!("a full link must push back: {other:?}"),
     }
@@ -287,33 +325,43 @@ pub async fn peer_limit<F: Factory>(factory: &F) {
         ..Options::default()
     });
     let endpoint = s.bind(&factory.endpoint()).await.expect("bind");
-    let a = factory.create(Options::default());
+    let a = factory.create(Options {
+        identity: Some("a"),
+        ..Options::default()
+    });
     let b = factory.create(Options::default());
     let a_server = a.connect(&endpoint).await.expect("first peer");
     b.connect(&endpoint).await.expect("second peer");
-    let (a_id, _) = link_up(&s).await;
+    link_up(&s).await;
     link_up(&s).await;
     let extra = factory.create(Options::default());
     assert!(
-        within("refused connect", extra.connect(&endpoint)).await.is_err(),
+        within("refused connect", extra.connect(&endpoint))
+            .await
+            .is_err(),
         "third peer refused"
     );
-    loop {
-        match next(&s).await {
-            Incoming::Refused { error, .. } => {
-                assert!(matches!(*error, MiddlewareError::PeerLimit { max: 2 }), "{error}");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
+    match next(&s).await {
+        Incoming::Refused { error, .. } => {
+            assert!(
+                matches!(*error, MiddlewareError::PeerLimit { max: 2 }),
+                "{error}"
+            );
         }
+        other => panic!("unexpected {other:?}"),
     }
-    a.send(Multipart::from_frames([a_server.to_frame(), frame(b"still here")]))
-        .await
-        .expect("existing link works");
+    a.send(Multipart::from_frames([
+        a_server.to_frame(),
+        frame(b"still here"),
+    ]))
+    .await
+    .expect("existing link works");
     assert_eq!(message(&s).await[1], frame(b"still here"));
-    within("disconnect", a.disconnect(&a_server)).await.expect("disconnect");
+    within("disconnect", a.disconnect(&a_server))
+        .await
+        .expect("disconnect");
     let (gone, _) = link_down(&s).await;
-    assert_eq!(gone, a_id);
+    assert_eq!(gone.to_string(), "a");
     let late = factory.create(Options::default());
     within("connect into the freed slot", late.connect(&endpoint))
         .await
@@ -328,7 +376,9 @@ pub async fn duplicate_identity_refused<F: Factory>(factory: &F) {
         ..Options::default()
     };
     let (s, first, twin_id, server_id) = pair(factory, Options::default(), dup.clone()).await;
-    let endpoint = within("bind", s.bind(&factory.endpoint())).await.expect("bind");
+    let endpoint = within("bind", s.bind(&factory.endpoint()))
+        .await
+        .expect("bind");
     let second = factory.create(dup);
     let _ = within("duplicate connect", second.connect(&endpoint)).await;
     loop {
@@ -345,11 +395,17 @@ pub async fn duplicate_identity_refused<F: Factory>(factory: &F) {
         }
     }
     first
-        .send(Multipart::from_frames([server_id.to_frame(), frame(b"original")]))
+        .send(Multipart::from_frames([
+            server_id.to_frame(),
+            frame(b"original"),
+        ]))
         .await
         .expect("live link still works");
     let got = message(&s).await;
-    assert_eq!((got[0].clone(), got[1].clone()), (twin_id.to_frame(), frame(b"original")));
+    assert_eq!(
+        (got[0].clone(), got[1].clone()),
+        (twin_id.to_frame(), frame(b"original"))
+    );
 }
 
 /// Sending to a peer without a link is an error that hands the message back; so is a
@@ -360,12 +416,18 @@ pub async fn unknown_peer_is_an_error<F: Factory>(factory: &F) {
     match m.try_send(msg.clone()) {
         Err(SendError::UnknownPeer { peer, msg: back }) => {
             assert_eq!(peer.as_bytes().as_ref(), b"nobody");
-            assert_eq!(back, msg);
+            assert_eq!(*back, msg);
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(m.send(msg).await, Err(SendError::UnknownPeer { .. })));
-    assert!(matches!(m.try_send(Multipart::new()), Err(SendError::NoPeerFrame)));
+    assert!(matches!(
+        m.send(msg).await,
+        Err(SendError::UnknownPeer { .. })
+    ));
+    assert!(matches!(
+        m.try_send(Multipart::new()),
+        Err(SendError::NoPeerFrame)
+    ));
 }
 
 /// When a peer goes away its link is reported down with the cause, and sends to it fail.

@@ -46,13 +46,17 @@ async fn handshake(
                 return Ok((info, buf));
             }
             if stream.read_buf(&mut buf).await? == 0 {
-                return Err(MiddlewareError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(MiddlewareError::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
         }
     };
     match tokio::time::timeout(limits.handshake_timeout(), exchange).await {
         Ok(result) => result,
-        Err(_) => Err(MiddlewareError::HandshakeTimeout(limits.handshake_timeout())),
+        Err(_) => Err(MiddlewareError::HandshakeTimeout(
+            limits.handshake_timeout(),
+        )),
     }
 }
 

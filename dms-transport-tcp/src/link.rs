@@ -95,14 +95,19 @@ impl Link {
         let body = msg.frames().get(1..).unwrap_or_default();
         let encoded = match codec.check_outbound(body) {
             Ok(len) => len,
-            Err(error) => return Err(SendError::Invalid { error, msg }),
+            Err(error) => {
+                return Err(SendError::Invalid {
+                    error,
+                    msg: Box::new(msg),
+                });
+            }
         };
         let mut outbox = lock(&self.outbox);
         if outbox.state != OutboxState::Open {
             drop(outbox);
             return Err(SendError::UnknownPeer {
                 peer: self.peer.clone(),
-                msg,
+                msg: Box::new(msg),
             });
         }
         let was_empty = outbox.buf.is_empty();
@@ -110,7 +115,7 @@ impl Link {
             drop(outbox);
             return Err(SendError::Full {
                 peer: self.peer.clone(),
-                msg,
+                msg: Box::new(msg),
             });
         }
         let encoded = codec.encode_frames(body, &mut outbox.buf);

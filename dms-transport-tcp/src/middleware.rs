@@ -13,11 +13,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::TcpConfig;
 use crate::address::{SCHEME, endpoint_of, host_port};
 use crate::connection::{accept_loop, dial, supervise};
 use crate::link::Link;
 use crate::stats::{Counters, TcpStats};
-use crate::TcpConfig;
 
 /// State shared by the handle and every task of one middleware.
 #[derive(Debug)]
@@ -83,7 +83,10 @@ impl Shared {
     /// Records the supervisor of a connected link under its current peer id (replacing
     /// the entry it had under an earlier id).
     pub(crate) fn track_supervisor(&self, peer: &PeerId, stop: &Arc<CancellationToken>) {
-        let mut supervisors = self.supervisors.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut supervisors = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         supervisors.retain(|_, token| !Arc::ptr_eq(token, stop) && !token.is_cancelled());
         supervisors.insert(peer.clone(), stop.clone());
     }
@@ -195,7 +198,10 @@ impl TcpMiddleware {
         match self.shared.link(first) {
             Some(link) => Ok((link, msg)),
             None => match PeerId::new(first.clone()) {
-                Ok(peer) => Err(SendError::UnknownPeer { peer, msg }),
+                Ok(peer) => Err(SendError::UnknownPeer {
+                    peer,
+                    msg: Box::new(msg),
+                }),
                 Err(_) => Err(SendError::NoPeerFrame),
             },
         }
@@ -222,12 +228,7 @@ impl MessageMiddleware for TcpMiddleware {
         let peer = link.peer.clone();
         let stop = Arc::new(self.shared.shutdown.child_token());
         self.shared.track_supervisor(&peer, &stop);
-        tokio::spawn(supervise(
-            self.shared.clone(),
-            endpoint.clone(),
-            link,
-            stop,
-        ));
+        tokio::spawn(supervise(self.shared.clone(), endpoint.clone(), link, stop));
         Ok(peer)
     }
 
@@ -243,7 +244,7 @@ impl MessageMiddleware for TcpMiddleware {
             tokio::pin!(room);
             room.as_mut().enable();
             match link.try_queue(&self.shared.encoder, msg) {
-                Err(SendError::Full { msg: back, .. }) => msg = back,
+                Err(SendError::Full { msg: back, .. }) => msg = *back,
                 done => return done,
             }
             tokio::select! {

@@ -1,4 +1,5 @@
 //! The middleware conformance suite, over real TCP sockets on loopback.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use dms_core::Endpoint;
 use dms_test_support::middleware::{Factory, Options};

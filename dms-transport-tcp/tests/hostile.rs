@@ -1,5 +1,6 @@
 //! Hostile bytes from raw sockets: each case gets a typed error and closes only its own
 //! connection; the process and the other links go on.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
 
@@ -30,7 +31,10 @@ async fn setup() -> Setup {
             .build()
             .unwrap(),
     );
-    let endpoint = server.bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let endpoint = server
+        .bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let client = TcpMiddleware::new(TcpConfig::default());
     let server_id = client.connect(&endpoint).await.unwrap();
     link_up(&server).await;
@@ -47,7 +51,10 @@ impl Setup {
     /// The healthy link still carries messages both ways.
     async fn assert_healthy(&self) {
         self.client
-            .send(Multipart::from_frames([self.server_id.to_frame(), "alive?".into()]))
+            .send(Multipart::from_frames([
+                self.server_id.to_frame(),
+                "alive?".into(),
+            ]))
             .await
             .unwrap();
         let msg = message(&self.server).await;
@@ -156,10 +163,15 @@ async fn frame_count_over_limit_closes_only_that_link() {
 async fn wrong_greeting_is_refused() {
     let s = setup().await;
     let mut raw = s.raw().await;
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: dms\r\n\r\n").await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: dms\r\n\r\n")
+        .await
+        .unwrap();
     assert!(matches!(
         s.refused().await,
-        MiddlewareError::Handshake(HandshakeError::BadSignature { offset: 0, byte: b'G' })
+        MiddlewareError::Handshake(HandshakeError::BadSignature {
+            offset: 0,
+            byte: b'G'
+        })
     ));
     assert_closed(raw).await;
     let mut raw = s.raw().await;
@@ -197,7 +209,10 @@ async fn random_bytes_are_refused() {
 async fn silent_peer_times_out_in_the_handshake() {
     let s = setup().await;
     let raw = s.raw().await;
-    assert!(matches!(s.refused().await, MiddlewareError::HandshakeTimeout(_)));
+    assert!(matches!(
+        s.refused().await,
+        MiddlewareError::HandshakeTimeout(_)
+    ));
     assert_closed(raw).await;
     s.assert_healthy().await;
 }

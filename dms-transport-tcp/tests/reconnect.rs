@@ -1,4 +1,5 @@
 //! Connected links come back after the peer restarts; accepted links are not redialled.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use dms_core::{Endpoint, LinkDownCause, MessageMiddleware, Multipart, Role};
 use dms_test_support::wait::{link_down, link_up, message};
@@ -12,7 +13,10 @@ fn server() -> TcpMiddleware {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_reconnects_after_the_peer_restarts() {
     let first = server();
-    let endpoint: Endpoint = first.bind(&"tcp://127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let endpoint: Endpoint = first
+        .bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let client = TcpMiddleware::new(
         TcpConfig::builder()
             .reconnect(Duration::from_millis(20), Duration::from_millis(200))
@@ -27,7 +31,10 @@ async fn connector_reconnects_after_the_peer_restarts() {
     drop(first);
     let (peer, cause) = link_down(&client).await;
     assert_eq!(peer, srv);
-    assert!(matches!(cause, LinkDownCause::ClosedByPeer | LinkDownCause::Io(_)), "{cause:?}");
+    assert!(
+        matches!(cause, LinkDownCause::ClosedByPeer | LinkDownCause::Io(_)),
+        "{cause:?}"
+    );
 
     let second = server();
     assert_eq!(second.bind(&endpoint).await.unwrap(), endpoint);
@@ -35,12 +42,18 @@ async fn connector_reconnects_after_the_peer_restarts() {
     assert_eq!((peer, role), (srv.clone(), Role::Connector));
     link_up(&second).await;
     client
-        .send(Multipart::from_frames([srv.to_frame(), "after restart".into()]))
+        .send(Multipart::from_frames([
+            srv.to_frame(),
+            "after restart".into(),
+        ]))
         .await
         .unwrap();
     assert_eq!(&message(&second).await[1][..], b"after restart");
     assert!(client.stats().reconnect_attempts >= 1);
 
     client.disconnect(&srv).await.unwrap();
-    assert!(matches!(link_down(&client).await.1, LinkDownCause::Disconnected));
+    assert!(matches!(
+        link_down(&client).await.1,
+        LinkDownCause::Disconnected
+    ));
 }

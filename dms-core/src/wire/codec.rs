@@ -238,7 +238,10 @@ mod tests {
             .encode(&Multipart::from_frames(["1", "2", "3", "4"]), &mut wire)
             .unwrap();
         let mut codec = MessageCodec::new(limits);
-        assert_eq!(codec.decode(&mut wire), Err(WireError::TooManyFrames { max: 3 }));
+        assert_eq!(
+            codec.decode(&mut wire),
+            Err(WireError::TooManyFrames { max: 3 })
+        );
     }
 
     #[test]
@@ -246,7 +249,10 @@ mod tests {
         let limits = Limits::builder().max_message_len(100).build();
         let mut wire = BytesMut::new();
         MessageCodec::new(Limits::default())
-            .encode(&Multipart::from_frames([vec![0u8; 60], vec![0u8; 60]]), &mut wire)
+            .encode(
+                &Multipart::from_frames([vec![0u8; 60], vec![0u8; 60]]),
+                &mut wire,
+            )
             .unwrap();
         wire.truncate(62 + 2); // the second frame's header only
         let mut codec = MessageCodec::new(limits);
@@ -264,7 +270,10 @@ mod tests {
         }
         .encode(&mut wire);
         let mut codec = MessageCodec::new(Limits::default());
-        assert_eq!(codec.decode(&mut wire), Err(WireError::CommandInsideMessage));
+        assert_eq!(
+            codec.decode(&mut wire),
+            Err(WireError::CommandInsideMessage)
+        );
     }
 
     #[test]
@@ -275,7 +284,10 @@ mod tests {
             codec.encode_frames(&[Bytes::from_static(b"12345")], &mut buf),
             Err(WireError::FrameTooLarge { len: 5, max: 4 })
         );
-        assert_eq!(codec.encode_frames(&[], &mut buf), Err(WireError::EmptyMessage));
+        assert_eq!(
+            codec.encode_frames(&[], &mut buf),
+            Err(WireError::EmptyMessage)
+        );
         assert!(buf.is_empty());
     }
 

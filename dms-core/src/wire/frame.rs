@@ -190,10 +190,8 @@ impl FrameCodec {
                 });
             }
             // `declared <= max_frame_len`, which the caller chose to fit in memory.
-            let len = usize::try_from(declared).map_err(|_| WireError::FrameTooLarge {
-                len: declared,
-                max,
-            })?;
+            let len = usize::try_from(declared)
+                .map_err(|_| WireError::FrameTooLarge { len: declared, max })?;
             src.advance(header);
             src.reserve(len.saturating_sub(src.len()));
             self.state = DecodeState::Body { flags, len };
@@ -260,7 +258,9 @@ mod tests {
         bytes.extend_from_slice(&(1u64 << 30).to_be_bytes());
         let mut buf = BytesMut::from(&bytes[..]);
         let capacity = buf.capacity();
-        let err = FrameCodec::new(Limits::default()).decode(&mut buf).unwrap_err();
+        let err = FrameCodec::new(Limits::default())
+            .decode(&mut buf)
+            .unwrap_err();
         assert_eq!(
             err,
             WireError::FrameTooLarge {
@@ -275,7 +275,10 @@ mod tests {
     fn maximal_long_header_rejected() {
         let mut bytes = vec![0x03];
         bytes.extend_from_slice(&u64::MAX.to_be_bytes());
-        assert!(matches!(decode_all(&bytes), Err(WireError::FrameTooLarge { .. })));
+        assert!(matches!(
+            decode_all(&bytes),
+            Err(WireError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -119,7 +119,10 @@ mod tests {
         ));
         assert_eq!(
             Greeting::check_prefix(b"GET / HTTP/1.1"),
-            Err(HandshakeError::BadSignature { offset: 0, byte: b'G' })
+            Err(HandshakeError::BadSignature {
+                offset: 0,
+                byte: b'G'
+            })
         );
         let mut g = Greeting::encode_null();
         g[9] = 0x7E;

@@ -2,9 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{
-    Command, FrameCodec, GREETING_LEN, Greeting, HandshakeError, Limits, Metadata,
-};
+use super::{Command, FrameCodec, GREETING_LEN, Greeting, HandshakeError, Limits, Metadata};
 
 /// ZeroMQ socket types DMS announces or meets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +166,9 @@ impl Handshake {
         match self.state {
             State::Ready => {}
             State::Greeting | State::Finished => {
-                return Err(HandshakeError::Unexpected("input after the handshake ended"));
+                return Err(HandshakeError::Unexpected(
+                    "input after the handshake ended",
+                ));
             }
         }
         let Some(frame) = self.frames.decode(src)? else {
@@ -258,7 +258,10 @@ mod tests {
             let mut buf = BytesMut::from(&whole[..split]);
             assert_eq!(hs.handle_bytes(&mut buf), Ok(None), "split {split}");
             buf.extend_from_slice(&whole[split..]);
-            assert!(hs.handle_bytes(&mut buf).unwrap().is_some(), "split {split}");
+            assert!(
+                hs.handle_bytes(&mut buf).unwrap().is_some(),
+                "split {split}"
+            );
         }
     }
 
@@ -266,16 +269,27 @@ mod tests {
     fn bad_peers_are_refused_with_typed_errors() {
         assert_eq!(
             run(ready(&[("Socket-Type", b"PUB")])),
-            Err(HandshakeError::IncompatibleSocketType(Bytes::from_static(b"PUB")))
+            Err(HandshakeError::IncompatibleSocketType(Bytes::from_static(
+                b"PUB"
+            )))
         );
-        assert_eq!(run(ready(&[("Identity", b"x")])), Err(HandshakeError::MissingSocketType));
+        assert_eq!(
+            run(ready(&[("Identity", b"x")])),
+            Err(HandshakeError::MissingSocketType)
+        );
         assert!(matches!(
-            run(ready(&[("Socket-Type", b"DEALER"), ("socket-type", b"DEALER")])),
+            run(ready(&[
+                ("Socket-Type", b"DEALER"),
+                ("socket-type", b"DEALER")
+            ])),
             Err(HandshakeError::DuplicateProperty(_))
         ));
         let mut data_first = BytesMut::from(&Greeting::encode_null()[..]);
         data_first.extend_from_slice(&[0x00, 0x00]);
-        assert_eq!(run(data_first), Err(HandshakeError::Unexpected("message frame")));
+        assert_eq!(
+            run(data_first),
+            Err(HandshakeError::Unexpected("message frame"))
+        );
         let mut refused = BytesMut::from(&Greeting::encode_null()[..]);
         Command::Error {
             reason: Bytes::from_static(b"go away"),
@@ -300,7 +314,10 @@ mod tests {
     fn random_bytes_fail_on_the_first_byte() {
         assert_eq!(
             run(BytesMut::from(&b"\x16\x03\x01"[..])),
-            Err(HandshakeError::BadSignature { offset: 0, byte: 0x16 })
+            Err(HandshakeError::BadSignature {
+                offset: 0,
+                byte: 0x16
+            })
         );
     }
 
