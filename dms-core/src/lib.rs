@@ -23,12 +23,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod dispatch;
 pub mod endpoint;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod middleware;
 pub mod multipart;
+pub mod path;
 pub mod peer_id;
+pub mod proto;
 pub mod wire;
 
 pub use endpoint::{Endpoint, EndpointError};

@@ -1,0 +1,404 @@
+//! The DMS control frame: the second frame of every DMS message, a fixed, versioned binary
+//! layout documented byte by byte in `docs/PROTOCOL.md`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The only control frame version this implementation speaks.
+pub const VERSION: u8 = 1;
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 30;
+/// Default hop limit of a new message.
+pub const DEFAULT_HOP_LIMIT: u8 = 16;
+
+/// A DMS command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CommandCode {
+    /// Announces a service path; opens a session (probe and its answer).
+    Ready = 1,
+    /// Heartbeat from the requester.
+    Ping = 2,
+    /// Heartbeat answer.
+    Pong = 3,
+    /// Ends the session; nothing follows on the link.
+    Disconnect = 4,
+    /// A request (`EXPECT_REPLY`) or a notification.
+    Req = 5,
+    /// The reply to a request.
+    Rep = 6,
+}
+
+impl CommandCode {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::Ready,
+            2 => Self::Ping,
+            3 => Self::Pong,
+            4 => Self::Disconnect,
+            5 => Self::Req,
+            6 => Self::Rep,
+            _ => return None,
+        })
+    }
+}
+
+/// Flag bits of byte 2.
+pub mod flags {
+    /// REQ: the sender waits for a REP with the same id.
+    pub const EXPECT_REPLY: u8 = 0x01;
+    /// REQ: sent to every live instance of the cluster.
+    pub const BROADCAST: u8 = 0x02;
+    /// REP: the request failed; the body carries an error code and detail.
+    pub const ERROR: u8 = 0x04;
+}
+
+/// Why a session ends (DISCONNECT) or a request failed (REP with `ERROR`): a code and a
+/// human-readable detail (at most 255 bytes of UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// The code; see [`codes`].
+    pub code: u16,
+    /// Detail for people.
+    pub detail: String,
+}
+
+/// Reason codes.
+pub mod codes {
+    /// The peer is shutting down (DISCONNECT).
+    pub const SHUTDOWN: u16 = 1;
+    /// The ACL refuses the requester's cluster (DISCONNECT, REP error).
+    pub const ACCESS_DENIED: u16 = 2;
+    /// The peer broke the protocol (DISCONNECT).
+    pub const PROTOCOL_VIOLATION: u16 = 3;
+    /// No sign of life within the liveness timeout (DISCONNECT).
+    pub const TIMEOUT: u16 = 4;
+    /// Unsupported control frame version (DISCONNECT).
+    pub const VERSION_MISMATCH: u16 = 5;
+    /// No handler took the request (REP error).
+    pub const NO_HANDLER: u16 = 16;
+    /// The responder is overloaded (REP error).
+    pub const OVERLOADED: u16 = 17;
+    /// The handler failed (REP error).
+    pub const HANDLER_FAILED: u16 = 18;
+}
+
+/// Command-specific fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// READY: the sender's service path, the liveness timeout the receiver should apply to
+    /// the sender (0 from a responder), and capability bits (none defined yet).
+    Ready {
+        /// Sender's service path (UTF-8).
+        path: String,
+        /// Milliseconds of silence after which the receiver may declare the sender dead.
+        liveness_timeout_ms: u32,
+        /// Capability bits.
+        capabilities: u32,
+    },
+    /// DISCONNECT or REP with `ERROR`.
+    Reason(Reason),
+    /// Nothing (PING, PONG, REQ, plain REP).
+    Empty,
+}
+
+/// A decoded control frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// The command.
+    pub command: CommandCode,
+    /// Flag bits ([`flags`]).
+    pub flags: u8,
+    /// Hops left (forwarding).
+    pub hop_limit: u8,
+    /// REQ/REP: request id; PING/PONG: sequence number.
+    pub id: u64,
+    /// FNV-1a 64 of the origin's service path.
+    pub source: u64,
+    /// FNV-1a 64 of the final destination's service path (0: the adjacent peer).
+    pub destination: u64,
+    /// Command-specific fields.
+    pub body: Body,
+}
+
+/// A control frame that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Shorter than the fixed header or than its declared body.
+    #[error("control frame truncated: {len} bytes, {needed} needed")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// A version other than [`VERSION`].
+    #[error("control frame version {0} is not supported (this side speaks {VERSION})")]
+    Version(u8),
+    /// Unknown command byte.
+    #[error("unknown command {0}")]
+    UnknownCommand(u8),
+    /// A READY path or reason detail is not UTF-8.
+    #[error("text field is not UTF-8")]
+    NotUtf8,
+    /// The message has no control frame.
+    #[error("message has no control frame")]
+    Missing,
+}
+
+impl Control {
+    /// A control frame for `command` with id and flags, no forwarding fields.
+    pub fn new(command: CommandCode, flags: u8, id: u64, body: Body) -> Self {
+        Self {
+            command,
+            flags,
+            hop_limit: DEFAULT_HOP_LIMIT,
+            id,
+            source: 0,
+            destination: 0,
+            body,
+        }
+    }
+
+    /// Encodes the frame.
+    ///
+    /// ```
+    /// use dms_core::proto::control::{Body, CommandCode, Control};
+    ///
+    /// let ping = Control::new(CommandCode::Ping, 0, 7, Body::Empty);
+    /// let bytes = ping.encode();
+    /// assert_eq!(bytes.len(), 30);
+    /// assert_eq!(&bytes[..4], &[1, 2, 0, 16]);
+    /// assert_eq!(Control::decode(&bytes), Ok(ping));
+    /// ```
+    pub fn encode(&self) -> Bytes {
+        let mut body = BytesMut::new();
+        match &self.body {
+            Body::Ready {
+                path,
+                liveness_timeout_ms,
+                capabilities,
+            } => {
+                body.put_u32(*liveness_timeout_ms);
+                body.put_u32(*capabilities);
+                let path = truncate_utf8(path, 255);
+                body.put_u8(path.len() as u8);
+                body.extend_from_slice(path.as_bytes());
+            }
+            Body::Reason(Reason { code, detail }) => {
+                body.put_u16(*code);
+                let detail = truncate_utf8(detail, 255);
+                body.put_u8(detail.len() as u8);
+                body.extend_from_slice(detail.as_bytes());
+            }
+            Body::Empty => {}
+        }
+        let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+        out.put_u8(VERSION);
+        out.put_u8(self.command as u8);
+        out.put_u8(self.flags);
+        out.put_u8(self.hop_limit);
+        out.put_u64(self.id);
+        out.put_u64(self.source);
+        out.put_u64(self.destination);
+        out.put_u16(body.len() as u16);
+        out.extend_from_slice(&body);
+        out.freeze()
+    }
+
+    /// Decodes a control frame. Bytes after the known fields of the body are ignored (room
+    /// for later minor additions); everything declared must be present.
+    pub fn decode(frame: &[u8]) -> Result<Self, ControlError> {
+        if frame.len() < HEADER_LEN {
+            if let Some(&version) = frame.first() {
+                if version != VERSION {
+                    return Err(ControlError::Version(version));
+                }
+            }
+            return Err(ControlError::Truncated {
+                len: frame.len(),
+                needed: HEADER_LEN,
+            });
+        }
+        let mut buf = frame;
+        let version = buf.get_u8();
+        if version != VERSION {
+            return Err(ControlError::Version(version));
+        }
+        let command_byte = buf.get_u8();
+        let command = CommandCode::from_byte(command_byte)
+            .ok_or(ControlError::UnknownCommand(command_byte))?;
+        let flags = buf.get_u8();
+        let hop_limit = buf.get_u8();
+        let id = buf.get_u64();
+        let source = buf.get_u64();
+        let destination = buf.get_u64();
+        let body_len = usize::from(buf.get_u16());
+        if buf.len() < body_len {
+            return Err(ControlError::Truncated {
+                len: frame.len(),
+                needed: HEADER_LEN + body_len,
+            });
+        }
+        let body = &buf[..body_len];
+        let body = match command {
+            CommandCode::Ready => decode_ready(body)?,
+            CommandCode::Disconnect => Body::Reason(decode_reason(body, frame.len())?),
+            CommandCode::Rep if flags & flags::ERROR != 0 => {
+                Body::Reason(decode_reason(body, frame.len())?)
+            }
+            _ => Body::Empty,
+        };
+        Ok(Self {
+            command,
+            flags,
+            hop_limit,
+            id,
+            source,
+            destination,
+            body,
+        })
+    }
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn decode_ready(mut body: &[u8]) -> Result<Body, ControlError> {
+    const FIXED: usize = 9;
+    if body.len() < FIXED {
+        return Err(ControlError::Truncated {
+            len: HEADER_LEN + body.len(),
+            needed: HEADER_LEN + FIXED,
+        });
+    }
+    let liveness_timeout_ms = body.get_u32();
+    let capabilities = body.get_u32();
+    let len = usize::from(body.get_u8());
+    let path = body.get(..len).ok_or(ControlError::Truncated {
+        len: HEADER_LEN + FIXED + body.len(),
+        needed: HEADER_LEN + FIXED + len,
+    })?;
+    let path = std::str::from_utf8(path).map_err(|_| ControlError::NotUtf8)?;
+    Ok(Body::Ready {
+        path: path.to_owned(),
+        liveness_timeout_ms,
+        capabilities,
+    })
+}
+
+fn decode_reason(mut body: &[u8], frame_len: usize) -> Result<Reason, ControlError> {
+    if body.len() < 3 {
+        return Err(ControlError::Truncated {
+            len: frame_len,
+            needed: HEADER_LEN + 3,
+        });
+    }
+    let code = body.get_u16();
+    let len = usize::from(body.get_u8());
+    let detail = body.get(..len).ok_or(ControlError::Truncated {
+        len: frame_len,
+        needed: HEADER_LEN + 3 + len,
+    })?;
+    let detail = std::str::from_utf8(detail).map_err(|_| ControlError::NotUtf8)?;
+    Ok(Reason {
+        code,
+        detail: detail.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ready_golden_bytes() {
+        let ready = Control::new(
+            CommandCode::Ready,
+            0,
+            0,
+            Body::Ready {
+                path: "/a/b/c/d/e/f/g".into(),
+                liveness_timeout_ms: 3000,
+                capabilities: 0,
+            },
+        );
+        let bytes = ready.encode();
+        let mut expected = vec![1, 1, 0, 16];
+        expected.extend_from_slice(&[0; 24]);
+        expected.extend_from_slice(&[0, 23]);
+        expected.extend_from_slice(&[0, 0, 0x0b, 0xb8, 0, 0, 0, 0, 14]);
+        expected.extend_from_slice(b"/a/b/c/d/e/f/g");
+        assert_eq!(&bytes[..], &expected[..]);
+        assert_eq!(Control::decode(&bytes), Ok(ready));
+    }
+
+    #[test]
+    fn malformed_frames_are_typed() {
+        assert_eq!(Control::decode(&[2]), Err(ControlError::Version(2)));
+        assert!(matches!(
+            Control::decode(&[1; 10]),
+            Err(ControlError::Truncated { .. })
+        ));
+        let mut bad = Control::new(CommandCode::Ping, 0, 0, Body::Empty)
+            .encode()
+            .to_vec();
+        bad[1] = 99;
+        assert_eq!(Control::decode(&bad), Err(ControlError::UnknownCommand(99)));
+        let mut short = Control::new(
+            CommandCode::Disconnect,
+            0,
+            0,
+            Body::Reason(Reason {
+                code: 1,
+                detail: "bye".into(),
+            }),
+        )
+        .encode()
+        .to_vec();
+        short.truncate(short.len() - 1);
+        assert!(matches!(
+            Control::decode(&short),
+            Err(ControlError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn long_text_is_truncated_on_a_char_boundary() {
+        let detail = "é".repeat(200);
+        let frame = Control::new(
+            CommandCode::Disconnect,
+            0,
+            0,
+            Body::Reason(Reason { code: 1, detail }),
+        )
+        .encode();
+        let Body::Reason(reason) = Control::decode(&frame).unwrap().body else {
+            panic!("reason")
+        };
+        assert_eq!(reason.detail.len(), 254);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            let _ = Control::decode(&bytes);
+        }
+
+        #[test]
+        fn roundtrip(id in any::<u64>(), src in any::<u64>(), code in any::<u16>(), detail in "[a-z ]{0,40}") {
+            let mut c = Control::new(CommandCode::Rep, flags::ERROR, id, Body::Reason(Reason { code, detail }));
+            c.source = src;
+            prop_assert_eq!(Control::decode(&c.encode()), Ok(c));
+        }
+    }
+}
