@@ -1,0 +1,786 @@
+//! The one task that owns a node's protocol state: it drains the protocol's outputs into
+//! the middleware, feeds it inbound messages, discovery changes, application commands and
+//! timers, and completes waiting requests.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dms_core::dispatch::{Candidate, DispatchPolicy};
+use dms_core::path::{ClusterPath, ServicePath};
+use dms_core::proto::control::{Reason, codes};
+use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId};
+use dms_core::{Endpoint, Incoming, MessageMiddleware, Multipart, PeerId, SendError};
+use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
+use dms_transport_tcp::{Backoff, TcpMiddleware};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::incoming::{IncomingRequest, Kind, Responder};
+use crate::registration::{Registration, cluster_key};
+use crate::{InstanceStatus, NodeEvent, Reply, RequestError};
+
+/// Messages waiting for room in a full link, at most.
+const MAX_PARKED: usize = 4096;
+/// How often parked messages are retried.
+const PARKED_RETRY: Duration = Duration::from_millis(2);
+/// Time a graceful shutdown spends flushing each link.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// The clock: the kernel's only time source (tokio's, so paused-time tests drive it).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Where a request or notification goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Destination {
+    /// One instance of a cluster, picked by the dispatch policy with this key.
+    Cluster(ClusterPath, u64),
+    /// That instance.
+    Instance(ServicePath),
+}
+
+/// What the application asks of the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Request {
+        to: Destination,
+        body: Multipart,
+        timeout: Duration,
+        done: oneshot::Sender<Result<Reply, RequestError>>,
+    },
+    Notify {
+        to: Destination,
+        body: Multipart,
+        done: oneshot::Sender<Result<ServicePath, RequestError>>,
+    },
+    Broadcast {
+        cluster: ClusterPath,
+        body: Multipart,
+        done: oneshot::Sender<Result<Vec<ServicePath>, RequestError>>,
+    },
+    Reply {
+        peer: PeerId,
+        id: RequestId,
+        result: Result<Multipart, Reason>,
+    },
+    Instances {
+        cluster: ClusterPath,
+        done: oneshot::Sender<Vec<InstanceStatus>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+    #[cfg(feature = "fault-injection")]
+    Suspend,
+    #[cfg(feature = "fault-injection")]
+    Kill,
+}
+
+/// A change of a target cluster seen in discovery.
+#[derive(Debug)]
+pub(crate) enum WatchItem {
+    /// The whole cluster as read at one revision (start, or resync after compaction).
+    Snapshot(ClusterPath, Vec<(ServicePath, Registration)>),
+    Put(ServicePath, Registration),
+    Delete(ServicePath),
+}
+
+/// A request waiting for its reply.
+struct Waiter {
+    to: ServicePath,
+    done: oneshot::Sender<Result<Reply, RequestError>>,
+}
+
+pub(crate) struct Driver<D: Discovery> {
+    pub(crate) proto: Protocol,
+    pub(crate) middleware: TcpMiddleware,
+    pub(crate) lease: Option<D::Lease>,
+    pub(crate) local: ServicePath,
+    pub(crate) targets: HashMap<ClusterPath, HashMap<ServicePath, Registration>>,
+    pub(crate) policy: Arc<dyn DispatchPolicy>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) command_tx: mpsc::WeakSender<Command>,
+    pub(crate) incoming: mpsc::Sender<IncomingRequest>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    pub(crate) watch: mpsc::Receiver<WatchItem>,
+    pub(crate) reconnect: (Duration, Duration),
+    pub(crate) state: DriverState,
+}
+
+/// The driver's bookkeeping besides the protocol.
+#[derive(Default)]
+pub(crate) struct DriverState {
+    ready: HashMap<PeerId, ServicePath>,
+    denied: HashMap<ServicePath, String>,
+    connecting: HashSet<ServicePath>,
+    retries: HashMap<ServicePath, (Instant, Backoff)>,
+    waiting: HashMap<RequestId, Waiter>,
+    parked: VecDeque<Multipart>,
+    dropped_notifications: u64,
+}
+
+/// Outcome of a connect attempt, reported back to the driver.
+struct Connected {
+    path: ServicePath,
+    result: Result<PeerId, String>,
+}
+
+impl<D: Discovery> Driver<D> {
+    pub(crate) async fn run(mut self) {
+        let (connected_tx, mut connected) = mpsc::channel::<Connected>(256);
+        let snapshot: Vec<_> = self.targets.keys().cloned().collect();
+        for cluster in snapshot {
+            self.connect_cluster(&cluster, &connected_tx);
+        }
+        loop {
+            self.flush();
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { done }) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    #[cfg(feature = "fault-injection")]
+                    Some(Command::Suspend) => {
+                        if self.suspended().await {
+                            return;
+                        }
+                    }
+                    #[cfg(feature = "fault-injection")]
+                    Some(Command::Kill) => return,
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                item = self.middleware.recv() => match item {
+                    Ok(item) => self.on_incoming(item),
+                    Err(error) => {
+                        warn!(%error, "middleware closed");
+                        return;
+                    }
+                },
+                Some(item) = self.watch.recv() => self.on_watch(item, &connected_tx),
+                Some(done) = connected.recv() => self.on_connected(done),
+                () = sleep_until(deadline) => self.on_timer(&connected_tx),
+            }
+        }
+    }
+
+    /// A suspended node processes nothing until killed (returns true) or resumed.
+    #[cfg(feature = "fault-injection")]
+    async fn suspended(&mut self) -> bool {
+        info!(node = %self.local, "suspended");
+        loop {
+            match self.commands.recv().await {
+                Some(Command::Kill) | None => return true,
+                Some(Command::Shutdown { done }) => {
+                    let _ = done.send(());
+                    return true;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut deadline = self.proto.poll_timeout();
+        let mut earlier = |at: Instant| {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        };
+        if let Some(at) = self.state.retries.values().map(|(at, _)| *at).min() {
+            earlier(at);
+        }
+        if !self.state.parked.is_empty() {
+            earlier(now() + PARKED_RETRY);
+        }
+        deadline
+    }
+
+    /// Drains the protocol's outputs until it has none.
+    fn flush(&mut self) {
+        self.retry_parked();
+        loop {
+            let mut idle = true;
+            while let Some(transmit) = self.proto.poll_transmit() {
+                idle = false;
+                self.transmit(transmit.msg);
+            }
+            while let Some(event) = self.proto.poll_event() {
+                idle = false;
+                self.on_event(event);
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn transmit(&mut self, msg: Multipart) {
+        if !self.state.parked.is_empty() {
+            return self.park(msg);
+        }
+        match self.middleware.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full { msg, .. }) => self.park(*msg),
+            Err(error) => debug!(%error, "message not sent"),
+        }
+    }
+
+    fn park(&mut self, msg: Multipart) {
+        if self.state.parked.len() < MAX_PARKED {
+            self.state.parked.push_back(msg);
+        } else {
+            warn!("outbound backlog full: message dropped (its request will time out)");
+        }
+    }
+
+    fn retry_parked(&mut self) {
+        while let Some(msg) = self.state.parked.pop_front() {
+            match self.middleware.try_send(msg) {
+                Ok(()) => {}
+                Err(SendError::Full { msg, .. }) => {
+                    self.state.parked.push_front(*msg);
+                    return;
+                }
+                Err(error) => debug!(%error, "parked message not sent"),
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, item: Incoming) {
+        let now = now();
+        match item {
+            Incoming::Message(msg) => {
+                if let Some(peer) = msg.first().and_then(|f| PeerId::new(f.clone()).ok()) {
+                    self.proto.handle_message(now, peer, msg);
+                }
+            }
+            Incoming::LinkUp { peer, role, .. } => self.proto.handle_link_up(now, peer, role),
+            Incoming::LinkDown { peer, .. } => self.proto.handle_link_down(now, &peer),
+            Incoming::Refused { endpoint, error } => debug!(%endpoint, %error, "connection refused"),
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::PeerReady { peer, path, role } => {
+                debug!(node = %self.local, %path, ?role, "peer ready");
+                self.state.retries.remove(&path);
+                self.state.ready.insert(peer, path.clone());
+                let _ = self.events.send(NodeEvent::PeerUp { path, role });
+            }
+            Event::PeerLost { peer, path, reason } => self.on_peer_lost(peer, path, reason),
+            Event::Request { peer, from, id, body } => {
+                let request = IncomingRequest {
+                    from,
+                    body,
+                    kind: Kind::Request(Responder {
+                        peer: peer.clone(),
+                        id,
+                        commands: self.command_tx.upgrade().unwrap_or_else(closed_sender),
+                        answered: false,
+                    }),
+                };
+                match self.incoming.try_send(request) {
+                    Ok(()) => {}
+                    Err(refused) => {
+                        // Answer here, not from the responder's drop.
+                        if let Kind::Request(responder) = &mut refused.into_inner().kind {
+                            responder.answered = true;
+                        }
+                        let overloaded = Reason {
+                            code: codes::OVERLOADED,
+                            detail: format!("{} has too many requests waiting", self.local),
+                        };
+                        let _ = self.proto.reply(&peer, id, Err(overloaded));
+                    }
+                }
+            }
+            Event::Notification {
+                from,
+                broadcast,
+                body,
+                ..
+            } => {
+                let note = IncomingRequest {
+                    from,
+                    body,
+                    kind: Kind::Notification { broadcast },
+                };
+                if self.incoming.try_send(note).is_err() {
+                    self.state.dropped_notifications += 1;
+                    warn!(node = %self.local, "incoming queue full: notification dropped");
+                }
+            }
+            Event::Reply { id, result } => {
+                if let Some(waiter) = self.state.waiting.remove(&id) {
+                    let result = match result {
+                        Ok(body) => Ok(Reply {
+                            from: waiter.to,
+                            body,
+                        }),
+                        Err(dms_core::proto::RequestError::Timeout) => Err(RequestError::Timeout),
+                        Err(dms_core::proto::RequestError::PeerLost(reason)) => {
+                            Err(RequestError::PeerLost(reason.to_string()))
+                        }
+                        Err(dms_core::proto::RequestError::Remote(reason)) => {
+                            Err(RequestError::Remote {
+                                code: reason.code,
+                                detail: reason.detail,
+                            })
+                        }
+                        Err(other) => Err(RequestError::PeerLost(other.to_string())),
+                    };
+                    let _ = waiter.done.send(result);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_peer_lost(&mut self, peer: PeerId, path: Option<ServicePath>, reason: LossReason) {
+        self.state.ready.remove(&peer);
+        let path = path.or_else(|| std::str::from_utf8(peer.as_bytes()).ok()?.parse().ok());
+        info!(node = %self.local, peer = %peer, %reason, "peer lost");
+        if let Some(path) = &path {
+            let _ = self.events.send(NodeEvent::PeerDown {
+                path: path.clone(),
+                reason: reason.to_string(),
+            });
+            if let LossReason::Disconnected {
+                initiator: Initiator::Remote,
+                reason,
+            } = &reason
+            {
+                if reason.code == codes::ACCESS_DENIED {
+                    self.state.denied.insert(path.clone(), reason.detail.clone());
+                }
+            }
+        }
+        if !matches!(reason, LossReason::LinkDown) {
+            // The session is over but the link may be up (a silent peer): close it, which
+            // also stops the middleware from redialling it. The driver redials itself if the
+            // instance is still registered.
+            let middleware = self.middleware.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, middleware.disconnect(&peer)).await;
+            });
+            if let Some(path) = path {
+                if self.registration(&path).is_some() && !self.state.denied.contains_key(&path) {
+                    self.schedule_retry(path);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = now();
+        match command {
+            Command::Request {
+                to,
+                body,
+                timeout,
+                done,
+            } => match self.pick(&to) {
+                Ok((peer, path)) => match self.proto.request(now, &peer, body, timeout) {
+                    Ok(id) => {
+                        self.state.waiting.insert(id, Waiter { to: path, done });
+                    }
+                    Err(_) => {
+                        let _ = done.send(Err(RequestError::TooManyPending));
+                    }
+                },
+                Err(error) => {
+                    let _ = done.send(Err(error));
+                }
+            },
+            Command::Notify { to, body, done } => {
+                let result = self.pick(&to).and_then(|(peer, path)| {
+                    self.proto
+                        .notify(&peer, body, false)
+                        .map(|()| path)
+                        .map_err(|e| RequestError::NoInstance(e.to_string()))
+                });
+                let _ = done.send(result);
+            }
+            Command::Broadcast {
+                cluster,
+                body,
+                done,
+            } => {
+                let result = match self.live_instances(&cluster) {
+                    Err(error) => Err(error),
+                    Ok(live) => {
+                        let mut reached = Vec::new();
+                        for (_, path, peer) in live {
+                            if self.proto.notify(&peer, body.clone(), true).is_ok() {
+                                reached.push(path);
+                            }
+                        }
+                        Ok(reached)
+                    }
+                };
+                let _ = done.send(result);
+            }
+            Command::Reply { peer, id, result } => {
+                let _ = self.proto.reply(&peer, id, result);
+            }
+            Command::Instances { cluster, done } => {
+                let mut list: Vec<InstanceStatus> = self
+                    .targets
+                    .get(&cluster)
+                    .into_iter()
+                    .flat_map(|instances| instances.iter())
+                    .map(|(path, reg)| InstanceStatus {
+                        path: path.clone(),
+                        bucket: reg.bucket,
+                        endpoints: reg.endpoints.clone(),
+                        ready: self.state.ready.contains_key(&path.peer_id()),
+                    })
+                    .collect();
+                list.sort_by_key(|s| s.bucket);
+                let _ = done.send(list);
+            }
+            Command::Shutdown { .. } => {}
+            #[cfg(feature = "fault-injection")]
+            Command::Suspend | Command::Kill => {}
+        }
+    }
+
+    fn registration(&self, path: &ServicePath) -> Option<&Registration> {
+        self.targets.get(&path.cluster())?.get(path)
+    }
+
+    /// Live (probed) instances of a target cluster, sorted by bucket.
+    fn live_instances(
+        &self,
+        cluster: &ClusterPath,
+    ) -> Result<Vec<(u32, ServicePath, PeerId)>, RequestError> {
+        let instances = self
+            .targets
+            .get(cluster)
+            .ok_or_else(|| RequestError::NotATarget(cluster.clone()))?;
+        let mut live: Vec<_> = instances
+            .iter()
+            .filter_map(|(path, reg)| {
+                let peer = path.peer_id();
+                self.state
+                    .ready
+                    .contains_key(&peer)
+                    .then(|| (reg.bucket, path.clone(), peer))
+            })
+            .collect();
+        live.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        Ok(live)
+    }
+
+    fn pick(&self, to: &Destination) -> Result<(PeerId, ServicePath), RequestError> {
+        match to {
+            Destination::Instance(path) => {
+                let peer = path.peer_id();
+                if self.state.ready.contains_key(&peer) {
+                    Ok((peer, path.clone()))
+                } else if let Some(detail) = self.state.denied.get(path) {
+                    Err(RequestError::Denied(detail.clone()))
+                } else {
+                    Err(RequestError::NoInstance(path.to_string()))
+                }
+            }
+            Destination::Cluster(cluster, key) => {
+                let live = self.live_instances(cluster)?;
+                let candidates: Vec<Candidate> = live
+                    .iter()
+                    .map(|(bucket, _, peer)| Candidate {
+                        bucket: *bucket,
+                        pending: self.proto.pending_for(peer),
+                    })
+                    .collect();
+                match self.policy.pick(*key, &candidates).and_then(|i| live.get(i)) {
+                    Some((_, path, peer)) => Ok((peer.clone(), path.clone())),
+                    None => {
+                        let denied = self
+                            .state
+                            .denied
+                            .iter()
+                            .find(|(path, _)| cluster.contains(path));
+                        match denied {
+                            Some((_, detail)) => Err(RequestError::Denied(detail.clone())),
+                            None => Err(RequestError::NoInstance(cluster.to_string())),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_watch(&mut self, item: WatchItem, connected_tx: &mpsc::Sender<Connected>) {
+        match item {
+            WatchItem::Snapshot(cluster, instances) => {
+                let fresh: HashMap<_, _> = instances.into_iter().collect();
+                let gone: Vec<ServicePath> = self
+                    .targets
+                    .get(&cluster)
+                    .map(|old| old.keys().filter(|p| !fresh.contains_key(*p)).cloned().collect())
+                    .unwrap_or_default();
+                for path in gone {
+                    self.on_watch(WatchItem::Delete(path), connected_tx);
+                }
+                for (path, registration) in fresh {
+                    self.on_watch(WatchItem::Put(path, registration), connected_tx);
+                }
+            }
+            WatchItem::Put(path, registration) => {
+                let cluster = path.cluster();
+                let Some(instances) = self.targets.get_mut(&cluster) else {
+                    return;
+                };
+                let fresh = instances.insert(path.clone(), registration).is_none();
+                if fresh {
+                    info!(node = %self.local, instance = %path, "discovered");
+                    self.state.denied.remove(&path);
+                    self.state.retries.remove(&path);
+                }
+                self.maybe_connect(&path, connected_tx);
+            }
+            WatchItem::Delete(path) => {
+                let cluster = path.cluster();
+                if let Some(instances) = self.targets.get_mut(&cluster) {
+                    if instances.remove(&path).is_some() {
+                        info!(node = %self.local, instance = %path, "deregistered");
+                    }
+                }
+                self.state.retries.remove(&path);
+                self.state.denied.remove(&path);
+                let peer = path.peer_id();
+                if self.proto.session_state(&peer).is_some() {
+                    let middleware = self.middleware.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, middleware.disconnect(&peer))
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn connect_cluster(&mut self, cluster: &ClusterPath, connected_tx: &mpsc::Sender<Connected>) {
+        let paths: Vec<ServicePath> = self
+            .targets
+            .get(cluster)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for path in paths {
+            self.maybe_connect(&path, connected_tx);
+        }
+    }
+
+    /// Dials a registered instance unless a session exists, a dial is under way, it
+    /// refused us, or it will dial us (it targets our cluster and its path sorts first:
+    /// two instances that target each other share one link).
+    fn maybe_connect(&mut self, path: &ServicePath, connected_tx: &mpsc::Sender<Connected>) {
+        if *path == self.local
+            || self.state.connecting.contains(path)
+            || self.state.denied.contains_key(path)
+            || self.state.retries.contains_key(path)
+            || self.proto.session_state(&path.peer_id()).is_some()
+        {
+            return;
+        }
+        let Some(registration) = self.registration(path) else {
+            return;
+        };
+        if registration.targets(&self.local.cluster()) && *path < self.local {
+            return;
+        }
+        let endpoint: Option<Endpoint> = registration
+            .endpoints
+            .iter()
+            .find_map(|e| e.parse::<Endpoint>().ok().filter(|e| e.scheme() == "tcp"));
+        let Some(endpoint) = endpoint else {
+            warn!(instance = %path, "no usable endpoint in its registration");
+            return;
+        };
+        self.state.connecting.insert(path.clone());
+        let middleware = self.middleware.clone();
+        let path = path.clone();
+        let report = connected_tx.clone();
+        tokio::spawn(async move {
+            let result = middleware.connect(&endpoint).await.map_err(|e| e.to_string());
+            let _ = report.send(Connected { path, result }).await;
+        });
+    }
+
+    fn on_connected(&mut self, done: Connected) {
+        self.state.connecting.remove(&done.path);
+        match done.result {
+            Ok(peer) if peer == done.path.peer_id() => {
+                debug!(node = %self.local, instance = %done.path, "linked; probing");
+            }
+            Ok(other) => {
+                warn!(instance = %done.path, answered = %other, "endpoint answered with another identity");
+                let middleware = self.middleware.clone();
+                tokio::spawn(async move {
+                    let _ = middleware.disconnect(&other).await;
+                });
+                self.schedule_retry(done.path);
+            }
+            Err(error) => {
+                debug!(node = %self.local, instance = %done.path, %error, "connect failed");
+                self.schedule_retry(done.path);
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, path: ServicePath) {
+        let (initial, cap) = self.reconnect;
+        let entry = self
+            .state
+            .retries
+            .entry(path)
+            .or_insert_with(|| (now(), Backoff::new(initial, cap)));
+        let delay = entry.1.next_delay().max(initial / 2);
+        entry.0 = now() + delay;
+    }
+
+    fn on_timer(&mut self, connected_tx: &mpsc::Sender<Connected>) {
+        let now = now();
+        self.proto.handle_timeout(now);
+        let due: Vec<ServicePath> = self
+            .state
+            .retries
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in due {
+            if let Some((_, backoff)) = self.state.retries.remove(&path) {
+                self.maybe_connect(&path, connected_tx);
+                if self.state.connecting.contains(&path) {
+                    // Keep the backoff growing until the probe succeeds (PeerReady clears it).
+                    self.state.retries.insert(path, (now + Duration::from_secs(3600), backoff));
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        info!(node = %self.local, "shutting down");
+        let peers: Vec<PeerId> = self.state.ready.keys().cloned().collect();
+        for peer in &peers {
+            self.proto.disconnect(
+                peer,
+                Reason {
+                    code: codes::SHUTDOWN,
+                    detail: format!("{} is shutting down", self.local),
+                },
+            );
+        }
+        self.flush();
+        for peer in self.middleware.peers() {
+            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, self.middleware.disconnect(&peer)).await;
+        }
+        for (_, waiter) in self.state.waiting.drain() {
+            let _ = waiter.done.send(Err(RequestError::Closed));
+        }
+        self.lease = None;
+        self.middleware.close();
+    }
+}
+
+fn closed_sender() -> mpsc::Sender<Command> {
+    mpsc::channel(1).0
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows one target cluster in discovery: a snapshot, then its changes; a new snapshot
+/// whenever the history cannot be replayed (compaction) or the watch breaks. While
+/// discovery is unreachable the node keeps its last view.
+pub(crate) async fn watch_cluster<D: Discovery>(
+    discovery: D,
+    cluster: ClusterPath,
+    out: mpsc::Sender<WatchItem>,
+) {
+    let Ok(key) = cluster_key(&cluster) else {
+        return;
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let snapshot = match discovery.get(&key).await {
+            Ok(node) => node,
+            Err(error) => {
+                warn!(%cluster, %error, "discovery unreachable; keeping the last view");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let instances = snapshot
+            .children
+            .iter()
+            .filter_map(|entry| instance_of(&cluster, entry.key.as_str(), &entry.value))
+            .collect();
+        if out.send(WatchItem::Snapshot(cluster.clone(), instances)).await.is_err() {
+            return;
+        }
+        let mut watch = match discovery.watch(&key, Some(snapshot.revision)).await {
+            Ok(watch) => watch,
+            Err(error) => {
+                warn!(%cluster, %error, "watch failed; resyncing");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        loop {
+            let item = match dms_discovery::next_event(&mut watch).await {
+                Some(Ok(WatchEvent::Put(entry))) => {
+                    match instance_of(&cluster, entry.key.as_str(), &entry.value) {
+                        Some((path, reg)) => WatchItem::Put(path, reg),
+                        None => continue,
+                    }
+                }
+                Some(Ok(WatchEvent::Delete { key, .. })) => match key.as_str().parse::<ServicePath>() {
+                    Ok(path) if path.cluster() == cluster => WatchItem::Delete(path),
+                    _ => continue,
+                },
+                Some(Err(DiscoveryError::Compacted { .. })) | None => break,
+                Some(Err(error)) => {
+                    warn!(%cluster, %error, "watch error; resyncing");
+                    break;
+                }
+            };
+            if out.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// An instance registration from a discovery entry; `None` (and a log line) for anything
+/// that is not a well-formed instance of `cluster`.
+fn instance_of(cluster: &ClusterPath, key: &str, value: &[u8]) -> Option<(ServicePath, Registration)> {
+    let path: ServicePath = key.parse().ok()?;
+    if path.cluster() != *cluster {
+        return None;
+    }
+    match Registration::decode(value) {
+        Some(registration) => Some((path, registration)),
+        None => {
+            warn!(%path, "unreadable registration ignored");
+            None
+        }
+    }
+}

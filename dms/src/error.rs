@@ -1,0 +1,68 @@
+//! Errors of the kernel's API.
+
+use dms_core::MiddlewareError;
+use dms_core::path::{ClusterPath, ServicePath};
+use dms_discovery::{DiscoveryError, KeyError};
+
+/// A node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Binding an endpoint failed.
+    #[error("cannot bind: {0}")]
+    Bind(#[source] MiddlewareError),
+    /// An endpoint's scheme has no transport in this build (enable its cargo feature).
+    #[error("no transport for endpoint {0} in this build")]
+    UnsupportedEndpoint(String),
+    /// Discovery failed (unreachable, refused).
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
+    /// A path does not make a valid discovery key.
+    #[error("discovery key: {0}")]
+    Key(#[from] KeyError),
+    /// Another live instance is registered under this service path.
+    #[error("instance {0} is already registered")]
+    AlreadyRegistered(ServicePath),
+    /// No dispatch bucket could be claimed.
+    #[error("no free dispatch bucket in cluster {0}")]
+    NoBucket(ClusterPath),
+}
+
+/// A request, notification or broadcast that did not succeed. Every failure is reported:
+/// a request is answered, or fails with one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The cluster is not among the node's targets (`NodeBuilder::target`).
+    #[error("cluster {0} is not a target of this node")]
+    NotATarget(ClusterPath),
+    /// No live, probed instance of the cluster (or no such instance).
+    #[error("no live instance of {0}")]
+    NoInstance(String),
+    /// Every instance refused us by ACL.
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// No reply within the timeout.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The instance was lost before replying.
+    #[error("instance lost before replying: {0}")]
+    PeerLost(String),
+    /// The instance replied with an error.
+    #[error("instance replied with error {code}: {detail}")]
+    Remote {
+        /// Error code (see `dms_core::proto::control::codes`).
+        code: u16,
+        /// Detail.
+        detail: String,
+    },
+    /// The payload exceeds the wire limits.
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    /// Too many requests are pending.
+    #[error("too many pending requests")]
+    TooManyPending,
+    /// The node is shut down.
+    #[error("node is shut down")]
+    Closed,
+}

@@ -1,0 +1,27 @@
+//! DMS: server processes that find each other and talk as one distributed system.
+//!
+//! A [`Node`] is one service instance, named by its service path
+//! `/AppID/Area/Platform/WorldID/GroupID/Cluster/Instance`. It registers itself in
+//! [discovery](dms_discovery) (ephemeral, with its endpoints and a stable dispatch bucket),
+//! watches the clusters it targets, dials and probes their instances (an instance is used
+//! only after it answered READY), keeps the links alive with heartbeats it drives, and
+//! sends requests, notifications and broadcasts to clusters without caring which instance
+//! answers.
+//!
+//! Layers: `dms-core` (sans-IO wire codec, protocol, dispatch, paths) ← transports
+//! (`dms-transport-tcp`) and `dms-discovery` ← this crate (the tokio kernel).
+#![forbid(unsafe_code)]
+
+mod driver;
+mod error;
+mod incoming;
+mod node;
+pub mod registration;
+
+pub use dms_core::Multipart;
+pub use dms_core::path::{ClusterPath, PathError, ServicePath};
+pub use dms_discovery::Discovery;
+pub use dms_discovery::memory::MemoryDiscovery;
+pub use error::{RequestError, StartError};
+pub use incoming::IncomingRequest;
+pub use node::{DispatchKey, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};

@@ -1,0 +1,540 @@
+//! [`Node`]: a running service instance, and [`NodeBuilder`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dms_core::dispatch::{DispatchPolicy, JumpHash};
+use dms_core::path::{ClusterPath, ServicePath};
+use dms_core::proto::{ProtoConfig, Protocol};
+use dms_core::{Endpoint, MessageMiddleware, MiddlewareError, Multipart, Role};
+use dms_discovery::memory::MemoryDiscovery;
+use dms_discovery::{Discovery, DiscoveryError};
+use dms_transport_tcp::{TcpConfig, TcpMiddleware};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
+use tracing::info;
+
+use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
+use crate::registration::{Registration, bucket_key, instance_key};
+use crate::{IncomingRequest, RequestError, StartError};
+
+/// Most dispatch buckets a cluster can have.
+const MAX_BUCKETS: u32 = 4096;
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The instance that answered.
+    pub from: ServicePath,
+    /// Its payload frames.
+    pub body: Multipart,
+}
+
+/// A peer coming or going, as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A session completed its READY exchange.
+    PeerUp {
+        /// The peer.
+        path: ServicePath,
+        /// Whether we dialled it.
+        role: Role,
+    },
+    /// A session ended (heartbeat timeout, DISCONNECT, link down, ACL refusal...).
+    PeerDown {
+        /// The peer.
+        path: ServicePath,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// One instance of a target cluster, as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// Its path.
+    pub path: ServicePath,
+    /// Its dispatch bucket.
+    pub bucket: u32,
+    /// Its endpoints.
+    pub endpoints: Vec<String>,
+    /// Whether it has a probed, live session with us.
+    pub ready: bool,
+}
+
+/// A key that picks the same instance of a cluster for the same value in every process
+/// (a player id, a guild id...). Text and bytes are hashed with FNV-1a 64
+/// ([`dms_core::path::hash64`]); integers are used as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DispatchKey(pub u64);
+
+impl From<u64> for DispatchKey {
+    fn from(key: u64) -> Self {
+        Self(key)
+    }
+}
+
+impl From<&str> for DispatchKey {
+    fn from(key: &str) -> Self {
+        Self(dms_core::path::hash64(key.as_bytes()))
+    }
+}
+
+impl From<&[u8]> for DispatchKey {
+    fn from(key: &[u8]) -> Self {
+        Self(dms_core::path::hash64(key))
+    }
+}
+
+/// Configures and starts a [`Node`].
+pub struct NodeBuilder<D: Discovery = MemoryDiscovery> {
+    path: ServicePath,
+    discovery: D,
+    binds: Vec<Endpoint>,
+    targets: Vec<ClusterPath>,
+    acl: Option<Vec<ClusterPath>>,
+    ping_interval: Duration,
+    missed_pongs: u32,
+    request_timeout: Duration,
+    lease_ttl: Duration,
+    incoming_queue: usize,
+    reconnect: (Duration, Duration),
+    policy: Arc<dyn DispatchPolicy>,
+}
+
+impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("path", &self.path)
+            .field("binds", &self.binds)
+            .field("targets", &self.targets)
+            .field("acl", &self.acl)
+            .field("ping_interval", &self.ping_interval)
+            .field("missed_pongs", &self.missed_pongs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder<MemoryDiscovery> {
+    fn new(path: ServicePath) -> Self {
+        Self {
+            path,
+            discovery: MemoryDiscovery::new(),
+            binds: Vec::new(),
+            targets: Vec::new(),
+            acl: None,
+            ping_interval: Duration::from_secs(1),
+            missed_pongs: 3,
+            request_timeout: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(10),
+            incoming_queue: 1024,
+            reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
+            policy: Arc::new(JumpHash),
+        }
+    }
+}
+
+impl<D: Discovery> NodeBuilder<D> {
+    /// The discovery the node registers in and watches (default: a fresh in-memory one,
+    /// which only this node sees; share one `MemoryDiscovery` between the nodes of a
+    /// process, or use etcd across processes).
+    pub fn discovery<D2: Discovery>(self, discovery: D2) -> NodeBuilder<D2> {
+        NodeBuilder {
+            path: self.path,
+            discovery,
+            binds: self.binds,
+            targets: self.targets,
+            acl: self.acl,
+            ping_interval: self.ping_interval,
+            missed_pongs: self.missed_pongs,
+            request_timeout: self.request_timeout,
+            lease_ttl: self.lease_ttl,
+            incoming_queue: self.incoming_queue,
+            reconnect: self.reconnect,
+            policy: self.policy,
+        }
+    }
+
+    /// An endpoint to accept links on (default `tcp://127.0.0.1:0`).
+    pub fn bind(mut self, endpoint: Endpoint) -> Self {
+        self.binds.push(endpoint);
+        self
+    }
+
+    /// A cluster this node sends to: watched, dialled and probed.
+    pub fn target(mut self, cluster: ClusterPath) -> Self {
+        self.targets.push(cluster);
+        self
+    }
+
+    /// Allows `cluster` to talk to this node. Once any cluster is allowed, all others are
+    /// refused with DISCONNECT (`ACCESS_DENIED`).
+    pub fn allow(mut self, cluster: ClusterPath) -> Self {
+        self.acl.get_or_insert_with(Vec::new).push(cluster);
+        self
+    }
+
+    /// Heartbeats this node drives as requester: a PING every `interval`; a peer silent
+    /// for `interval × missed` is dead (default 1 s × 3).
+    pub fn heartbeat(mut self, interval: Duration, missed: u32) -> Self {
+        self.ping_interval = interval;
+        self.missed_pongs = missed.max(1);
+        self
+    }
+
+    /// Default timeout of requests (5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Lease of the registration in discovery (10 s): how long a dead node stays listed
+    /// when it cannot deregister itself.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Dispatch policy for cluster requests (default: [`JumpHash`]).
+    pub fn dispatch(mut self, policy: impl DispatchPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Delay bounds of redialling lost instances (100 ms, 5 s).
+    pub fn reconnect(mut self, initial: Duration, cap: Duration) -> Self {
+        self.reconnect = (initial, cap.max(initial));
+        self
+    }
+
+    /// Binds, registers (ephemeral, with a dispatch bucket), reads its targets and starts
+    /// the node's driver. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<Node, StartError> {
+        start(self.path, self.discovery, Settings {
+            binds: self.binds,
+            targets: self.targets,
+            acl: self.acl,
+            ping_interval: self.ping_interval,
+            missed_pongs: self.missed_pongs,
+            request_timeout: self.request_timeout,
+            lease_ttl: self.lease_ttl,
+            incoming_queue: self.incoming_queue,
+            reconnect: self.reconnect,
+            policy: self.policy,
+        })
+        .await
+    }
+}
+
+struct Settings {
+    binds: Vec<Endpoint>,
+    targets: Vec<ClusterPath>,
+    acl: Option<Vec<ClusterPath>>,
+    ping_interval: Duration,
+    missed_pongs: u32,
+    request_timeout: Duration,
+    lease_ttl: Duration,
+    incoming_queue: usize,
+    reconnect: (Duration, Duration),
+    policy: Arc<dyn DispatchPolicy>,
+}
+
+async fn start<D: Discovery>(path: ServicePath, discovery: D, settings: Settings) -> Result<Node, StartError> {
+    let tcp = TcpConfig::builder()
+        .identity(path.as_str().to_owned())
+        .build()
+        .map_err(|e| StartError::Bind(MiddlewareError::Io(std::io::Error::other(e))))?;
+    let middleware = TcpMiddleware::new(tcp);
+    let mut binds = settings.binds;
+    if binds.is_empty() {
+        binds.push(Endpoint::new("tcp", "127.0.0.1:0").map_err(|e| StartError::Bind(e.into()))?);
+    }
+    let mut endpoints = Vec::new();
+    for endpoint in &binds {
+        if endpoint.scheme() != middleware.scheme() {
+            return Err(StartError::UnsupportedEndpoint(endpoint.to_string()));
+        }
+        endpoints.push(middleware.bind(endpoint).await.map_err(StartError::Bind)?);
+    }
+
+    let lease = discovery.lease(settings.lease_ttl).await?;
+    let cluster = path.cluster();
+    let mut bucket = None;
+    for candidate in 0..MAX_BUCKETS {
+        let key = bucket_key(&cluster, candidate)?;
+        let value = bytes::Bytes::copy_from_slice(path.as_str().as_bytes());
+        match discovery.create(&key, value, Some(&lease)).await {
+            Ok(_) => {
+                bucket = Some(candidate);
+                break;
+            }
+            Err(DiscoveryError::AlreadyExists { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let bucket = bucket.ok_or_else(|| StartError::NoBucket(cluster.clone()))?;
+    let registration = Registration::new(
+        endpoints.iter().map(ToString::to_string).collect(),
+        bucket,
+        &settings.targets,
+        settings.acl.as_deref(),
+    );
+    match discovery
+        .create(&instance_key(&path)?, registration.encode(), Some(&lease))
+        .await
+    {
+        Ok(_) => {}
+        Err(DiscoveryError::AlreadyExists { .. }) => return Err(StartError::AlreadyRegistered(path)),
+        Err(error) => return Err(error.into()),
+    }
+    info!(node = %path, bucket, endpoints = ?registration.endpoints, "registered");
+
+    let mut proto = ProtoConfig::new(path.clone());
+    proto.ping_interval = settings.ping_interval;
+    proto.missed_pongs = settings.missed_pongs;
+    proto.acl = settings.acl;
+    let (command_tx, commands) = mpsc::channel(1024);
+    let (incoming_tx, incoming_rx) = mpsc::channel(settings.incoming_queue);
+    let (events, _) = broadcast::channel(1024);
+    let (watch_tx, watch) = mpsc::channel(1024);
+    let mut targets = HashMap::new();
+    for target in &settings.targets {
+        targets.insert(target.clone(), HashMap::new());
+        tokio::spawn(watch_cluster(discovery.clone(), target.clone(), watch_tx.clone()));
+    }
+    let driver = Driver::<D> {
+        proto: Protocol::new(proto),
+        middleware,
+        lease: Some(lease),
+        local: path.clone(),
+        targets,
+        policy: settings.policy,
+        commands,
+        command_tx: command_tx.downgrade(),
+        incoming: incoming_tx,
+        events: events.clone(),
+        watch,
+        reconnect: settings.reconnect,
+        state: DriverState::default(),
+    };
+    tokio::spawn(driver.run());
+    Ok(Node {
+        inner: Arc::new(Inner {
+            path,
+            endpoints,
+            bucket,
+            commands: command_tx,
+            incoming: Mutex::new(incoming_rx),
+            events,
+            request_timeout: settings.request_timeout,
+        }),
+    })
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: ServicePath,
+    endpoints: Vec<Endpoint>,
+    bucket: u32,
+    commands: mpsc::Sender<Command>,
+    incoming: Mutex<mpsc::Receiver<IncomingRequest>>,
+    events: broadcast::Sender<NodeEvent>,
+    request_timeout: Duration,
+}
+
+/// A running service instance: registered in discovery, linked to the live instances of
+/// its targets, serving requests.
+///
+/// Cheap to clone. When every clone is dropped (or [`shutdown`](Self::shutdown) is
+/// called) it says DISCONNECT to its peers, flushes its links and deregisters.
+///
+/// ```
+/// use dms::{Node, MemoryDiscovery};
+/// use dms_core::Multipart;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let discovery = MemoryDiscovery::new();
+/// let battle = Node::builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
+///     .discovery(discovery.clone())
+///     .start()
+///     .await?;
+/// let lobby = Node::builder("/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?)
+///     .discovery(discovery.clone())
+///     .target("/demo/cn/android/w1/g1/Battle".parse()?)
+///     .start()
+///     .await?;
+/// tokio::spawn(async move {
+///     while let Some(request) = battle.next_request().await {
+///         let body = request.body().clone();
+///         let _ = request.reply(body).await;
+///     }
+/// });
+/// let battle_cluster = "/demo/cn/android/w1/g1/Battle".parse()?;
+/// let reply = lobby
+///     .wait_for_instances(&battle_cluster, 1, std::time::Duration::from_secs(5))
+///     .await
+///     .and(Ok(lobby.request(&battle_cluster, "player-7", Multipart::from_frames(["hi"])).await?))?;
+/// assert_eq!(reply.from.instance(), "battle-1");
+/// assert_eq!(&reply.body[0][..], b"hi");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Starts configuring the instance at `path`.
+    pub fn builder(path: ServicePath) -> NodeBuilder {
+        NodeBuilder::new(path)
+    }
+
+    /// Its service path.
+    pub fn path(&self) -> &ServicePath {
+        &self.inner.path
+    }
+
+    /// The endpoints it bound (ports resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.inner.endpoints
+    }
+
+    /// Its dispatch bucket in its cluster.
+    pub fn bucket(&self) -> u32 {
+        self.inner.bucket
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
+    ) -> Result<T, RequestError> {
+        let (done, result) = oneshot::channel();
+        self.inner
+            .commands
+            .send(command(done))
+            .await
+            .map_err(|_| RequestError::Closed)?;
+        result.await.map_err(|_| RequestError::Closed)?
+    }
+
+    /// Sends a request to one live instance of `cluster`, picked by the dispatch policy
+    /// with `key` (the same key reaches the same instance while the live set is the same),
+    /// and waits for its reply or the default timeout.
+    pub async fn request(
+        &self,
+        cluster: &ClusterPath,
+        key: impl Into<DispatchKey>,
+        body: Multipart,
+    ) -> Result<Reply, RequestError> {
+        self.request_timeout(cluster, key, body, self.inner.request_timeout).await
+    }
+
+    /// As [`request`](Self::request), with its own timeout.
+    pub async fn request_timeout(
+        &self,
+        cluster: &ClusterPath,
+        key: impl Into<DispatchKey>,
+        body: Multipart,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        let to = Destination::Cluster(cluster.clone(), key.into().0);
+        self.call(|done| Command::Request { to, body, timeout, done }).await
+    }
+
+    /// Sends a request to one given instance.
+    pub async fn request_instance(&self, instance: &ServicePath, body: Multipart) -> Result<Reply, RequestError> {
+        let to = Destination::Instance(instance.clone());
+        let timeout = self.inner.request_timeout;
+        self.call(|done| Command::Request { to, body, timeout, done }).await
+    }
+
+    /// Sends a one-way message to one instance of `cluster` (picked as for `request`);
+    /// returns the instance it went to.
+    pub async fn notify(
+        &self,
+        cluster: &ClusterPath,
+        key: impl Into<DispatchKey>,
+        body: Multipart,
+    ) -> Result<ServicePath, RequestError> {
+        let to = Destination::Cluster(cluster.clone(), key.into().0);
+        self.call(|done| Command::Notify { to, body, done }).await
+    }
+
+    /// Sends `body` to every live instance of `cluster`; returns the instances reached.
+    pub async fn broadcast(&self, cluster: &ClusterPath, body: Multipart) -> Result<Vec<ServicePath>, RequestError> {
+        let cluster = cluster.clone();
+        self.call(|done| Command::Broadcast { cluster, body, done }).await
+    }
+
+    /// The next request or notification for this node (one consumer at a time); `None`
+    /// once the node is shut down.
+    pub async fn next_request(&self) -> Option<IncomingRequest> {
+        self.inner.incoming.lock().await.recv().await
+    }
+
+    /// Peer up/down events from now on.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The instances of a target cluster as the node sees them.
+    pub async fn instances(&self, cluster: &ClusterPath) -> Vec<InstanceStatus> {
+        let (done, result) = oneshot::channel();
+        let cluster = cluster.clone();
+        if self.inner.commands.send(Command::Instances { cluster, done }).await.is_err() {
+            return Vec::new();
+        }
+        result.await.unwrap_or_default()
+    }
+
+    /// Waits until at least `count` instances of `cluster` are live (probed), or `timeout`.
+    pub async fn wait_for_instances(
+        &self,
+        cluster: &ClusterPath,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), RequestError> {
+        let mut events = self.events();
+        let wait = async {
+            loop {
+                let live = self.instances(cluster).await.iter().filter(|i| i.ready).count();
+                if live >= count {
+                    return Ok(());
+                }
+                match events.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(RequestError::Closed),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| Err(RequestError::NoInstance(cluster.to_string())))
+    }
+
+    /// Says DISCONNECT to every peer, flushes its links, deregisters and stops.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.inner.commands.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+
+    /// Fault injection: the node stops processing anything (no PONG, no reply) while its
+    /// sockets and registration stay, as a SIGSTOPped process would. Peers must detect
+    /// it by heartbeats.
+    #[cfg(feature = "fault-injection")]
+    pub async fn suspend(&self) {
+        let _ = self.inner.commands.send(Command::Suspend).await;
+    }
+
+    /// Fault injection: the node dies at once, without DISCONNECT: sockets close and its
+    /// lease is dropped (its registration vanishes), as a killed process's would.
+    #[cfg(feature = "fault-injection")]
+    pub async fn kill(&self) {
+        let _ = self.inner.commands.send(Command::Kill).await;
+    }
+}

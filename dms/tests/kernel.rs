@@ -1,0 +1,217 @@
+//! The kernel end to end, in one process: real TCP on loopback, the in-memory discovery.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath};
+use dms_test_support::wait::within;
+
+const WORLD: &str = "/demo/cn/android/w1/g1";
+
+fn cluster(name: &str) -> ClusterPath {
+    format!("{WORLD}/{name}").parse().unwrap()
+}
+
+fn instance(cluster_name: &str, name: &str) -> ServicePath {
+    format!("{WORLD}/{cluster_name}/{name}").parse().unwrap()
+}
+
+/// Starts an instance that answers every request with its payload and its own path.
+async fn echo(discovery: &MemoryDiscovery, path: ServicePath, configure: impl FnOnce(dms::NodeBuilder) -> dms::NodeBuilder) -> Node {
+    let builder = configure(Node::builder(path).heartbeat(Duration::from_millis(100), 3));
+    let node = builder.discovery(discovery.clone()).start().await.unwrap();
+    let server = node.clone();
+    tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            let mut body = request.body().clone();
+            body.push(server.path().to_string());
+            let _ = request.reply(body).await;
+        }
+    });
+    node
+}
+
+async fn lobby(discovery: &MemoryDiscovery, targets: &[&str]) -> Node {
+    let mut builder = Node::builder(instance("Lobby", "lobby-1")).heartbeat(Duration::from_millis(100), 3);
+    for t in targets {
+        builder = builder.target(cluster(t));
+    }
+    builder.discovery(discovery.clone()).start().await.unwrap()
+}
+
+async fn owner(lobby: &Node, key: &str) -> String {
+    let reply = lobby
+        .request(&cluster("Battle"), key, Multipart::from_frames([key.to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(&reply.body[0][..], key.as_bytes());
+    assert_eq!(reply.body[1], reply.from.to_string().as_bytes());
+    reply.from.instance().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_by_key_stick_to_one_instance_and_spread() {
+    let discovery = MemoryDiscovery::new();
+    let mut battles = Vec::new();
+    for i in 1..=3 {
+        battles.push(echo(&discovery, instance("Battle", &format!("battle-{i}")), |b| b).await);
+    }
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    within("3 battles", lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    let mut owners = HashMap::new();
+    for player in 0..60 {
+        let key = format!("player-{player}");
+        owners.insert(key.clone(), owner(&lobby, &key).await);
+    }
+    for (key, first) in &owners {
+        assert_eq!(&owner(&lobby, key).await, first, "{key} moved");
+    }
+    let used: HashSet<_> = owners.values().collect();
+    assert_eq!(used.len(), 3, "keys spread over every instance");
+
+    // A second requester (a fresh process would do the same) agrees on every key.
+    let other = Node::builder(instance("Lobby", "lobby-2"))
+        .target(cluster("Battle"))
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    within("3 battles", other.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    for (key, first) in &owners {
+        assert_eq!(&owner(&other, key).await, first);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reaches_every_live_instance() {
+    let discovery = MemoryDiscovery::new();
+    let clubs: Vec<Node> = {
+        let mut v = Vec::new();
+        for i in 1..=2 {
+            v.push(
+                Node::builder(instance("Club", &format!("club-{i}")))
+                    .discovery(discovery.clone())
+                    .start()
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    let lobby = lobby(&discovery, &["Club"]).await;
+    within("clubs", lobby.wait_for_instances(&cluster("Club"), 2, Duration::from_secs(10))).await.unwrap();
+    let reached = lobby.broadcast(&cluster("Club"), Multipart::from_frames(["guild war at 8"])).await.unwrap();
+    assert_eq!(reached.len(), 2);
+    for club in &clubs {
+        let note = within("broadcast copy", club.next_request()).await.unwrap();
+        assert!(note.is_broadcast());
+        assert!(!note.expects_reply());
+        assert_eq!(note.from(), lobby.path());
+        assert_eq!(&note.body()[0][..], b"guild war at 8");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_instance_is_detected_its_keys_move_and_come_back() {
+    let discovery = MemoryDiscovery::new();
+    let mut battles = Vec::new();
+    for i in 1..=3 {
+        battles.push(echo(&discovery, instance("Battle", &format!("battle-{i}")), |b| b).await);
+    }
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    within("battles", lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    let mut owners = HashMap::new();
+    for player in 0..60 {
+        let key = format!("player-{player}");
+        owners.insert(key.clone(), owner(&lobby, &key).await);
+    }
+    let mut events = lobby.events();
+    let suspended_at = tokio::time::Instant::now();
+    battles[1].suspend().await;
+    let down = within("PeerDown of battle-2", async {
+        loop {
+            if let Ok(NodeEvent::PeerDown { path, reason }) = events.recv().await {
+                if path.instance() == "battle-2" {
+                    return reason;
+                }
+            }
+        }
+    })
+    .await;
+    let detected = suspended_at.elapsed();
+    assert!(down.contains("no sign of life"), "{down}");
+    assert!(detected >= Duration::from_millis(200), "detected after {detected:?}: too early to be heartbeats");
+    for (key, first) in &owners {
+        let now = owner(&lobby, key).await;
+        if first == "battle-2" {
+            assert_ne!(now, "battle-2");
+        } else {
+            assert_eq!(&now, first, "{key} moved although its instance lived");
+        }
+    }
+    // The instance dies for good and a new process takes its place.
+    battles[1].kill().await;
+    let back = echo(&discovery, instance("Battle", "battle-2"), |b| b).await;
+    within("battle-2 back", lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    assert_eq!(back.bucket(), battles[1].bucket(), "the restarted instance reclaims its bucket");
+    for (key, first) in &owners {
+        assert_eq!(&owner(&lobby, key).await, first, "{key} did not come back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_refusal_is_a_clear_error() {
+    let discovery = MemoryDiscovery::new();
+    let _battle = echo(&discovery, instance("Battle", "battle-1"), |b| b.allow(cluster("Club"))).await;
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    let mut events = lobby.events();
+    within("refusal", async {
+        loop {
+            if let Ok(NodeEvent::PeerDown { reason, .. }) = events.recv().await {
+                assert!(reason.contains("may not talk to"), "{reason}");
+                return;
+            }
+        }
+    })
+    .await;
+    match lobby.request(&cluster("Battle"), "p", Multipart::from_frames(["x"])).await {
+        Err(RequestError::Denied(detail)) => assert!(detail.contains("/Lobby"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_reported_not_silent() {
+    let discovery = MemoryDiscovery::new();
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    assert!(matches!(
+        lobby.request(&cluster("Battle"), 1u64, Multipart::from_frames(["x"])).await,
+        Err(RequestError::NoInstance(_))
+    ));
+    assert!(matches!(
+        lobby.request(&cluster("Trade"), 1u64, Multipart::from_frames(["x"])).await,
+        Err(RequestError::NotATarget(_))
+    ));
+    let silent = Node::builder(instance("Battle", "battle-1"))
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    within("battle", lobby.wait_for_instances(&cluster("Battle"), 1, Duration::from_secs(10))).await.unwrap();
+    let server = silent.clone();
+    tokio::spawn(async move {
+        // Takes requests and drops them: the requester gets an error reply, not a hang.
+        while let Some(request) = server.next_request().await {
+            drop(request);
+        }
+    });
+    match lobby.request(&cluster("Battle"), 1u64, Multipart::from_frames(["x"])).await {
+        Err(RequestError::Remote { code, .. }) => assert_eq!(code, dms_core::proto::control::codes::NO_HANDLER),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        Node::builder(instance("Battle", "battle-1")).discovery(discovery.clone()).start().await,
+        Err(dms::StartError::AlreadyRegistered(_))
+    ));
+}
