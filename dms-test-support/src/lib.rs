@@ -6,5 +6,6 @@
 //! [`MessageMiddleware`]: dms_core::MessageMiddleware
 //! [`Factory`]: middleware::Factory
 
+pub mod discovery;
 pub mod middleware;
 pub mod wait;
