@@ -75,7 +75,9 @@ pub(crate) enum Command {
     #[cfg(feature = "fault-injection")]
     Suspend,
     #[cfg(feature = "fault-injection")]
-    Kill,
+    Kill {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A change of a target cluster seen in discovery.
@@ -107,6 +109,7 @@ pub(crate) struct Driver<D: Discovery> {
     pub(crate) watch: mpsc::Receiver<WatchItem>,
     pub(crate) reconnect: (Duration, Duration),
     pub(crate) state: DriverState,
+    pub(crate) closed_tx: Option<mpsc::Sender<PeerId>>,
 }
 
 /// The driver's bookkeeping besides the protocol.
@@ -115,6 +118,8 @@ pub(crate) struct DriverState {
     ready: HashMap<PeerId, ServicePath>,
     denied: HashMap<ServicePath, String>,
     connecting: HashSet<ServicePath>,
+    /// Links being closed; not redialled until closed.
+    closing: HashSet<PeerId>,
     retries: HashMap<ServicePath, (Instant, Backoff)>,
     waiting: HashMap<RequestId, Waiter>,
     parked: VecDeque<Multipart>,
@@ -130,6 +135,8 @@ struct Connected {
 impl<D: Discovery> Driver<D> {
     pub(crate) async fn run(mut self) {
         let (connected_tx, mut connected) = mpsc::channel::<Connected>(256);
+        let (closed_tx, mut closed) = mpsc::channel::<PeerId>(256);
+        self.closed_tx = Some(closed_tx);
         let snapshot: Vec<_> = self.targets.keys().cloned().collect();
         for cluster in snapshot {
             self.connect_cluster(&cluster, &connected_tx);
@@ -152,7 +159,7 @@ impl<D: Discovery> Driver<D> {
                         }
                     }
                     #[cfg(feature = "fault-injection")]
-                    Some(Command::Kill) => return,
+                    Some(Command::Kill { done }) => return self.die(done),
                     Some(command) => self.on_command(command),
                     None => {
                         self.shutdown().await;
@@ -168,6 +175,7 @@ impl<D: Discovery> Driver<D> {
                 },
                 Some(item) = self.watch.recv() => self.on_watch(item, &connected_tx),
                 Some(done) = connected.recv() => self.on_connected(done),
+                Some(peer) = closed.recv() => self.on_closed(peer, &connected_tx),
                 () = sleep_until(deadline) => self.on_timer(&connected_tx),
             }
         }
@@ -179,7 +187,11 @@ impl<D: Discovery> Driver<D> {
         info!(node = %self.local, "suspended");
         loop {
             match self.commands.recv().await {
-                Some(Command::Kill) | None => return true,
+                Some(Command::Kill { done }) => {
+                    self.die(done);
+                    return true;
+                }
+                None => return true,
                 Some(Command::Shutdown { done }) => {
                     let _ = done.send(());
                     return true;
@@ -187,6 +199,15 @@ impl<D: Discovery> Driver<D> {
                 Some(_) => {}
             }
         }
+    }
+
+    /// Dies without a word: no DISCONNECT; sockets close, the lease goes (and with it the
+    /// registration), then `done` is told.
+    #[cfg(feature = "fault-injection")]
+    fn die(&mut self, done: oneshot::Sender<()>) {
+        self.lease = None;
+        self.middleware.close();
+        let _ = done.send(());
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -264,7 +285,9 @@ impl<D: Discovery> Driver<D> {
             }
             Incoming::LinkUp { peer, role, .. } => self.proto.handle_link_up(now, peer, role),
             Incoming::LinkDown { peer, .. } => self.proto.handle_link_down(now, &peer),
-            Incoming::Refused { endpoint, error } => debug!(%endpoint, %error, "connection refused"),
+            Incoming::Refused { endpoint, error } => {
+                debug!(%endpoint, %error, "connection refused")
+            }
             _ => {}
         }
     }
@@ -278,7 +301,12 @@ impl<D: Discovery> Driver<D> {
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
             }
             Event::PeerLost { peer, path, reason } => self.on_peer_lost(peer, path, reason),
-            Event::Request { peer, from, id, body } => {
+            Event::Request {
+                peer,
+                from,
+                id,
+                body,
+            } => {
                 let request = IncomingRequest {
                     from,
                     body,
@@ -361,24 +389,51 @@ impl<D: Discovery> Driver<D> {
             } = &reason
             {
                 if reason.code == codes::ACCESS_DENIED {
-                    self.state.denied.insert(path.clone(), reason.detail.clone());
+                    self.state
+                        .denied
+                        .insert(path.clone(), reason.detail.clone());
                 }
             }
         }
-        if !matches!(reason, LossReason::LinkDown) {
-            // The session is over but the link may be up (a silent peer): close it, which
-            // also stops the middleware from redialling it. The driver redials itself if the
-            // instance is still registered.
-            let middleware = self.middleware.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, middleware.disconnect(&peer)).await;
-            });
-            if let Some(path) = path {
-                if self.registration(&path).is_some() && !self.state.denied.contains_key(&path) {
-                    self.schedule_retry(path);
-                }
+        // The session is over but the link may be up (a silent peer): close it, which also
+        // stops the middleware from redialling an old endpoint. The driver redials the
+        // instance itself while it is registered.
+        self.close_link(peer);
+        if let Some(path) = path {
+            if self.registration(&path).is_some() && !self.state.denied.contains_key(&path) {
+                self.schedule_retry(path);
             }
         }
+    }
+
+    /// A link closed by [`close_link`](Self::close_link) is gone: dial the instance again
+    /// if it is (still, or again) registered.
+    fn on_closed(&mut self, peer: PeerId, connected_tx: &mpsc::Sender<Connected>) {
+        self.state.closing.remove(&peer);
+        let path = std::str::from_utf8(peer.as_bytes())
+            .ok()
+            .and_then(|p| p.parse::<ServicePath>().ok());
+        if let Some(path) = path {
+            if !self.state.retries.contains_key(&path) {
+                self.maybe_connect(&path, connected_tx);
+            }
+        }
+    }
+
+    /// Closes the link to `peer` (flushing it) in the background; the peer is not dialled
+    /// again until that is done.
+    fn close_link(&mut self, peer: PeerId) {
+        if !self.state.closing.insert(peer.clone()) {
+            return;
+        }
+        let middleware = self.middleware.clone();
+        let report = self.closed_tx.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, middleware.disconnect(&peer)).await;
+            if let Some(report) = report {
+                let _ = report.send(peer).await;
+            }
+        });
     }
 
     fn on_command(&mut self, command: Command) {
@@ -451,7 +506,7 @@ impl<D: Discovery> Driver<D> {
             }
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
-            Command::Suspend | Command::Kill => {}
+            Command::Suspend | Command::Kill { .. } => {}
         }
     }
 
@@ -503,7 +558,11 @@ impl<D: Discovery> Driver<D> {
                         pending: self.proto.pending_for(peer),
                     })
                     .collect();
-                match self.policy.pick(*key, &candidates).and_then(|i| live.get(i)) {
+                match self
+                    .policy
+                    .pick(*key, &candidates)
+                    .and_then(|i| live.get(i))
+                {
                     Some((_, path, peer)) => Ok((peer.clone(), path.clone())),
                     None => {
                         let denied = self
@@ -528,7 +587,12 @@ impl<D: Discovery> Driver<D> {
                 let gone: Vec<ServicePath> = self
                     .targets
                     .get(&cluster)
-                    .map(|old| old.keys().filter(|p| !fresh.contains_key(*p)).cloned().collect())
+                    .map(|old| {
+                        old.keys()
+                            .filter(|p| !fresh.contains_key(*p))
+                            .cloned()
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for path in gone {
                     self.on_watch(WatchItem::Delete(path), connected_tx);
@@ -561,11 +625,7 @@ impl<D: Discovery> Driver<D> {
                 self.state.denied.remove(&path);
                 let peer = path.peer_id();
                 if self.proto.session_state(&peer).is_some() {
-                    let middleware = self.middleware.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, middleware.disconnect(&peer))
-                            .await;
-                    });
+                    self.close_link(peer);
                 }
             }
         }
@@ -588,6 +648,10 @@ impl<D: Discovery> Driver<D> {
     fn maybe_connect(&mut self, path: &ServicePath, connected_tx: &mpsc::Sender<Connected>) {
         if *path == self.local
             || self.state.connecting.contains(path)
+            || self
+                .state
+                .closing
+                .contains(path.peer_id().as_bytes().as_ref())
             || self.state.denied.contains_key(path)
             || self.state.retries.contains_key(path)
             || self.proto.session_state(&path.peer_id()).is_some()
@@ -613,7 +677,10 @@ impl<D: Discovery> Driver<D> {
         let path = path.clone();
         let report = connected_tx.clone();
         tokio::spawn(async move {
-            let result = middleware.connect(&endpoint).await.map_err(|e| e.to_string());
+            let result = middleware
+                .connect(&endpoint)
+                .await
+                .map_err(|e| e.to_string());
             let _ = report.send(Connected { path, result }).await;
         });
     }
@@ -626,10 +693,7 @@ impl<D: Discovery> Driver<D> {
             }
             Ok(other) => {
                 warn!(instance = %done.path, answered = %other, "endpoint answered with another identity");
-                let middleware = self.middleware.clone();
-                tokio::spawn(async move {
-                    let _ = middleware.disconnect(&other).await;
-                });
+                self.close_link(other);
                 self.schedule_retry(done.path);
             }
             Err(error) => {
@@ -665,7 +729,9 @@ impl<D: Discovery> Driver<D> {
                 self.maybe_connect(&path, connected_tx);
                 if self.state.connecting.contains(&path) {
                     // Keep the backoff growing until the probe succeeds (PeerReady clears it).
-                    self.state.retries.insert(path, (now + Duration::from_secs(3600), backoff));
+                    self.state
+                        .retries
+                        .insert(path, (now + Duration::from_secs(3600), backoff));
                 }
             }
         }
@@ -732,7 +798,11 @@ pub(crate) async fn watch_cluster<D: Discovery>(
             .iter()
             .filter_map(|entry| instance_of(&cluster, entry.key.as_str(), &entry.value))
             .collect();
-        if out.send(WatchItem::Snapshot(cluster.clone(), instances)).await.is_err() {
+        if out
+            .send(WatchItem::Snapshot(cluster.clone(), instances))
+            .await
+            .is_err()
+        {
             return;
         }
         let mut watch = match discovery.watch(&key, Some(snapshot.revision)).await {
@@ -752,10 +822,12 @@ pub(crate) async fn watch_cluster<D: Discovery>(
                         None => continue,
                     }
                 }
-                Some(Ok(WatchEvent::Delete { key, .. })) => match key.as_str().parse::<ServicePath>() {
-                    Ok(path) if path.cluster() == cluster => WatchItem::Delete(path),
-                    _ => continue,
-                },
+                Some(Ok(WatchEvent::Delete { key, .. })) => {
+                    match key.as_str().parse::<ServicePath>() {
+                        Ok(path) if path.cluster() == cluster => WatchItem::Delete(path),
+                        _ => continue,
+                    }
+                }
                 Some(Err(DiscoveryError::Compacted { .. })) | None => break,
                 Some(Err(error)) => {
                     warn!(%cluster, %error, "watch error; resyncing");
@@ -771,7 +843,11 @@ pub(crate) async fn watch_cluster<D: Discovery>(
 
 /// An instance registration from a discovery entry; `None` (and a log line) for anything
 /// that is not a well-formed instance of `cluster`.
-fn instance_of(cluster: &ClusterPath, key: &str, value: &[u8]) -> Option<(ServicePath, Registration)> {
+fn instance_of(
+    cluster: &ClusterPath,
+    key: &str,
+    value: &[u8],
+) -> Option<(ServicePath, Registration)> {
     let path: ServicePath = key.parse().ok()?;
     if path.cluster() != *cluster {
         return None;

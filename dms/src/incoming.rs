@@ -42,7 +42,10 @@ impl Responder {
             id: self.id,
             result,
         };
-        self.commands.send(command).await.map_err(|_| RequestError::Closed)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| RequestError::Closed)
     }
 }
 
@@ -91,7 +94,11 @@ impl IncomingRequest {
     }
 
     /// Answers the request with an error the requester sees as `RequestError::Remote`.
-    pub async fn reply_error(self, code: u16, detail: impl Into<String>) -> Result<(), RequestError> {
+    pub async fn reply_error(
+        self,
+        code: u16,
+        detail: impl Into<String>,
+    ) -> Result<(), RequestError> {
         match self.kind {
             Kind::Request(responder) => {
                 responder

@@ -211,18 +211,22 @@ impl<D: Discovery> NodeBuilder<D> {
     /// Binds, registers (ephemeral, with a dispatch bucket), reads its targets and starts
     /// the node's driver. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
-        start(self.path, self.discovery, Settings {
-            binds: self.binds,
-            targets: self.targets,
-            acl: self.acl,
-            ping_interval: self.ping_interval,
-            missed_pongs: self.missed_pongs,
-            request_timeout: self.request_timeout,
-            lease_ttl: self.lease_ttl,
-            incoming_queue: self.incoming_queue,
-            reconnect: self.reconnect,
-            policy: self.policy,
-        })
+        start(
+            self.path,
+            self.discovery,
+            Settings {
+                binds: self.binds,
+                targets: self.targets,
+                acl: self.acl,
+                ping_interval: self.ping_interval,
+                missed_pongs: self.missed_pongs,
+                request_timeout: self.request_timeout,
+                lease_ttl: self.lease_ttl,
+                incoming_queue: self.incoming_queue,
+                reconnect: self.reconnect,
+                policy: self.policy,
+            },
+        )
         .await
     }
 }
@@ -240,7 +244,11 @@ struct Settings {
     policy: Arc<dyn DispatchPolicy>,
 }
 
-async fn start<D: Discovery>(path: ServicePath, discovery: D, settings: Settings) -> Result<Node, StartError> {
+async fn start<D: Discovery>(
+    path: ServicePath,
+    discovery: D,
+    settings: Settings,
+) -> Result<Node, StartError> {
     let tcp = TcpConfig::builder()
         .identity(path.as_str().to_owned())
         .build()
@@ -285,7 +293,9 @@ async fn start<D: Discovery>(path: ServicePath, discovery: D, settings: Settings
         .await
     {
         Ok(_) => {}
-        Err(DiscoveryError::AlreadyExists { .. }) => return Err(StartError::AlreadyRegistered(path)),
+        Err(DiscoveryError::AlreadyExists { .. }) => {
+            return Err(StartError::AlreadyRegistered(path));
+        }
         Err(error) => return Err(error.into()),
     }
     info!(node = %path, bucket, endpoints = ?registration.endpoints, "registered");
@@ -301,7 +311,11 @@ async fn start<D: Discovery>(path: ServicePath, discovery: D, settings: Settings
     let mut targets = HashMap::new();
     for target in &settings.targets {
         targets.insert(target.clone(), HashMap::new());
-        tokio::spawn(watch_cluster(discovery.clone(), target.clone(), watch_tx.clone()));
+        tokio::spawn(watch_cluster(
+            discovery.clone(),
+            target.clone(),
+            watch_tx.clone(),
+        ));
     }
     let driver = Driver::<D> {
         proto: Protocol::new(proto),
@@ -317,6 +331,7 @@ async fn start<D: Discovery>(path: ServicePath, discovery: D, settings: Settings
         watch,
         reconnect: settings.reconnect,
         state: DriverState::default(),
+        closed_tx: None,
     };
     tokio::spawn(driver.run());
     Ok(Node {
@@ -429,7 +444,8 @@ impl Node {
         key: impl Into<DispatchKey>,
         body: Multipart,
     ) -> Result<Reply, RequestError> {
-        self.request_timeout(cluster, key, body, self.inner.request_timeout).await
+        self.request_timeout(cluster, key, body, self.inner.request_timeout)
+            .await
     }
 
     /// As [`request`](Self::request), with its own timeout.
@@ -441,14 +457,30 @@ impl Node {
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.call(|done| Command::Request { to, body, timeout, done }).await
+        self.call(|done| Command::Request {
+            to,
+            body,
+            timeout,
+            done,
+        })
+        .await
     }
 
     /// Sends a request to one given instance.
-    pub async fn request_instance(&self, instance: &ServicePath, body: Multipart) -> Result<Reply, RequestError> {
+    pub async fn request_instance(
+        &self,
+        instance: &ServicePath,
+        body: Multipart,
+    ) -> Result<Reply, RequestError> {
         let to = Destination::Instance(instance.clone());
         let timeout = self.inner.request_timeout;
-        self.call(|done| Command::Request { to, body, timeout, done }).await
+        self.call(|done| Command::Request {
+            to,
+            body,
+            timeout,
+            done,
+        })
+        .await
     }
 
     /// Sends a one-way message to one instance of `cluster` (picked as for `request`);
@@ -464,9 +496,18 @@ impl Node {
     }
 
     /// Sends `body` to every live instance of `cluster`; returns the instances reached.
-    pub async fn broadcast(&self, cluster: &ClusterPath, body: Multipart) -> Result<Vec<ServicePath>, RequestError> {
+    pub async fn broadcast(
+        &self,
+        cluster: &ClusterPath,
+        body: Multipart,
+    ) -> Result<Vec<ServicePath>, RequestError> {
         let cluster = cluster.clone();
-        self.call(|done| Command::Broadcast { cluster, body, done }).await
+        self.call(|done| Command::Broadcast {
+            cluster,
+            body,
+            done,
+        })
+        .await
     }
 
     /// The next request or notification for this node (one consumer at a time); `None`
@@ -484,7 +525,13 @@ impl Node {
     pub async fn instances(&self, cluster: &ClusterPath) -> Vec<InstanceStatus> {
         let (done, result) = oneshot::channel();
         let cluster = cluster.clone();
-        if self.inner.commands.send(Command::Instances { cluster, done }).await.is_err() {
+        if self
+            .inner
+            .commands
+            .send(Command::Instances { cluster, done })
+            .await
+            .is_err()
+        {
             return Vec::new();
         }
         result.await.unwrap_or_default()
@@ -500,7 +547,12 @@ impl Node {
         let mut events = self.events();
         let wait = async {
             loop {
-                let live = self.instances(cluster).await.iter().filter(|i| i.ready).count();
+                let live = self
+                    .instances(cluster)
+                    .await
+                    .iter()
+                    .filter(|i| i.ready)
+                    .count();
                 if live >= count {
                     return Ok(());
                 }
@@ -518,7 +570,13 @@ impl Node {
     /// Says DISCONNECT to every peer, flushes its links, deregisters and stops.
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel();
-        if self.inner.commands.send(Command::Shutdown { done }).await.is_ok() {
+        if self
+            .inner
+            .commands
+            .send(Command::Shutdown { done })
+            .await
+            .is_ok()
+        {
             let _ = finished.await;
         }
     }
@@ -532,9 +590,19 @@ impl Node {
     }
 
     /// Fault injection: the node dies at once, without DISCONNECT: sockets close and its
-    /// lease is dropped (its registration vanishes), as a killed process's would.
+    /// lease is dropped (its registration vanishes), as a killed process's would. Returns
+    /// once it is dead.
     #[cfg(feature = "fault-injection")]
     pub async fn kill(&self) {
-        let _ = self.inner.commands.send(Command::Kill).await;
+        let (done, dead) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Kill { done })
+            .await
+            .is_ok()
+        {
+            let _ = dead.await;
+        }
     }
 }

@@ -90,11 +90,19 @@ mod tests {
     #[test]
     fn roundtrip_and_hostile_values() {
         let cluster: ClusterPath = "/demo/cn/android/w1/g1/Battle".parse().unwrap();
-        let reg = Registration::new(vec!["tcp://127.0.0.1:1".into()], 3, &[cluster.clone()], None);
+        let reg = Registration::new(
+            vec!["tcp://127.0.0.1:1".into()],
+            3,
+            std::slice::from_ref(&cluster),
+            None,
+        );
         assert_eq!(Registration::decode(&reg.encode()), Some(reg.clone()));
         assert!(reg.targets(&cluster));
         assert_eq!(Registration::decode(b"\xff\xff\xff"), None);
-        assert_eq!(Registration::decode(&vec![0u8; MAX_REGISTRATION_LEN + 1]), None);
+        assert_eq!(
+            Registration::decode(&vec![0u8; MAX_REGISTRATION_LEN + 1]),
+            None
+        );
         let mut other = reg;
         other.version = 9;
         assert_eq!(Registration::decode(&other.encode()), None);

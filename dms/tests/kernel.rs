@@ -18,7 +18,11 @@ fn instance(cluster_name: &str, name: &str) -> ServicePath {
 }
 
 /// Starts an instance that answers every request with its payload and its own path.
-async fn echo(discovery: &MemoryDiscovery, path: ServicePath, configure: impl FnOnce(dms::NodeBuilder) -> dms::NodeBuilder) -> Node {
+async fn echo(
+    discovery: &MemoryDiscovery,
+    path: ServicePath,
+    configure: impl FnOnce(dms::NodeBuilder) -> dms::NodeBuilder,
+) -> Node {
     let builder = configure(Node::builder(path).heartbeat(Duration::from_millis(100), 3));
     let node = builder.discovery(discovery.clone()).start().await.unwrap();
     let server = node.clone();
@@ -33,7 +37,8 @@ async fn echo(discovery: &MemoryDiscovery, path: ServicePath, configure: impl Fn
 }
 
 async fn lobby(discovery: &MemoryDiscovery, targets: &[&str]) -> Node {
-    let mut builder = Node::builder(instance("Lobby", "lobby-1")).heartbeat(Duration::from_millis(100), 3);
+    let mut builder =
+        Node::builder(instance("Lobby", "lobby-1")).heartbeat(Duration::from_millis(100), 3);
     for t in targets {
         builder = builder.target(cluster(t));
     }
@@ -42,7 +47,11 @@ async fn lobby(discovery: &MemoryDiscovery, targets: &[&str]) -> Node {
 
 async fn owner(lobby: &Node, key: &str) -> String {
     let reply = lobby
-        .request(&cluster("Battle"), key, Multipart::from_frames([key.to_owned()]))
+        .request(
+            &cluster("Battle"),
+            key,
+            Multipart::from_frames([key.to_owned()]),
+        )
         .await
         .unwrap();
     assert_eq!(&reply.body[0][..], key.as_bytes());
@@ -55,10 +64,22 @@ async fn requests_by_key_stick_to_one_instance_and_spread() {
     let discovery = MemoryDiscovery::new();
     let mut battles = Vec::new();
     for i in 1..=3 {
-        battles.push(echo(&discovery, instance("Battle", &format!("battle-{i}")), |b| b).await);
+        battles.push(
+            echo(
+                &discovery,
+                instance("Battle", &format!("battle-{i}")),
+                |b| b,
+            )
+            .await,
+        );
     }
     let lobby = lobby(&discovery, &["Battle"]).await;
-    within("3 battles", lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    within(
+        "3 battles",
+        lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let mut owners = HashMap::new();
     for player in 0..60 {
         let key = format!("player-{player}");
@@ -77,7 +98,12 @@ async fn requests_by_key_stick_to_one_instance_and_spread() {
         .start()
         .await
         .unwrap();
-    within("3 battles", other.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    within(
+        "3 battles",
+        other.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     for (key, first) in &owners {
         assert_eq!(&owner(&other, key).await, first);
     }
@@ -100,8 +126,16 @@ async fn broadcast_reaches_every_live_instance() {
         v
     };
     let lobby = lobby(&discovery, &["Club"]).await;
-    within("clubs", lobby.wait_for_instances(&cluster("Club"), 2, Duration::from_secs(10))).await.unwrap();
-    let reached = lobby.broadcast(&cluster("Club"), Multipart::from_frames(["guild war at 8"])).await.unwrap();
+    within(
+        "clubs",
+        lobby.wait_for_instances(&cluster("Club"), 2, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let reached = lobby
+        .broadcast(&cluster("Club"), Multipart::from_frames(["guild war at 8"]))
+        .await
+        .unwrap();
     assert_eq!(reached.len(), 2);
     for club in &clubs {
         let note = within("broadcast copy", club.next_request()).await.unwrap();
@@ -117,10 +151,22 @@ async fn silent_instance_is_detected_its_keys_move_and_come_back() {
     let discovery = MemoryDiscovery::new();
     let mut battles = Vec::new();
     for i in 1..=3 {
-        battles.push(echo(&discovery, instance("Battle", &format!("battle-{i}")), |b| b).await);
+        battles.push(
+            echo(
+                &discovery,
+                instance("Battle", &format!("battle-{i}")),
+                |b| b,
+            )
+            .await,
+        );
     }
     let lobby = lobby(&discovery, &["Battle"]).await;
-    within("battles", lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
+    within(
+        "battles",
+        lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let mut owners = HashMap::new();
     for player in 0..60 {
         let key = format!("player-{player}");
@@ -141,7 +187,10 @@ async fn silent_instance_is_detected_its_keys_move_and_come_back() {
     .await;
     let detected = suspended_at.elapsed();
     assert!(down.contains("no sign of life"), "{down}");
-    assert!(detected >= Duration::from_millis(200), "detected after {detected:?}: too early to be heartbeats");
+    assert!(
+        detected >= Duration::from_millis(200),
+        "detected after {detected:?}: too early to be heartbeats"
+    );
     for (key, first) in &owners {
         let now = owner(&lobby, key).await;
         if first == "battle-2" {
@@ -153,8 +202,17 @@ async fn silent_instance_is_detected_its_keys_move_and_come_back() {
     // The instance dies for good and a new process takes its place.
     battles[1].kill().await;
     let back = echo(&discovery, instance("Battle", "battle-2"), |b| b).await;
-    within("battle-2 back", lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10))).await.unwrap();
-    assert_eq!(back.bucket(), battles[1].bucket(), "the restarted instance reclaims its bucket");
+    within(
+        "battle-2 back",
+        lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        back.bucket(),
+        battles[1].bucket(),
+        "the restarted instance reclaims its bucket"
+    );
     for (key, first) in &owners {
         assert_eq!(&owner(&lobby, key).await, first, "{key} did not come back");
     }
@@ -163,7 +221,10 @@ async fn silent_instance_is_detected_its_keys_move_and_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_refusal_is_a_clear_error() {
     let discovery = MemoryDiscovery::new();
-    let _battle = echo(&discovery, instance("Battle", "battle-1"), |b| b.allow(cluster("Club"))).await;
+    let _battle = echo(&discovery, instance("Battle", "battle-1"), |b| {
+        b.allow(cluster("Club"))
+    })
+    .await;
     let lobby = lobby(&discovery, &["Battle"]).await;
     let mut events = lobby.events();
     within("refusal", async {
@@ -175,7 +236,10 @@ async fn acl_refusal_is_a_clear_error() {
         }
     })
     .await;
-    match lobby.request(&cluster("Battle"), "p", Multipart::from_frames(["x"])).await {
+    match lobby
+        .request(&cluster("Battle"), "p", Multipart::from_frames(["x"]))
+        .await
+    {
         Err(RequestError::Denied(detail)) => assert!(detail.contains("/Lobby"), "{detail}"),
         other => panic!("{other:?}"),
     }
@@ -186,11 +250,15 @@ async fn errors_are_reported_not_silent() {
     let discovery = MemoryDiscovery::new();
     let lobby = lobby(&discovery, &["Battle"]).await;
     assert!(matches!(
-        lobby.request(&cluster("Battle"), 1u64, Multipart::from_frames(["x"])).await,
+        lobby
+            .request(&cluster("Battle"), 1u64, Multipart::from_frames(["x"]))
+            .await,
         Err(RequestError::NoInstance(_))
     ));
     assert!(matches!(
-        lobby.request(&cluster("Trade"), 1u64, Multipart::from_frames(["x"])).await,
+        lobby
+            .request(&cluster("Trade"), 1u64, Multipart::from_frames(["x"]))
+            .await,
         Err(RequestError::NotATarget(_))
     ));
     let silent = Node::builder(instance("Battle", "battle-1"))
@@ -198,7 +266,12 @@ async fn errors_are_reported_not_silent() {
         .start()
         .await
         .unwrap();
-    within("battle", lobby.wait_for_instances(&cluster("Battle"), 1, Duration::from_secs(10))).await.unwrap();
+    within(
+        "battle",
+        lobby.wait_for_instances(&cluster("Battle"), 1, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let server = silent.clone();
     tokio::spawn(async move {
         // Takes requests and drops them: the requester gets an error reply, not a hang.
@@ -206,12 +279,20 @@ async fn errors_are_reported_not_silent() {
             drop(request);
         }
     });
-    match lobby.request(&cluster("Battle"), 1u64, Multipart::from_frames(["x"])).await {
-        Err(RequestError::Remote { code, .. }) => assert_eq!(code, dms_core::proto::control::codes::NO_HANDLER),
+    match lobby
+        .request(&cluster("Battle"), 1u64, Multipart::from_frames(["x"]))
+        .await
+    {
+        Err(RequestError::Remote { code, .. }) => {
+            assert_eq!(code, dms_core::proto::control::codes::NO_HANDLER)
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        Node::builder(instance("Battle", "battle-1")).discovery(discovery.clone()).start().await,
+        Node::builder(instance("Battle", "battle-1"))
+            .discovery(discovery.clone())
+            .start()
+            .await,
         Err(dms::StartError::AlreadyRegistered(_))
     ));
 }

@@ -1,0 +1,382 @@
+//! `dms demo`: a small game backend in one process, narrated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath};
+
+const WORLD: &str = "/demo/cn/android/w1/g1";
+
+/// Options of `dms demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Heartbeat interval in milliseconds (a peer is dead after 3 silent intervals).
+    #[arg(long, default_value_t = 200)]
+    heartbeat_ms: u64,
+    /// Number of players whose requests are routed.
+    #[arg(long, default_value_t = 200)]
+    players: u32,
+}
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+fn cluster(name: &str) -> Res<ClusterPath> {
+    Ok(format!("{WORLD}/{name}").parse()?)
+}
+
+/// Request accounting: every request ends answered or failed with an error.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Tally {
+    async fn request(
+        &self,
+        lobby: &Node,
+        battle: &ClusterPath,
+        player: &str,
+    ) -> Result<(String, Duration), RequestError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let result = lobby
+            .request(battle, player, Multipart::from_frames([player.to_owned()]))
+            .await;
+        match result {
+            Ok(reply) => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                Ok((reply.from.instance().to_owned(), start.elapsed()))
+            }
+            Err(error) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Broadcast copies received by the service instances.
+#[derive(Default)]
+struct Broadcasts {
+    received: AtomicU64,
+    arrived: Notify,
+}
+
+/// A Battle or Club instance: answers every request with the payload and its own path,
+/// and counts the broadcasts it receives.
+async fn start_service(
+    discovery: &MemoryDiscovery,
+    path: ServicePath,
+    heartbeat: Duration,
+    broadcasts: Arc<Broadcasts>,
+) -> Res<Node> {
+    let node = Node::builder(path)
+        .discovery(discovery.clone())
+        .heartbeat(heartbeat, 3)
+        .start()
+        .await?;
+    let server = node.clone();
+    tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            if request.is_broadcast() {
+                broadcasts.received.fetch_add(1, Ordering::Relaxed);
+                broadcasts.arrived.notify_waiters();
+                continue;
+            }
+            let mut body = request.body().clone();
+            body.push(server.path().to_string());
+            let _ = request.reply(body).await;
+        }
+    });
+    Ok(node)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Routes every player once from `lobby`; returns player → instance and latencies.
+async fn route_all(
+    tally: &Tally,
+    lobby: &Node,
+    battle: &ClusterPath,
+    players: u32,
+) -> Res<(BTreeMap<String, String>, Vec<Duration>)> {
+    let mut owners = BTreeMap::new();
+    let mut latencies = Vec::new();
+    for p in 0..players {
+        let player = format!("player-{p}");
+        let (instance, rtt) = tally.request(lobby, battle, &player).await?;
+        owners.insert(player, instance);
+        latencies.push(rtt);
+    }
+    latencies.sort();
+    Ok((owners, latencies))
+}
+
+fn spread(owners: &BTreeMap<String, String>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for instance in owners.values() {
+        *counts.entry(instance).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(i, n)| format!("{i}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) async fn run(args: DemoArgs) -> Res<ExitCode> {
+    let started = Instant::now();
+    let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
+    let bound = heartbeat * 3;
+    let discovery = MemoryDiscovery::new();
+    let battle = cluster("Battle")?;
+    let club = cluster("Club")?;
+    let tally = Arc::new(Tally::default());
+    let broadcasts = Arc::new(Broadcasts::default());
+
+    println!(
+        "== 1. Registration: 7 instances under {WORLD}/ on the embedded discovery, real TCP loopback"
+    );
+    let mut services: HashMap<String, Node> = HashMap::new();
+    for (name, count) in [("Battle", 3), ("Club", 2)] {
+        for i in 1..=count {
+            let path: ServicePath =
+                format!("{WORLD}/{name}/{}-{i}", name.to_lowercase()).parse()?;
+            let node = start_service(&discovery, path, heartbeat, broadcasts.clone()).await?;
+            println!(
+                "   {:<40} bucket {}  {}",
+                node.path().to_string(),
+                node.bucket(),
+                node.endpoints()[0]
+            );
+            services.insert(node.path().instance().to_owned(), node);
+        }
+    }
+    let mut lobbies = Vec::new();
+    for i in 1..=2 {
+        let lobby = Node::builder(format!("{WORLD}/Lobby/lobby-{i}").parse()?)
+            .discovery(discovery.clone())
+            .heartbeat(heartbeat, 3)
+            .target(battle.clone())
+            .target(club.clone())
+            .start()
+            .await?;
+        println!(
+            "   {:<40} bucket {}  {}  targets Battle, Club",
+            lobby.path().to_string(),
+            lobby.bucket(),
+            lobby.endpoints()[0]
+        );
+        lobbies.push(lobby);
+    }
+
+    println!("\n== 2. Discovery and probing (an instance is used only after it answers READY)");
+    for lobby in &lobbies {
+        let t = Instant::now();
+        lobby
+            .wait_for_instances(&battle, 3, Duration::from_secs(10))
+            .await?;
+        lobby
+            .wait_for_instances(&club, 2, Duration::from_secs(10))
+            .await?;
+        println!(
+            "   {} sees Battle ×3 and Club ×2, all probed, after {}",
+            lobby.path().instance(),
+            ms(t.elapsed())
+        );
+    }
+
+    println!("\n== 3. Requests routed by player id (jump consistent hash over stable buckets)");
+    let (owners, latencies) = route_all(&tally, &lobbies[0], &battle, args.players).await?;
+    println!(
+        "   lobby-1 routed {} players: {}",
+        owners.len(),
+        spread(&owners)
+    );
+    println!(
+        "   request/reply latency: p50 {}  p99 {}  max {}",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 1.0))
+    );
+    let (again, _) = route_all(&tally, &lobbies[1], &battle, args.players).await?;
+    let agree = owners
+        .iter()
+        .filter(|(p, i)| again.get(*p) == Some(*i))
+        .count();
+    println!(
+        "   lobby-2 (another requester) agrees on {agree}/{} players",
+        owners.len()
+    );
+
+    println!("\n== 4. Broadcast to every Club instance");
+    let reached = lobbies[0]
+        .broadcast(&club, Multipart::from_frames(["guild war starts at 20:00"]))
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let received = loop {
+        let arrived = broadcasts.arrived.notified();
+        let received = broadcasts.received.load(Ordering::Relaxed) as usize;
+        if received >= reached.len() || tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            break received;
+        }
+    };
+    println!(
+        "   sent to {} instances, received by {received}",
+        reached.len()
+    );
+
+    println!("\n== 5. battle-2 hangs (stops answering, sockets open, like SIGSTOP) under traffic");
+    let victim = services.get("battle-2").ok_or("battle-2 missing")?.clone();
+    let mut events = lobbies[0].events();
+    let traffic_on = Arc::new(AtomicBool::new(true));
+    let traffic = {
+        let (tally, lobby, battle, on) = (
+            tally.clone(),
+            lobbies[0].clone(),
+            battle.clone(),
+            traffic_on.clone(),
+        );
+        let players = args.players;
+        tokio::spawn(async move {
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut p = 0u32;
+            while on.load(Ordering::Relaxed) {
+                let player = format!("player-{}", p % players);
+                if let Err(error) = tally.request(&lobby, &battle, &player).await {
+                    let kind = format!("{error}")
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    *errors.entry(kind).or_default() += 1;
+                }
+                p += 1;
+            }
+            errors
+        })
+    };
+    tokio::time::sleep(heartbeat).await;
+    let suspended_at = Instant::now();
+    victim.suspend().await;
+    let detection = tokio::time::timeout(bound * 4, async {
+        loop {
+            match events.recv().await {
+                Ok(NodeEvent::PeerDown { path, reason }) if path.instance() == "battle-2" => {
+                    return Ok(reason);
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await;
+    let detected = suspended_at.elapsed();
+    let Ok(Ok(reason)) = detection else {
+        return Err("battle-2's failure was not detected".into());
+    };
+    println!(
+        "   lobby-1 declared battle-2 dead after {} (bound {}): {reason}",
+        ms(detected),
+        ms(bound)
+    );
+    tokio::time::sleep(heartbeat).await;
+    traffic_on.store(false, Ordering::Relaxed);
+    let errors = traffic.await?;
+    let failed: u64 = errors.values().sum();
+    println!(
+        "   traffic during the failure: {failed} requests failed with an error ({errors:?}), none hung"
+    );
+    let (during, _) = route_all(&tally, &lobbies[0], &battle, args.players).await?;
+    let moved = owners
+        .iter()
+        .filter(|(p, i)| i.as_str() == "battle-2" && during.get(*p) != Some(*i))
+        .count();
+    let had = owners.values().filter(|i| i.as_str() == "battle-2").count();
+    let others_moved = owners
+        .iter()
+        .filter(|(p, i)| i.as_str() != "battle-2" && during.get(*p) != Some(*i))
+        .count();
+    println!(
+        "   battle-2's {had} players moved: {moved}; other players moved: {others_moved}; now {}",
+        spread(&during)
+    );
+
+    println!("\n== 6. battle-2 dies for good and a new process takes its place");
+    victim.kill().await;
+    let restarted = start_service(
+        &discovery,
+        victim.path().clone(),
+        heartbeat,
+        broadcasts.clone(),
+    )
+    .await?;
+    let t = Instant::now();
+    lobbies[0]
+        .wait_for_instances(&battle, 3, Duration::from_secs(10))
+        .await?;
+    println!(
+        "   battle-2 re-registered (bucket {}), discovered and probed after {}",
+        restarted.bucket(),
+        ms(t.elapsed())
+    );
+    let (after, _) = route_all(&tally, &lobbies[0], &battle, args.players).await?;
+    let returned = owners
+        .iter()
+        .filter(|(p, i)| i.as_str() == "battle-2" && after.get(*p) == Some(*i))
+        .count();
+    let unchanged = owners
+        .iter()
+        .filter(|(p, i)| after.get(*p) == Some(*i))
+        .count();
+    println!(
+        "   {returned}/{had} of its players came back; {unchanged}/{} players are where they started",
+        owners.len()
+    );
+
+    for node in lobbies.iter().chain(services.values()).chain([&restarted]) {
+        node.shutdown().await;
+    }
+    let sent = tally.sent.load(Ordering::Relaxed);
+    let answered = tally.answered.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let lost = sent - answered - failed;
+    let ok = lost == 0
+        && detected <= bound * 2
+        && agree == owners.len()
+        && moved == had
+        && others_moved == 0
+        && returned == had
+        && received == 2;
+    println!(
+        "\nsummary: requests sent={sent} answered={answered} failed_with_error={failed} lost_silently={lost} \
+         failure_detection_ms={:.0} detection_bound_ms={} players_moved={moved}/{had} others_moved={others_moved} \
+         players_returned={returned}/{had} elapsed_s={:.1} result={}",
+        detected.as_secs_f64() * 1e3,
+        bound.as_millis(),
+        started.elapsed().as_secs_f64(),
+        if ok { "ok" } else { "FAILED" }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
