@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
 # The whole DMS test suite, on a fresh machine of this kind (run as root, no prompts).
-# Installs what the tests need (pyzmq for the libzmq interop tests), then runs every
+# Installs what the tests need (scripts/setup.sh: protoc, etcd, pyzmq), then runs every
 # test of the workspace, the doctests, and checks that the fuzz targets build on stable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${DMS_PYTHON:-python3}
-if ! "$PY" -c 'import zmq' 2>/dev/null; then
-  echo "installing pyzmq for $PY" >&2
-  "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq
-fi
+bash scripts/setup.sh
 
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the full build and test suite need on a fresh machine of this kind
+# (Debian, run as root, no prompts). Idempotent: does nothing when all is present.
+#   protoc       (protobuf-compiler) to build the etcd backend (feature `etcd`)
+#   etcd         (etcd-server) started by the etcd tests on loopback ports
+#   pyzmq        for the libzmq interop tests and the Python DMS peer
+set -euo pipefail
+
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY=${DMS_PYTHON:-python3}
+if ! "$PY" -c 'import zmq' 2>/dev/null; then
+  echo "installing pyzmq for $PY" >&2
+  "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq
+fi
