@@ -171,6 +171,14 @@ pub trait Lease: Send + Sync + 'static {
     fn id(&self) -> u64;
     /// How long the lease outlives a silent owner (the backend may round it up).
     fn ttl(&self) -> Duration;
+
+    /// Resolves when the lease is lost while its owner still holds it (a backend with a
+    /// server: keep-alives failed past the TTL, the server expired it); the owner's keys
+    /// are gone and it must take a new lease and register again. Never resolves for a
+    /// lease that cannot be lost while held (the in-memory backend's).
+    fn expired(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// A discovery backend: a handle to a hierarchical key-value store with leases and
@@ -215,6 +223,17 @@ pub trait Discovery: Clone + Send + Sync + 'static {
     /// The key's entry and its direct children, read at one revision. A key that does
     /// not exist gives `entry: None` (and the children it has, if any).
     fn get(&self, key: &Key) -> impl Future<Output = Result<Node, DiscoveryError>> + Send;
+
+    /// Every entry `prefix` covers (the key itself and all keys below it, at any depth),
+    /// sorted by key, read at one revision (returned with them). For tools (`dms ls`);
+    /// the kernel reads clusters with [`get`](Self::get).
+    fn list(
+        &self,
+        prefix: &Key,
+    ) -> impl Future<Output = Result<(Vec<Entry>, Revision), DiscoveryError>> + Send {
+        let _ = prefix;
+        async { Err(DiscoveryError::Unavailable("this backend cannot list".into())) }
+    }
 
     /// Ordered events for the keys `prefix` covers (see [`Key::covers`]) with a revision
     /// greater than `from` (`None`: from now on).

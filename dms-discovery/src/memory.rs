@@ -435,6 +435,18 @@ impl Discovery for MemoryDiscovery {
         })
     }
 
+    async fn list(&self, prefix: &Key) -> Result<(Vec<Entry>, Revision), DiscoveryError> {
+        let state = self.shared.lock();
+        let entries = state
+            .entries
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+            .take_while(|(key, _)| key.as_str().starts_with(prefix.as_str()))
+            .filter(|(key, _)| prefix.covers(key))
+            .map(|(key, stored)| stored.entry(key))
+            .collect();
+        Ok((entries, state.revision))
+    }
+
     async fn watch(
         &self,
         prefix: &Key,
@@ -648,6 +660,18 @@ mod tests {
         assert_eq!(state.history.len(), 3);
         assert_eq!(state.compacted, 7);
         assert_eq!(state.history.front().map(WatchEvent::revision), Some(8));
+    }
+
+    #[tokio::test]
+    async fn list_covers_every_depth_and_nothing_else() {
+        let d = MemoryDiscovery::new();
+        for k in ["/p", "/p/a", "/p/a/1/x", "/p!", "/p0", "/pa", "/q"] {
+            d.set(&key(k), Bytes::new(), None).await.unwrap();
+        }
+        let (entries, revision) = d.list(&key("/p")).await.unwrap();
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["/p", "/p/a", "/p/a/1/x"]);
+        assert_eq!(revision, 7);
     }
 
     #[tokio::test]

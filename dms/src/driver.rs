@@ -95,10 +95,11 @@ struct Waiter {
     done: oneshot::Sender<Result<Reply, RequestError>>,
 }
 
-pub(crate) struct Driver<D: Discovery> {
+pub(crate) struct Driver {
     pub(crate) proto: Protocol,
     pub(crate) middleware: TcpMiddleware,
-    pub(crate) lease: Option<D::Lease>,
+    /// Dropping it makes the registrar drop the lease: the registration vanishes.
+    pub(crate) registered: Option<oneshot::Sender<oneshot::Sender<()>>>,
     pub(crate) local: ServicePath,
     pub(crate) targets: HashMap<ClusterPath, HashMap<ServicePath, Registration>>,
     pub(crate) policy: Arc<dyn DispatchPolicy>,
@@ -132,7 +133,7 @@ struct Connected {
     result: Result<PeerId, String>,
 }
 
-impl<D: Discovery> Driver<D> {
+impl Driver {
     pub(crate) async fn run(mut self) {
         let (connected_tx, mut connected) = mpsc::channel::<Connected>(256);
         let (closed_tx, mut closed) = mpsc::channel::<PeerId>(256);
@@ -159,7 +160,7 @@ impl<D: Discovery> Driver<D> {
                         }
                     }
                     #[cfg(feature = "fault-injection")]
-                    Some(Command::Kill { done }) => return self.die(done),
+                    Some(Command::Kill { done }) => return self.die(done).await,
                     Some(command) => self.on_command(command),
                     None => {
                         self.shutdown().await;
@@ -188,7 +189,7 @@ impl<D: Discovery> Driver<D> {
         loop {
             match self.commands.recv().await {
                 Some(Command::Kill { done }) => {
-                    self.die(done);
+                    self.die(done).await;
                     return true;
                 }
                 None => return true,
@@ -204,10 +205,20 @@ impl<D: Discovery> Driver<D> {
     /// Dies without a word: no DISCONNECT; sockets close, the lease goes (and with it the
     /// registration), then `done` is told.
     #[cfg(feature = "fault-injection")]
-    fn die(&mut self, done: oneshot::Sender<()>) {
-        self.lease = None;
+    async fn die(&mut self, done: oneshot::Sender<()>) {
         self.middleware.close();
+        self.deregister().await;
         let _ = done.send(());
+    }
+
+    /// Drops the registration (its lease) and waits until it is gone.
+    async fn deregister(&mut self) {
+        if let Some(registered) = self.registered.take() {
+            let (done, gone) = oneshot::channel();
+            if registered.send(done).is_ok() {
+                let _ = gone.await;
+            }
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -756,7 +767,7 @@ impl<D: Discovery> Driver<D> {
         for (_, waiter) in self.state.waiting.drain() {
             let _ = waiter.done.send(Err(RequestError::Closed));
         }
-        self.lease = None;
+        self.deregister().await;
         self.middleware.close();
     }
 }

@@ -16,6 +16,7 @@ mod driver;
 mod error;
 mod incoming;
 mod node;
+mod registrar;
 pub mod registration;
 
 pub use dms_core::Multipart;

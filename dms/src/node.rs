@@ -9,17 +9,13 @@ use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{ProtoConfig, Protocol};
 use dms_core::{Endpoint, MessageMiddleware, MiddlewareError, Multipart, Role};
 use dms_discovery::memory::MemoryDiscovery;
-use dms_discovery::{Discovery, DiscoveryError};
+use dms_discovery::Discovery;
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
-use tracing::info;
 
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
-use crate::registration::{Registration, bucket_key, instance_key};
+use crate::registrar::{Registrant, keep_registered};
 use crate::{IncomingRequest, RequestError, StartError};
-
-/// Most dispatch buckets a cluster can have.
-const MAX_BUCKETS: u32 = 4096;
 
 /// A successful reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,39 +262,16 @@ async fn start<D: Discovery>(
         endpoints.push(middleware.bind(endpoint).await.map_err(StartError::Bind)?);
     }
 
-    let lease = discovery.lease(settings.lease_ttl).await?;
-    let cluster = path.cluster();
-    let mut bucket = None;
-    for candidate in 0..MAX_BUCKETS {
-        let key = bucket_key(&cluster, candidate)?;
-        let value = bytes::Bytes::copy_from_slice(path.as_str().as_bytes());
-        match discovery.create(&key, value, Some(&lease)).await {
-            Ok(_) => {
-                bucket = Some(candidate);
-                break;
-            }
-            Err(DiscoveryError::AlreadyExists { .. }) => continue,
-            Err(error) => return Err(error.into()),
-        }
-    }
-    let bucket = bucket.ok_or_else(|| StartError::NoBucket(cluster.clone()))?;
-    let registration = Registration::new(
-        endpoints.iter().map(ToString::to_string).collect(),
-        bucket,
-        &settings.targets,
-        settings.acl.as_deref(),
-    );
-    match discovery
-        .create(&instance_key(&path)?, registration.encode(), Some(&lease))
-        .await
-    {
-        Ok(_) => {}
-        Err(DiscoveryError::AlreadyExists { .. }) => {
-            return Err(StartError::AlreadyRegistered(path));
-        }
-        Err(error) => return Err(error.into()),
-    }
-    info!(node = %path, bucket, endpoints = ?registration.endpoints, "registered");
+    let registrant = Registrant {
+        path: path.clone(),
+        endpoints: endpoints.iter().map(ToString::to_string).collect(),
+        targets: settings.targets.clone(),
+        acl: settings.acl.clone(),
+        lease_ttl: settings.lease_ttl,
+    };
+    let (lease, bucket) = registrant.register(&discovery, None).await?;
+    let (registered, stop_registrar) = oneshot::channel();
+    tokio::spawn(keep_registered(discovery.clone(), registrant, lease, bucket, stop_registrar));
 
     let mut proto = ProtoConfig::new(path.clone());
     proto.ping_interval = settings.ping_interval;
@@ -317,10 +290,10 @@ async fn start<D: Discovery>(
             watch_tx.clone(),
         ));
     }
-    let driver = Driver::<D> {
+    let driver = Driver {
         proto: Protocol::new(proto),
         middleware,
-        lease: Some(lease),
+        registered: Some(registered),
         local: path.clone(),
         targets,
         policy: settings.policy,

@@ -1,0 +1,113 @@
+//! Keeping an instance registered: the lease, the bucket claim and the registration, and
+//! registering again (with a new lease) when the lease is lost.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dms_core::path::{ClusterPath, ServicePath};
+use dms_discovery::{Discovery, DiscoveryError, Lease};
+use dms_transport_tcp::Backoff;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::StartError;
+use crate::registration::{Registration, bucket_key, instance_key};
+
+/// Most dispatch buckets a cluster can have.
+const MAX_BUCKETS: u32 = 4096;
+
+/// What an instance registers.
+#[derive(Debug, Clone)]
+pub(crate) struct Registrant {
+    pub(crate) path: ServicePath,
+    pub(crate) endpoints: Vec<String>,
+    pub(crate) targets: Vec<ClusterPath>,
+    pub(crate) acl: Option<Vec<ClusterPath>>,
+    pub(crate) lease_ttl: Duration,
+}
+
+impl Registrant {
+    /// Takes a lease, claims a bucket (`preferred` first, else the lowest free one) and
+    /// creates the registration, all attached to the lease.
+    pub(crate) async fn register<D: Discovery>(
+        &self,
+        discovery: &D,
+        preferred: Option<u32>,
+    ) -> Result<(D::Lease, u32), StartError> {
+        let lease = discovery.lease(self.lease_ttl).await?;
+        let cluster = self.path.cluster();
+        let owner = Bytes::copy_from_slice(self.path.as_str().as_bytes());
+        let mut bucket = None;
+        for candidate in preferred.into_iter().chain(0..MAX_BUCKETS) {
+            let key = bucket_key(&cluster, candidate)?;
+            match discovery.create(&key, owner.clone(), Some(&lease)).await {
+                Ok(_) => {
+                    bucket = Some(candidate);
+                    break;
+                }
+                Err(DiscoveryError::AlreadyExists { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let bucket = bucket.ok_or_else(|| StartError::NoBucket(cluster.clone()))?;
+        let registration =
+            Registration::new(self.endpoints.clone(), bucket, &self.targets, self.acl.as_deref());
+        match discovery
+            .create(&instance_key(&self.path)?, registration.encode(), Some(&lease))
+            .await
+        {
+            Ok(_) => {}
+            Err(DiscoveryError::AlreadyExists { .. }) => {
+                return Err(StartError::AlreadyRegistered(self.path.clone()));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        info!(node = %self.path, bucket, endpoints = ?registration.endpoints, "registered");
+        Ok((lease, bucket))
+    }
+}
+
+/// Holds the lease until `stop` fires (the lease is dropped, then the sender it carries is
+/// told) or is dropped (the lease goes too): with the lease goes the registration. When the lease is lost, registers again with capped backoff, keeping the
+/// same bucket if it is still free.
+pub(crate) async fn keep_registered<D: Discovery>(
+    discovery: D,
+    registrant: Registrant,
+    mut lease: D::Lease,
+    mut bucket: u32,
+    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = lease.expired() => {}
+            released = &mut stop => {
+                drop(lease);
+                if let Ok(done) = released {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        warn!(node = %registrant.path, "registration lease lost; registering again");
+        drop(lease);
+        loop {
+            tokio::select! {
+                result = registrant.register(&discovery, Some(bucket)) => match result {
+                    Ok((renewed, claimed)) => {
+                        lease = renewed;
+                        bucket = claimed;
+                        backoff.reset();
+                        break;
+                    }
+                    Err(error) => warn!(node = %registrant.path, %error, "registering again failed"),
+                },
+                _ = &mut stop => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = &mut stop => return,
+            }
+        }
+    }
+}
