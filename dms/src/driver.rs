@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registration::{Registration, cluster_key};
-use crate::{InstanceStatus, NodeEvent, Reply, RequestError};
+use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 
 /// Messages waiting for room in a full link, at most.
 const MAX_PARKED: usize = 4096;
@@ -121,7 +121,10 @@ pub(crate) struct DriverState {
     connecting: HashSet<ServicePath>,
     /// Links being closed; not redialled until closed.
     closing: HashSet<PeerId>,
-    retries: HashMap<ServicePath, (Instant, Backoff)>,
+    /// When an unreachable instance is dialled again.
+    retry_at: HashMap<ServicePath, Instant>,
+    /// Redial delays per instance, reset when it is probed successfully.
+    backoff: HashMap<ServicePath, Backoff>,
     waiting: HashMap<RequestId, Waiter>,
     parked: VecDeque<Multipart>,
     dropped_notifications: u64,
@@ -226,7 +229,7 @@ impl Driver {
         let mut earlier = |at: Instant| {
             deadline = Some(deadline.map_or(at, |d| d.min(at)));
         };
-        if let Some(at) = self.state.retries.values().map(|(at, _)| *at).min() {
+        if let Some(at) = self.state.retry_at.values().min().copied() {
             earlier(at);
         }
         if !self.state.parked.is_empty() {
@@ -307,7 +310,8 @@ impl Driver {
         match event {
             Event::PeerReady { peer, path, role } => {
                 debug!(node = %self.local, %path, ?role, "peer ready");
-                self.state.retries.remove(&path);
+                self.state.retry_at.remove(&path);
+                self.state.backoff.remove(&path);
                 self.state.ready.insert(peer, path.clone());
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
             }
@@ -425,7 +429,7 @@ impl Driver {
             .ok()
             .and_then(|p| p.parse::<ServicePath>().ok());
         if let Some(path) = path {
-            if !self.state.retries.contains_key(&path) {
+            if !self.state.retry_at.contains_key(&path) {
                 self.maybe_connect(&path, connected_tx);
             }
         }
@@ -509,7 +513,15 @@ impl Driver {
                         path: path.clone(),
                         bucket: reg.bucket,
                         endpoints: reg.endpoints.clone(),
-                        ready: self.state.ready.contains_key(&path.peer_id()),
+                        state: if self.state.ready.contains_key(&path.peer_id()) {
+                            InstanceState::Ready
+                        } else if self.state.denied.contains_key(path) {
+                            InstanceState::Denied
+                        } else if self.state.retry_at.contains_key(path) {
+                            InstanceState::Unreachable
+                        } else {
+                            InstanceState::Connecting
+                        },
                     })
                     .collect();
                 list.sort_by_key(|s| s.bucket);
@@ -621,7 +633,8 @@ impl Driver {
                 if fresh {
                     info!(node = %self.local, instance = %path, "discovered");
                     self.state.denied.remove(&path);
-                    self.state.retries.remove(&path);
+                    self.state.retry_at.remove(&path);
+                    self.state.backoff.remove(&path);
                 }
                 self.maybe_connect(&path, connected_tx);
             }
@@ -632,7 +645,8 @@ impl Driver {
                         info!(node = %self.local, instance = %path, "deregistered");
                     }
                 }
-                self.state.retries.remove(&path);
+                self.state.retry_at.remove(&path);
+                self.state.backoff.remove(&path);
                 self.state.denied.remove(&path);
                 let peer = path.peer_id();
                 if self.proto.session_state(&peer).is_some() {
@@ -664,7 +678,7 @@ impl Driver {
                 .closing
                 .contains(path.peer_id().as_bytes().as_ref())
             || self.state.denied.contains_key(path)
-            || self.state.retries.contains_key(path)
+            || self.state.retry_at.contains_key(path)
             || self.proto.session_state(&path.peer_id()).is_some()
         {
             return;
@@ -716,13 +730,13 @@ impl Driver {
 
     fn schedule_retry(&mut self, path: ServicePath) {
         let (initial, cap) = self.reconnect;
-        let entry = self
+        let backoff = self
             .state
-            .retries
-            .entry(path)
-            .or_insert_with(|| (now(), Backoff::new(initial, cap)));
-        let delay = entry.1.next_delay().max(initial / 2);
-        entry.0 = now() + delay;
+            .backoff
+            .entry(path.clone())
+            .or_insert_with(|| Backoff::new(initial, cap));
+        let delay = backoff.next_delay().max(initial / 2);
+        self.state.retry_at.insert(path, now() + delay);
     }
 
     fn on_timer(&mut self, connected_tx: &mpsc::Sender<Connected>) {
@@ -730,21 +744,14 @@ impl Driver {
         self.proto.handle_timeout(now);
         let due: Vec<ServicePath> = self
             .state
-            .retries
+            .retry_at
             .iter()
-            .filter(|(_, (at, _))| *at <= now)
+            .filter(|(_, at)| **at <= now)
             .map(|(path, _)| path.clone())
             .collect();
         for path in due {
-            if let Some((_, backoff)) = self.state.retries.remove(&path) {
-                self.maybe_connect(&path, connected_tx);
-                if self.state.connecting.contains(&path) {
-                    // Keep the backoff growing until the probe succeeds (PeerReady clears it).
-                    self.state
-                        .retries
-                        .insert(path, (now + Duration::from_secs(3600), backoff));
-                }
-            }
+            self.state.retry_at.remove(&path);
+            self.maybe_connect(&path, connected_tx);
         }
     }
 

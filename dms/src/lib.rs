@@ -25,4 +25,4 @@ pub use dms_discovery::Discovery;
 pub use dms_discovery::memory::MemoryDiscovery;
 pub use error::{RequestError, StartError};
 pub use incoming::IncomingRequest;
-pub use node::{DispatchKey, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};
+pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};

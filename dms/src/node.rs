@@ -55,8 +55,29 @@ pub struct InstanceStatus {
     pub bucket: u32,
     /// Its endpoints.
     pub endpoints: Vec<String>,
-    /// Whether it has a probed, live session with us.
-    pub ready: bool,
+    /// Where our session with it stands.
+    pub state: InstanceState,
+}
+
+impl InstanceStatus {
+    /// Whether it has a probed, live session with us (requests can go to it).
+    pub fn is_ready(&self) -> bool {
+        self.state == InstanceState::Ready
+    }
+}
+
+/// Our session with a registered instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Probed and live.
+    Ready,
+    /// Being dialled or probed.
+    Connecting,
+    /// The last dial or probe failed, or the session was lost; retried with backoff.
+    Unreachable,
+    /// It refused us (ACL).
+    Denied,
 }
 
 /// A key that picks the same instance of a cluster for the same value in every process
@@ -524,7 +545,7 @@ impl Node {
                     .instances(cluster)
                     .await
                     .iter()
-                    .filter(|i| i.ready)
+                    .filter(|i| i.is_ready())
                     .count();
                 if live >= count {
                     return Ok(());
@@ -538,6 +559,28 @@ impl Node {
         tokio::time::timeout(timeout, wait)
             .await
             .unwrap_or_else(|_| Err(RequestError::NoInstance(cluster.to_string())))
+    }
+
+    /// Waits until every registered instance of `cluster` is either ready or known to be
+    /// unreachable or refusing (so that dispatch sees the whole live set), or `timeout`;
+    /// returns the instances as they are then.
+    pub async fn settle(&self, cluster: &ClusterPath, timeout: Duration) -> Vec<InstanceStatus> {
+        let mut events = self.events();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let instances = self.instances(cluster).await;
+            let settled = !instances.is_empty()
+                && instances.iter().all(|i| i.state != InstanceState::Connecting);
+            if settled {
+                return instances;
+            }
+            let tick = tokio::time::Instant::now() + Duration::from_millis(50);
+            match tokio::time::timeout_at(deadline.min(tick), events.recv()).await {
+                Err(_) if tokio::time::Instant::now() >= deadline => return instances,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return instances,
+                _ => {}
+            }
+        }
     }
 
     /// Says DISCONNECT to every peer, flushes its links, deregisters and stops.
