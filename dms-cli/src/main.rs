@@ -4,14 +4,25 @@
 #![allow(clippy::print_stdout)]
 
 mod demo;
+mod discovery_url;
+mod failure;
+mod ls;
+mod node;
+mod request;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::failure::Failure;
+
 /// DMS: server processes that find each other and talk as one distributed system.
+///
+/// Exit codes: 0 success, 1 error, 2 bad command line or path, 3 discovery unreachable,
+/// 4 no instance available, 5 request timed out.
 #[derive(Debug, Parser)]
-#[command(name = "dms", version, about)]
+#[command(name = "dms", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -26,6 +37,26 @@ enum Commands {
     /// discovery and real TCP loopback) and narrates registration, routing by player,
     /// broadcast, an instance failing and coming back.
     Demo(demo::DemoArgs),
+    /// Runs one service instance until SIGINT/SIGTERM (then deregisters and says
+    /// DISCONNECT to its peers); prints its service path and bound endpoints.
+    Node(node::NodeArgs),
+    /// Sends requests to a cluster (one instance picked by key) or to one instance and
+    /// prints each reply.
+    Request(request::RequestArgs),
+    /// Sends a message to every live instance of a cluster.
+    Broadcast(request::BroadcastArgs),
+    /// Lists clusters, instances, buckets and endpoints registered in discovery.
+    Ls(ls::LsArgs),
+    /// Prints registrations and deregistrations as they happen.
+    Watch(ls::WatchArgs),
+}
+
+/// Prints a line on stdout and flushes it (output is read by scripts and tests as it
+/// comes). A closed stdout is not an error worth a panic.
+pub(crate) fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn main() -> ExitCode {
@@ -49,14 +80,29 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Demo(args) => demo::run(args).await,
+            Commands::Demo(args) => demo::run(args)
+                .await
+                .map_err(|e| Failure::Other(e.to_string()))
+                .and_then(|code| {
+                    if code == ExitCode::SUCCESS {
+                        Ok(())
+                    } else {
+                        Err(Failure::Reported(Box::new(Failure::Other(String::new()))))
+                    }
+                }),
+            Commands::Node(args) => node::run(args).await,
+            Commands::Request(args) => request::run(args).await,
+            Commands::Broadcast(args) => request::broadcast(args).await,
+            Commands::Ls(args) => ls::run(args).await,
+            Commands::Watch(args) => ls::watch(args).await,
         }
     });
     match result {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("dms: {error}");
-            ExitCode::FAILURE
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Reported(inner)) => inner.exit_code(),
+        Err(failure) => {
+            eprintln!("dms: {failure}");
+            failure.exit_code()
         }
     }
 }

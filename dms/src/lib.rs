@@ -19,8 +19,8 @@ mod node;
 mod registrar;
 pub mod registration;
 
-pub use dms_core::Multipart;
 pub use dms_core::path::{ClusterPath, PathError, ServicePath};
+pub use dms_core::{Endpoint, Multipart};
 pub use dms_discovery::Discovery;
 pub use dms_discovery::memory::MemoryDiscovery;
 pub use error::{RequestError, StartError};

@@ -1,0 +1,106 @@
+//! `dms node`: runs one service instance until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::time::Duration;
+
+use dms::{ClusterPath, Discovery, Endpoint, Multipart, Node, ServicePath};
+
+use crate::discovery_url::{DiscoveryUrl, with_discovery};
+use crate::failure::Failure;
+
+/// Options of `dms node`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// Discovery: etcd://host:port[,host:port...] (memory:// is in-process only).
+    #[arg(long)]
+    discovery: DiscoveryUrl,
+    /// This instance's service path: /App/Area/Platform/World/Group/Cluster/Instance.
+    #[arg(long)]
+    service: ServicePath,
+    /// Endpoint to accept links on (repeatable; port 0 picks a free port).
+    #[arg(long, default_value = "tcp://127.0.0.1:0")]
+    bind: Vec<Endpoint>,
+    /// Cluster path this instance sends to (repeatable).
+    #[arg(long)]
+    target: Vec<ClusterPath>,
+    /// Answer every request with its payload frames plus one frame holding this
+    /// instance's service path.
+    #[arg(long)]
+    echo: bool,
+    /// Heartbeat interval in ms this instance drives as requester (dead after 3 silent).
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Allow only these clusters to talk to this instance (repeatable; default: all).
+    #[arg(long)]
+    allow: Vec<ClusterPath>,
+    /// Registration lease TTL in seconds (how long a killed node stays listed).
+    #[arg(long, default_value_t = 5)]
+    lease_ttl_s: u64,
+}
+
+pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
+    let url = args.discovery.clone();
+    with_discovery!(&url, |d| serve(d, &url, args))
+}
+
+async fn serve<D: Discovery>(
+    discovery: D,
+    url: &DiscoveryUrl,
+    args: NodeArgs,
+) -> Result<(), Failure> {
+    let mut builder = Node::builder(args.service.clone())
+        .discovery(discovery)
+        .heartbeat(Duration::from_millis(args.heartbeat_ms.max(10)), 3)
+        .lease_ttl(Duration::from_secs(args.lease_ttl_s.max(1)));
+    for endpoint in args.bind {
+        builder = builder.bind(endpoint);
+    }
+    for target in args.target {
+        builder = builder.target(target);
+    }
+    for cluster in args.allow {
+        builder = builder.allow(cluster);
+    }
+    let node = builder.start().await.map_err(|error| match error {
+        dms::StartError::Discovery(e) => crate::discovery_url::unreachable(url, e),
+        other => Failure::Other(other.to_string()),
+    })?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "service {}", node.path());
+        for endpoint in node.endpoints() {
+            let _ = writeln!(out, "endpoint {endpoint}");
+        }
+        let _ = writeln!(out, "bucket {}", node.bucket());
+        let _ = out.flush();
+    }
+    let server = node.clone();
+    let echo = args.echo;
+    let handler = tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            if echo {
+                let mut body: Multipart = request.body().clone();
+                body.push(server.path().to_string());
+                let _ = request.reply(body).await;
+            }
+            // Without --echo a request is dropped, which answers it with NO_HANDLER.
+        }
+    });
+    wait_for_signal().await;
+    node.shutdown().await;
+    handler.abort();
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
