@@ -8,7 +8,11 @@ const LOBBY: &str = "/demo/cn/android/w1/g1/Lobby/lobby-1";
 const BATTLE: &str = "/demo/cn/android/w1/g1/Battle/battle-1";
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn control(command: CommandCode, flags: u8, id: u64, from: &str, body: Body) -> Control {
@@ -19,11 +23,37 @@ fn control(command: CommandCode, flags: u8, id: u64, from: &str, body: Body) -> 
 
 #[test]
 fn examples_match_the_encoder() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md")).unwrap();
-    let reason = |code, detail: &str| Body::Reason(Reason { code, detail: detail.into() });
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+        .unwrap();
+    let reason = |code, detail: &str| {
+        Body::Reason(Reason {
+            code,
+            detail: detail.into(),
+        })
+    };
     let examples = [
-        control(CommandCode::Ready, 0, 0, LOBBY, Body::Ready { path: LOBBY.into(), liveness_timeout_ms: 3000, capabilities: 0 }),
-        control(CommandCode::Ready, 0, 0, BATTLE, Body::Ready { path: BATTLE.into(), liveness_timeout_ms: 0, capabilities: 0 }),
+        control(
+            CommandCode::Ready,
+            0,
+            0,
+            LOBBY,
+            Body::Ready {
+                path: LOBBY.into(),
+                liveness_timeout_ms: 3000,
+                capabilities: 0,
+            },
+        ),
+        control(
+            CommandCode::Ready,
+            0,
+            0,
+            BATTLE,
+            Body::Ready {
+                path: BATTLE.into(),
+                liveness_timeout_ms: 0,
+                capabilities: 0,
+            },
+        ),
         control(CommandCode::Ping, 0, 1, LOBBY, Body::Empty),
         control(CommandCode::Pong, 0, 1, BATTLE, Body::Empty),
         control(CommandCode::Req, 0x01, 7, LOBBY, Body::Empty),
@@ -33,7 +63,11 @@ fn examples_match_the_encoder() {
     ];
     for example in examples {
         let encoded = example.encode();
-        assert!(doc.contains(&hex(&encoded)), "{example:?} is not in PROTOCOL.md as\n{}", hex(&encoded));
+        assert!(
+            doc.contains(&hex(&encoded)),
+            "{example:?} is not in PROTOCOL.md as\n{}",
+            hex(&encoded)
+        );
         assert_eq!(Control::decode(&encoded).unwrap(), example);
     }
     assert!(doc.contains(&format!("{:#018x}", hash64(LOBBY.as_bytes()))));

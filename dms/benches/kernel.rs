@@ -37,9 +37,13 @@ async fn requester(discovery: &MemoryDiscovery, name: &str, heartbeat: Duration)
         .start()
         .await
         .unwrap();
-    node.wait_for_instances(&format!("{WORLD}/Battle").parse().unwrap(), 1, Duration::from_secs(10))
-        .await
-        .unwrap();
+    node.wait_for_instances(
+        &format!("{WORLD}/Battle").parse().unwrap(),
+        1,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     node
 }
 
@@ -58,12 +62,18 @@ async fn round_trips() {
     let cluster = format!("{WORLD}/Battle").parse().unwrap();
     let payload = Multipart::from_frames([vec![0u8; 64]]);
     for _ in 0..2_000 {
-        lobby.request(&cluster, 1u64, payload.clone()).await.unwrap();
+        lobby
+            .request(&cluster, 1u64, payload.clone())
+            .await
+            .unwrap();
     }
     let mut rtts = Vec::with_capacity(20_000);
     for _ in 0..20_000 {
         let start = Instant::now();
-        lobby.request(&cluster, 1u64, payload.clone()).await.unwrap();
+        lobby
+            .request(&cluster, 1u64, payload.clone())
+            .await
+            .unwrap();
         rtts.push(start.elapsed());
     }
     rtts.sort();

@@ -8,8 +8,8 @@ use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{ProtoConfig, Protocol};
 use dms_core::{Endpoint, MessageMiddleware, MiddlewareError, Multipart, Role};
-use dms_discovery::memory::MemoryDiscovery;
 use dms_discovery::Discovery;
+use dms_discovery::memory::MemoryDiscovery;
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
@@ -292,7 +292,13 @@ async fn start<D: Discovery>(
     };
     let (lease, bucket) = registrant.register(&discovery, None).await?;
     let (registered, stop_registrar) = oneshot::channel();
-    tokio::spawn(keep_registered(discovery.clone(), registrant, lease, bucket, stop_registrar));
+    tokio::spawn(keep_registered(
+        discovery.clone(),
+        registrant,
+        lease,
+        bucket,
+        stop_registrar,
+    ));
 
     let mut proto = ProtoConfig::new(path.clone());
     proto.ping_interval = settings.ping_interval;
@@ -570,7 +576,9 @@ impl Node {
         loop {
             let instances = self.instances(cluster).await;
             let settled = !instances.is_empty()
-                && instances.iter().all(|i| i.state != InstanceState::Connecting);
+                && instances
+                    .iter()
+                    .all(|i| i.state != InstanceState::Connecting);
             if settled {
                 return instances;
             }

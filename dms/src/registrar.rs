@@ -50,10 +50,18 @@ impl Registrant {
             }
         }
         let bucket = bucket.ok_or_else(|| StartError::NoBucket(cluster.clone()))?;
-        let registration =
-            Registration::new(self.endpoints.clone(), bucket, &self.targets, self.acl.as_deref());
+        let registration = Registration::new(
+            self.endpoints.clone(),
+            bucket,
+            &self.targets,
+            self.acl.as_deref(),
+        );
         match discovery
-            .create(&instance_key(&self.path)?, registration.encode(), Some(&lease))
+            .create(
+                &instance_key(&self.path)?,
+                registration.encode(),
+                Some(&lease),
+            )
             .await
         {
             Ok(_) => {}
