@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the full build and test suite need on a fresh machine of this kind
 # (Debian, run as root, no prompts). Idempotent: does nothing when all is present.
-#   protoc       (protobuf-compiler) to build the etcd backend (feature `etcd`)
+#   protoc       (protobuf-compiler, libprotobuf-dev) to build the etcd backend (feature `etcd`)
 #   etcd         (etcd-server) started by the etcd tests on loopback ports
 #   pyzmq        for the libzmq interop tests and the Python DMS peer
 set -euo pipefail
 
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# etcd-client's build also needs protobuf's well-known .proto files.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2

@@ -6,7 +6,9 @@
 //! reported as [`DiscoveryError::Compacted`]).
 //!
 //! [`memory::MemoryDiscovery`] is the embedded backend, shared by every node of one
-//! process. Other backends (etcd) live in their own crates and pass the same conformance
+//! process. With the cargo feature `etcd`, `etcd::EtcdDiscovery` is a client of an etcd v3
+//! cluster (building it needs `protoc` and the protobuf well-known types, Debian's
+//! `protobuf-compiler` and `libprotobuf-dev`). Every backend passes the same conformance
 //! suite (`dms-test-support`'s `discovery` module).
 //!
 //! ```
@@ -38,6 +40,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod key;
 pub mod memory;
 
@@ -232,7 +236,11 @@ pub trait Discovery: Clone + Send + Sync + 'static {
         prefix: &Key,
     ) -> impl Future<Output = Result<(Vec<Entry>, Revision), DiscoveryError>> + Send {
         let _ = prefix;
-        async { Err(DiscoveryError::Unavailable("this backend cannot list".into())) }
+        async {
+            Err(DiscoveryError::Unavailable(
+                "this backend cannot list".into(),
+            ))
+        }
     }
 
     /// Ordered events for the keys `prefix` covers (see [`Key::covers`]) with a revision

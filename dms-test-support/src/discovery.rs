@@ -282,6 +282,48 @@ pub async fn get_returns_direct_children_only<F: DiscoveryFactory>(factory: &F) 
     );
 }
 
+/// `list` returns every entry a prefix covers, at any depth, sorted by key, read at a
+/// revision no older than the last write; never string-prefix siblings. A prefix with
+/// nothing under it lists nothing.
+pub async fn list_covers_every_depth<F: DiscoveryFactory>(factory: &F) {
+    let d = factory.create();
+    let ns = namespace("list_covers_every_depth");
+    let a = child(&ns, "a");
+    let deep = child(&child(&child(&ns, "b"), "c"), "d");
+    let sibling = string_sibling(&a, "b"); // `…/ab`: under `ns`, not under `a`
+    let mut inside = vec![ns.clone(), a.clone(), child(&a, "x"), sibling, deep];
+    for k in &inside {
+        set(&d, k, k.last_segment(), None).await;
+    }
+    set(&d, &string_sibling(&ns, "x"), "outside", None).await;
+    let last = set(&d, &string_sibling(&ns, "!"), "outside", None).await;
+
+    let (entries, revision) = within("list", d.list(&ns))
+        .await
+        .unwrap_or_else(|e| panic!("list {ns}: {e}"));
+    inside.sort();
+    assert_eq!(
+        entries.iter().map(|e| &e.key).collect::<Vec<_>>(),
+        inside.iter().collect::<Vec<_>>()
+    );
+    assert!(
+        revision >= last,
+        "list read at {revision}, before write {last}"
+    );
+    let own = get(&d, &a).await.entry.expect("a exists");
+    assert_eq!(entries.iter().find(|e| e.key == a), Some(&own));
+
+    let (under_a, _) = within("list", d.list(&a)).await.expect("list a");
+    assert_eq!(
+        under_a.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        [a.as_str(), child(&a, "x").as_str()]
+    );
+    let (nothing, _) = within("list", d.list(&child(&ns, "missing")))
+        .await
+        .expect("list missing");
+    assert_eq!(nothing, []);
+}
+
 /// `delete` returns the revision of the deletion, removes the key (not its children) and
 /// returns `None` for a key that does not exist.
 pub async fn delete_reports_revision_and_absence<F: DiscoveryFactory>(factory: &F) {
@@ -745,7 +787,8 @@ macro_rules! discovery_conformance_tests {
     ($factory:expr) => {
         $crate::discovery_conformance_tests!(@each $factory;
             create_conflict, set_get_roundtrip, get_returns_direct_children_only,
-            delete_reports_revision_and_absence, watch_sees_ordered_put_and_delete,
+            list_covers_every_depth, delete_reports_revision_and_absence,
+            watch_sees_ordered_put_and_delete,
             watch_from_revision_replays_history, snapshot_then_watch_has_no_gap,
             watch_prefix_is_segment_aware, ephemeral_vanishes_when_lease_dropped,
             set_reassigns_lease, compacted_is_reported, invalid_keys_rejected,

@@ -3,9 +3,14 @@
 //! [`middleware`] is the conformance suite every [`MessageMiddleware`] must pass: each
 //! transport crate runs it from its own `tests/conformance.rs` through a [`Factory`].
 //!
+//! [`discovery`] is the same for every [`Discovery`] backend; [`etcd`] runs real etcd
+//! servers and clusters for the etcd backend's tests.
+//!
 //! [`MessageMiddleware`]: dms_core::MessageMiddleware
+//! [`Discovery`]: dms_discovery::Discovery
 //! [`Factory`]: middleware::Factory
 
 pub mod discovery;
+pub mod etcd;
 pub mod middleware;
 pub mod wait;

@@ -119,6 +119,10 @@ pub(crate) struct DriverState {
     ready: HashMap<PeerId, ServicePath>,
     denied: HashMap<ServicePath, String>,
     connecting: HashSet<ServicePath>,
+    /// Instances gone from discovery whose session is still live: used until the session
+    /// ends (liveness is the heartbeat's call; a lease can lapse while etcd is away), never
+    /// redialled after.
+    deregistered: HashSet<ServicePath>,
     /// Links being closed; not redialled until closed.
     closing: HashSet<PeerId>,
     /// When an unreachable instance is dialled again.
@@ -415,7 +419,9 @@ impl Driver {
         // instance itself while it is registered.
         self.close_link(peer);
         if let Some(path) = path {
-            if self.registration(&path).is_some() && !self.state.denied.contains_key(&path) {
+            if self.state.deregistered.contains(&path) {
+                self.forget(&path);
+            } else if self.registration(&path).is_some() && !self.state.denied.contains_key(&path) {
                 self.schedule_retry(path);
             }
         }
@@ -630,6 +636,7 @@ impl Driver {
                     return;
                 };
                 let fresh = instances.insert(path.clone(), registration).is_none();
+                self.state.deregistered.remove(&path);
                 if fresh {
                     info!(node = %self.local, instance = %path, "discovered");
                     self.state.denied.remove(&path);
@@ -639,21 +646,32 @@ impl Driver {
                 self.maybe_connect(&path, connected_tx);
             }
             WatchItem::Delete(path) => {
-                let cluster = path.cluster();
-                if let Some(instances) = self.targets.get_mut(&cluster) {
-                    if instances.remove(&path).is_some() {
-                        info!(node = %self.local, instance = %path, "deregistered");
-                    }
-                }
-                self.state.retry_at.remove(&path);
-                self.state.backoff.remove(&path);
-                self.state.denied.remove(&path);
                 let peer = path.peer_id();
+                if self.state.ready.contains_key(&peer) {
+                    if self.state.deregistered.insert(path.clone()) {
+                        info!(node = %self.local, instance = %path, "deregistered but live: kept until its session ends");
+                    }
+                    return;
+                }
+                self.forget(&path);
                 if self.proto.session_state(&peer).is_some() {
                     self.close_link(peer);
                 }
             }
         }
+    }
+
+    /// Drops an instance from its cluster's view.
+    fn forget(&mut self, path: &ServicePath) {
+        if let Some(instances) = self.targets.get_mut(&path.cluster()) {
+            if instances.remove(path).is_some() {
+                info!(node = %self.local, instance = %path, "deregistered");
+            }
+        }
+        self.state.deregistered.remove(path);
+        self.state.retry_at.remove(path);
+        self.state.backoff.remove(path);
+        self.state.denied.remove(path);
     }
 
     fn connect_cluster(&mut self, cluster: &ClusterPath, connected_tx: &mpsc::Sender<Connected>) {

@@ -290,7 +290,7 @@ async fn start<D: Discovery>(
         acl: settings.acl.clone(),
         lease_ttl: settings.lease_ttl,
     };
-    let (lease, bucket) = registrant.register(&discovery, None).await?;
+    let (lease, bucket) = registrant.register(&discovery).await?;
     let (registered, stop_registrar) = oneshot::channel();
     tokio::spawn(keep_registered(
         discovery.clone(),

@@ -27,29 +27,18 @@ pub(crate) struct Registrant {
 }
 
 impl Registrant {
-    /// Takes a lease, claims a bucket (`preferred` first, else the lowest free one) and
-    /// creates the registration, all attached to the lease.
+    /// Takes a lease, claims the lowest free bucket and creates the registration, all
+    /// attached to the lease.
     pub(crate) async fn register<D: Discovery>(
         &self,
         discovery: &D,
-        preferred: Option<u32>,
     ) -> Result<(D::Lease, u32), StartError> {
         let lease = discovery.lease(self.lease_ttl).await?;
         let cluster = self.path.cluster();
         let owner = Bytes::copy_from_slice(self.path.as_str().as_bytes());
-        let mut bucket = None;
-        for candidate in preferred.into_iter().chain(0..MAX_BUCKETS) {
-            let key = bucket_key(&cluster, candidate)?;
-            match discovery.create(&key, owner.clone(), Some(&lease)).await {
-                Ok(_) => {
-                    bucket = Some(candidate);
-                    break;
-                }
-                Err(DiscoveryError::AlreadyExists { .. }) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        let bucket = bucket.ok_or_else(|| StartError::NoBucket(cluster.clone()))?;
+        let bucket = self
+            .claim_lowest(discovery, &cluster, &owner, &lease)
+            .await?;
         let registration = Registration::new(
             self.endpoints.clone(),
             bucket,
@@ -72,6 +61,79 @@ impl Registrant {
         }
         info!(node = %self.path, bucket, endpoints = ?registration.endpoints, "registered");
         Ok((lease, bucket))
+    }
+}
+
+impl Registrant {
+    /// After a lost lease: takes a new one and moves the registration and the bucket claim
+    /// onto it in place (overwriting, so watchers see an update, not a deregistration),
+    /// keeping `bucket` if the claim is still ours or free.
+    async fn reregister<D: Discovery>(
+        &self,
+        discovery: &D,
+        bucket: u32,
+    ) -> Result<(D::Lease, u32), StartError> {
+        let lease = discovery.lease(self.lease_ttl).await?;
+        let cluster = self.path.cluster();
+        let owner = Bytes::copy_from_slice(self.path.as_str().as_bytes());
+        let claim = bucket_key(&cluster, bucket)?;
+        let bucket = match discovery.get(&claim).await?.entry {
+            Some(entry) if entry.value == owner => {
+                discovery.set(&claim, owner.clone(), Some(&lease)).await?;
+                bucket
+            }
+            None if discovery
+                .create(&claim, owner.clone(), Some(&lease))
+                .await
+                .is_ok() =>
+            {
+                bucket
+            }
+            _ => {
+                self.claim_lowest(discovery, &cluster, &owner, &lease)
+                    .await?
+            }
+        };
+        let key = instance_key(&self.path)?;
+        let registration = Registration::new(
+            self.endpoints.clone(),
+            bucket,
+            &self.targets,
+            self.acl.as_deref(),
+        );
+        if let Some(entry) = discovery.get(&key).await?.entry {
+            let theirs =
+                Registration::decode(&entry.value).is_none_or(|r| r.endpoints != self.endpoints);
+            if theirs {
+                return Err(StartError::AlreadyRegistered(self.path.clone()));
+            }
+        }
+        discovery
+            .set(&key, registration.encode(), Some(&lease))
+            .await?;
+        info!(node = %self.path, bucket, "registered again");
+        Ok((lease, bucket))
+    }
+
+    /// Claims the lowest free bucket of `cluster` with `lease`.
+    async fn claim_lowest<D: Discovery>(
+        &self,
+        discovery: &D,
+        cluster: &ClusterPath,
+        owner: &Bytes,
+        lease: &D::Lease,
+    ) -> Result<u32, StartError> {
+        for candidate in 0..MAX_BUCKETS {
+            match discovery
+                .create(&bucket_key(cluster, candidate)?, owner.clone(), Some(lease))
+                .await
+            {
+                Ok(_) => return Ok(candidate),
+                Err(DiscoveryError::AlreadyExists { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StartError::NoBucket(cluster.clone()))
     }
 }
 
@@ -98,12 +160,13 @@ pub(crate) async fn keep_registered<D: Discovery>(
             }
         }
         warn!(node = %registrant.path, "registration lease lost; registering again");
-        drop(lease);
         loop {
             tokio::select! {
-                result = registrant.register(&discovery, Some(bucket)) => match result {
+                result = registrant.reregister(&discovery, bucket) => match result {
                     Ok((renewed, claimed)) => {
-                        lease = renewed;
+                        // The keys now hang on the new lease: dropping the old one (and
+                        // revoking it, if the server still has it) deletes none of them.
+                        drop(std::mem::replace(&mut lease, renewed));
                         bucket = claimed;
                         backoff.reset();
                         break;

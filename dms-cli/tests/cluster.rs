@@ -1,0 +1,289 @@
+//! Multi-process clusters through the `dms` tool, on a real etcd: three `dms node --echo`
+//! processes of one cluster, requester processes, SIGKILL and restart of a node, and an
+//! etcd restart under traffic.
+#![cfg(feature = "etcd")]
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dms_test_support::etcd::EtcdServer;
+
+const CLUSTER: &str = "/mp/cn/linux/w1/g1/Battle";
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Heartbeat of the nodes and requesters: dead after 3 × 200 ms.
+const HEARTBEAT_MS: u64 = 200;
+
+fn dms() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dms"))
+}
+
+/// A `dms node` process, killed (SIGKILL) when dropped.
+struct NodeProcess {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(discovery: &str, instance: &str) -> NodeProcess {
+    let mut child = dms()
+        .args(["node", "--discovery", discovery, "--service"])
+        .arg(format!("{CLUSTER}/{instance}"))
+        .args([
+            "--echo",
+            "--heartbeat-ms",
+            &HEARTBEAT_MS.to_string(),
+            "--lease-ttl-s",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut endpoint = None;
+    loop {
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("the node prints its endpoint and bucket");
+        if let Some(ep) = line.strip_prefix("endpoint ") {
+            endpoint = Some(ep.to_owned());
+        }
+        if line.starts_with("bucket ") {
+            break;
+        }
+    }
+    NodeProcess {
+        child,
+        endpoint: endpoint.expect("an endpoint line"),
+    }
+}
+
+/// Runs `dms request --json --count N` (keys 0..N) and returns (seq → instance or error).
+fn request_all(discovery: &str, count: u32) -> BTreeMap<u64, Result<String, String>> {
+    let out = dms()
+        .args([
+            "request",
+            "--discovery",
+            discovery,
+            "--to",
+            CLUSTER,
+            "--json",
+            "--data",
+            "hi",
+        ])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--heartbeat-ms",
+            &HEARTBEAT_MS.to_string(),
+        ])
+        .output()
+        .unwrap();
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse(stdout: &str) -> BTreeMap<u64, Result<String, String>> {
+    stdout
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let seq = v["seq"].as_u64().unwrap();
+            match v["instance"].as_str() {
+                Some(instance) => {
+                    assert_eq!(v["payload"], "hi");
+                    assert!(v["rtt_us"].as_u64().is_some());
+                    (seq, Ok(instance.rsplit('/').next().unwrap().to_owned()))
+                }
+                None => (seq, Err(v["error"].as_str().unwrap_or_default().to_owned())),
+            }
+        })
+        .collect()
+}
+
+fn ls(discovery: &str) -> Vec<serde_json::Value> {
+    let out = dms()
+        .args(["ls", "--discovery", discovery, "--json", "/mp"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Polls `dms ls` until `check` holds (deadline).
+fn wait_ls(discovery: &str, what: &str, check: impl Fn(&[serde_json::Value]) -> bool) {
+    let start = Instant::now();
+    while !check(&ls(discovery)) {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn instances(listing: &[serde_json::Value]) -> HashSet<String> {
+    listing
+        .iter()
+        .map(|v| v["instance"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn keys_stay_put_fail_over_on_sigkill_and_come_back() {
+    let etcd = EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let mut nodes: BTreeMap<&str, NodeProcess> = BTreeMap::new();
+    for name in ["battle-1", "battle-2", "battle-3"] {
+        nodes.insert(name, start_node(&discovery, name));
+    }
+    wait_ls(&discovery, "3 registered nodes", |l| {
+        instances(l).len() == 3
+    });
+    let listing = ls(&discovery);
+    for entry in &listing {
+        let name = entry["instance"].as_str().unwrap();
+        assert_eq!(
+            entry["endpoints"][0].as_str().unwrap(),
+            nodes[name].endpoint
+        );
+    }
+
+    const KEYS: u32 = 30;
+    let first = request_all(&discovery, KEYS);
+    assert_eq!(first.len(), KEYS as usize);
+    let owners: BTreeMap<u64, String> = first.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+    let used: HashSet<&String> = owners.values().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "keys spread over the three nodes: {owners:?}"
+    );
+    let again = request_all(&discovery, KEYS);
+    for (key, owner) in &owners {
+        assert_eq!(again[key].as_ref().unwrap(), owner, "key {key} moved");
+    }
+
+    // SIGKILL: no DISCONNECT, no deregistration; its lease expires later.
+    drop(nodes.remove("battle-2"));
+    let killed_at = Instant::now();
+    let after_kill = request_all(&discovery, KEYS);
+    let failover = killed_at.elapsed();
+    for (key, owner) in &owners {
+        let now = after_kill[key]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("key {key} failed: {e}"));
+        if owner == "battle-2" {
+            assert_ne!(now, "battle-2");
+        } else {
+            assert_eq!(now, owner, "key {key} moved although its node lives");
+        }
+    }
+    eprintln!("keys of the killed node served elsewhere {failover:?} after SIGKILL");
+    wait_ls(&discovery, "the killed node's lease to expire", |l| {
+        !instances(l).contains("battle-2")
+    });
+
+    nodes.insert("battle-2", start_node(&discovery, "battle-2"));
+    wait_ls(&discovery, "battle-2 registered again", |l| {
+        instances(l).contains("battle-2")
+    });
+    let back = request_all(&discovery, KEYS);
+    for (key, owner) in &owners {
+        assert_eq!(
+            back[key].as_ref().unwrap(),
+            owner,
+            "key {key} did not come back"
+        );
+    }
+}
+
+#[test]
+fn etcd_restart_mid_traffic_fails_no_request() {
+    let mut etcd = EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let _a = start_node(&discovery, "battle-1");
+    let _b = start_node(&discovery, "battle-2");
+    wait_ls(&discovery, "2 registered nodes", |l| {
+        instances(l).len() == 2
+    });
+    let mut requester = dms()
+        .args([
+            "request",
+            "--discovery",
+            &discovery,
+            "--to",
+            CLUSTER,
+            "--json",
+            "--data",
+            "hi",
+        ])
+        .args([
+            "--count",
+            "150",
+            "--interval-ms",
+            "20",
+            "--heartbeat-ms",
+            &HEARTBEAT_MS.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = requester.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Let traffic flow, then restart etcd under it.
+    let mut lines = Vec::new();
+    while lines.len() < 20 {
+        lines.push(rx.recv_timeout(DEADLINE).expect("requests flowing"));
+    }
+    etcd.kill();
+    while lines.len() < 40 {
+        lines.push(
+            rx.recv_timeout(DEADLINE)
+                .expect("requests flow while etcd is down"),
+        );
+    }
+    etcd.restart();
+    for line in rx.iter() {
+        lines.push(line);
+    }
+    let status = requester.wait().unwrap();
+    let results = parse(&lines.join("\n"));
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "requests failed because of the etcd restart: {failed:?}"
+    );
+    assert_eq!(results.len(), 150);
+    assert!(status.success());
+    wait_ls(&discovery, "both nodes still registered", |l| {
+        instances(l).len() == 2
+    });
+}
