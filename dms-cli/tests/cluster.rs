@@ -97,7 +97,15 @@ fn request_all(discovery: &str, count: u32) -> BTreeMap<u64, Result<String, Stri
         ])
         .output()
         .unwrap();
-    parse(&String::from_utf8_lossy(&out.stdout))
+    let results = parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        results.len(),
+        count as usize,
+        "dms request answered {} of {count}: {}",
+        results.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results
 }
 
 fn parse(stdout: &str) -> BTreeMap<u64, Result<String, String>> {

@@ -8,14 +8,16 @@
 //! DMS gives every instance a **stable bucket number** instead (claimed in discovery with
 //! create-if-absent, lowest free number first), and hashes over bucket numbers:
 //!
-//! - `n` = highest live bucket + 1; a key goes to bucket `jump(key, n)`;
-//! - if that bucket has no live instance, the key goes to the live instance with the
-//!   highest `mix(key, bucket)` (rendezvous hashing), which moves only the keys of an
-//!   instance that leaves;
-//! - jump hash is monotone: when the highest bucket leaves and `n` shrinks, only its keys
-//!   change bucket;
-//! - so an instance leaving moves only its own keys, its keys come back when it returns,
-//!   and every process with the same live set computes the same answer.
+//! - a key's *jump points* are the buckets jump hash moves it through as the bucket count
+//!   grows (`jump(key, n)` is its highest jump point below `n`); the key goes to its
+//!   **highest live jump point**, so while every bucket is live this is exactly
+//!   `jump(key, highest bucket + 1)`;
+//! - if none of its jump points is live, the key goes to the live instance with the highest
+//!   `mix(key, bucket)` (rendezvous hashing);
+//! - so an instance leaving moves only its own keys (each to its next lower live jump
+//!   point, or by rendezvous), its keys come back when it returns, nothing depends on
+//!   the highest bucket leaving, and every process with the same live set computes the
+//!   same answer.
 //!
 //! ```
 //! use dms_core::dispatch::{Candidate, DispatchPolicy, JumpHash};
@@ -89,19 +91,31 @@ pub struct JumpHash;
 
 impl DispatchPolicy for JumpHash {
     fn pick(&self, key: u64, candidates: &[Candidate]) -> Option<usize> {
-        let last = candidates.last()?;
-        let buckets = last.bucket.saturating_add(1);
-        let bucket = jump_consistent_hash(key, buckets);
-        if let Ok(index) = candidates.binary_search_by_key(&bucket, |c| c.bucket) {
-            return Some(index);
+        let buckets = i64::from(candidates.last()?.bucket) + 1;
+        // Walk the key's jump points (the buckets jump hash moves it through as the bucket
+        // count grows) up to the highest live bucket; the last live one owns the key.
+        let mut owner = None;
+        let (mut point, mut k) = (0i64, key);
+        while point < buckets {
+            if let Ok(index) = u32::try_from(point)
+                .map(|p| candidates.binary_search_by_key(&p, |c| c.bucket))
+                .unwrap_or(Err(0))
+            {
+                owner = Some(index);
+            }
+            k = k.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+            point = ((point.wrapping_add(1) as f64)
+                * ((1u64 << 31) as f64 / ((k >> 33).wrapping_add(1) as f64)))
+                as i64;
         }
-        // The bucket is empty: rendezvous among the live ones, so that a live set losing
-        // one instance moves only the displaced keys that instance held.
-        candidates
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, c)| mix(key, u64::from(c.bucket)))
-            .map(|(i, _)| i)
+        // None of its jump points is live: rendezvous among the live ones.
+        owner.or_else(|| {
+            candidates
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, c)| mix(key, u64::from(c.bucket)))
+                .map(|(i, _)| i)
+        })
     }
 }
 
