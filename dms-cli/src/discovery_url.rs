@@ -96,3 +96,11 @@ pub(crate) fn unreachable(url: &DiscoveryUrl, error: impl std::fmt::Display) -> 
         detail: error.to_string(),
     }
 }
+
+/// Maps a node's start failure: discovery errors name the URL.
+pub(crate) fn start_failure(url: &DiscoveryUrl, error: dms::StartError) -> Failure {
+    match error {
+        dms::StartError::Discovery(e) => unreachable(url, e),
+        other => Failure::Other(other.to_string()),
+    }
+}

@@ -61,10 +61,10 @@ async fn serve<D: Discovery>(
     for cluster in args.allow {
         builder = builder.allow(cluster);
     }
-    let node = builder.start().await.map_err(|error| match error {
-        dms::StartError::Discovery(e) => crate::discovery_url::unreachable(url, e),
-        other => Failure::Other(other.to_string()),
-    })?;
+    let node = builder
+        .start()
+        .await
+        .map_err(|error| crate::discovery_url::start_failure(url, error))?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "service {}", node.path());

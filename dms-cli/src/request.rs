@@ -113,10 +113,7 @@ async fn requester<D: Discovery>(
         .lease_ttl(Duration::from_secs(5))
         .start()
         .await
-        .map_err(|error| match error {
-            dms::StartError::Discovery(e) => crate::discovery_url::unreachable(url, e),
-            other => Failure::Other(other.to_string()),
-        })?;
+        .map_err(|error| crate::discovery_url::start_failure(url, error))?;
     let instances = node.settle(cluster, settle).await;
     if !instances.iter().any(dms::InstanceStatus::is_ready) {
         node.shutdown().await;

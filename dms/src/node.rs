@@ -108,6 +108,25 @@ impl From<&[u8]> for DispatchKey {
 pub struct NodeBuilder<D: Discovery = MemoryDiscovery> {
     path: ServicePath,
     discovery: D,
+    settings: Settings,
+}
+
+impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("NodeBuilder")
+            .field("path", &self.path)
+            .field("binds", &s.binds)
+            .field("targets", &s.targets)
+            .field("acl", &s.acl)
+            .field("ping_interval", &s.ping_interval)
+            .field("missed_pongs", &s.missed_pongs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a builder sets besides the path and the discovery.
+struct Settings {
     binds: Vec<Endpoint>,
     targets: Vec<ClusterPath>,
     acl: Option<Vec<ClusterPath>>,
@@ -120,34 +139,23 @@ pub struct NodeBuilder<D: Discovery = MemoryDiscovery> {
     policy: Arc<dyn DispatchPolicy>,
 }
 
-impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeBuilder")
-            .field("path", &self.path)
-            .field("binds", &self.binds)
-            .field("targets", &self.targets)
-            .field("acl", &self.acl)
-            .field("ping_interval", &self.ping_interval)
-            .field("missed_pongs", &self.missed_pongs)
-            .finish_non_exhaustive()
-    }
-}
-
 impl NodeBuilder<MemoryDiscovery> {
     fn new(path: ServicePath) -> Self {
         Self {
             path,
             discovery: MemoryDiscovery::new(),
-            binds: Vec::new(),
-            targets: Vec::new(),
-            acl: None,
-            ping_interval: Duration::from_secs(1),
-            missed_pongs: 3,
-            request_timeout: Duration::from_secs(5),
-            lease_ttl: Duration::from_secs(10),
-            incoming_queue: 1024,
-            reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
-            policy: Arc::new(JumpHash),
+            settings: Settings {
+                binds: Vec::new(),
+                targets: Vec::new(),
+                acl: None,
+                ping_interval: Duration::from_secs(1),
+                missed_pongs: 3,
+                request_timeout: Duration::from_secs(5),
+                lease_ttl: Duration::from_secs(10),
+                incoming_queue: 1024,
+                reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
+                policy: Arc::new(JumpHash),
+            },
         }
     }
 }
@@ -160,105 +168,67 @@ impl<D: Discovery> NodeBuilder<D> {
         NodeBuilder {
             path: self.path,
             discovery,
-            binds: self.binds,
-            targets: self.targets,
-            acl: self.acl,
-            ping_interval: self.ping_interval,
-            missed_pongs: self.missed_pongs,
-            request_timeout: self.request_timeout,
-            lease_ttl: self.lease_ttl,
-            incoming_queue: self.incoming_queue,
-            reconnect: self.reconnect,
-            policy: self.policy,
+            settings: self.settings,
         }
     }
 
     /// An endpoint to accept links on (default `tcp://127.0.0.1:0`).
     pub fn bind(mut self, endpoint: Endpoint) -> Self {
-        self.binds.push(endpoint);
+        self.settings.binds.push(endpoint);
         self
     }
 
     /// A cluster this node sends to: watched, dialled and probed.
     pub fn target(mut self, cluster: ClusterPath) -> Self {
-        self.targets.push(cluster);
+        self.settings.targets.push(cluster);
         self
     }
 
     /// Allows `cluster` to talk to this node. Once any cluster is allowed, all others are
     /// refused with DISCONNECT (`ACCESS_DENIED`).
     pub fn allow(mut self, cluster: ClusterPath) -> Self {
-        self.acl.get_or_insert_with(Vec::new).push(cluster);
+        self.settings.acl.get_or_insert_with(Vec::new).push(cluster);
         self
     }
 
     /// Heartbeats this node drives as requester: a PING every `interval`; a peer silent
     /// for `interval × missed` is dead (default 1 s × 3).
     pub fn heartbeat(mut self, interval: Duration, missed: u32) -> Self {
-        self.ping_interval = interval;
-        self.missed_pongs = missed.max(1);
+        self.settings.ping_interval = interval;
+        self.settings.missed_pongs = missed.max(1);
         self
     }
 
     /// Default timeout of requests (5 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.settings.request_timeout = timeout;
         self
     }
 
     /// Lease of the registration in discovery (10 s): how long a dead node stays listed
     /// when it cannot deregister itself.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl;
+        self.settings.lease_ttl = ttl;
         self
     }
 
     /// Dispatch policy for cluster requests (default: [`JumpHash`]).
     pub fn dispatch(mut self, policy: impl DispatchPolicy) -> Self {
-        self.policy = Arc::new(policy);
+        self.settings.policy = Arc::new(policy);
         self
     }
 
     /// Delay bounds of redialling lost instances (100 ms, 5 s).
     pub fn reconnect(mut self, initial: Duration, cap: Duration) -> Self {
-        self.reconnect = (initial, cap.max(initial));
+        self.settings.reconnect = (initial, cap.max(initial));
         self
     }
 
     /// Binds, registers (ephemeral, with a dispatch bucket), reads its targets and starts
     /// the node's driver. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
-        start(
-            self.path,
-            self.discovery,
-            Settings {
-                binds: self.binds,
-                targets: self.targets,
-                acl: self.acl,
-                ping_interval: self.ping_interval,
-                missed_pongs: self.missed_pongs,
-                request_timeout: self.request_timeout,
-                lease_ttl: self.lease_ttl,
-                incoming_queue: self.incoming_queue,
-                reconnect: self.reconnect,
-                policy: self.policy,
-            },
-        )
-        .await
+        start(self.path, self.discovery, self.settings).await
     }
-}
-
-struct Settings {
-    binds: Vec<Endpoint>,
-    targets: Vec<ClusterPath>,
-    acl: Option<Vec<ClusterPath>>,
-    ping_interval: Duration,
-    missed_pongs: u32,
-    request_timeout: Duration,
-    lease_ttl: Duration,
-    incoming_queue: usize,
-    reconnect: (Duration, Duration),
-    policy: Arc<dyn DispatchPolicy>,
 }
 
 async fn start<D: Discovery>(

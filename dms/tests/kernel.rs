@@ -59,21 +59,18 @@ async fn owner(lobby: &Node, key: &str) -> String {
     reply.from.instance().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_by_key_stick_to_one_instance_and_spread() {
-    let discovery = MemoryDiscovery::new();
+/// Battle instances 1 to 3, echoing.
+async fn three_battles(discovery: &MemoryDiscovery) -> Vec<Node> {
     let mut battles = Vec::new();
     for i in 1..=3 {
-        battles.push(
-            echo(
-                &discovery,
-                instance("Battle", &format!("battle-{i}")),
-                |b| b,
-            )
-            .await,
-        );
+        let path = instance("Battle", &format!("battle-{i}"));
+        battles.push(echo(discovery, path, |b| b).await);
     }
-    let lobby = lobby(&discovery, &["Battle"]).await;
+    battles
+}
+
+/// Waits for the three Battle instances, then routes 60 players: player → instance.
+async fn owners_of_60_players(lobby: &Node) -> HashMap<String, String> {
     within(
         "3 battles",
         lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10)),
@@ -83,8 +80,17 @@ async fn requests_by_key_stick_to_one_instance_and_spread() {
     let mut owners = HashMap::new();
     for player in 0..60 {
         let key = format!("player-{player}");
-        owners.insert(key.clone(), owner(&lobby, &key).await);
+        owners.insert(key.clone(), owner(lobby, &key).await);
     }
+    owners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_by_key_stick_to_one_instance_and_spread() {
+    let discovery = MemoryDiscovery::new();
+    let _battles = three_battles(&discovery).await;
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    let owners = owners_of_60_players(&lobby).await;
     for (key, first) in &owners {
         assert_eq!(&owner(&lobby, key).await, first, "{key} moved");
     }
@@ -149,29 +155,9 @@ async fn broadcast_reaches_every_live_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_instance_is_detected_its_keys_move_and_come_back() {
     let discovery = MemoryDiscovery::new();
-    let mut battles = Vec::new();
-    for i in 1..=3 {
-        battles.push(
-            echo(
-                &discovery,
-                instance("Battle", &format!("battle-{i}")),
-                |b| b,
-            )
-            .await,
-        );
-    }
+    let battles = three_battles(&discovery).await;
     let lobby = lobby(&discovery, &["Battle"]).await;
-    within(
-        "battles",
-        lobby.wait_for_instances(&cluster("Battle"), 3, Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
-    let mut owners = HashMap::new();
-    for player in 0..60 {
-        let key = format!("player-{player}");
-        owners.insert(key.clone(), owner(&lobby, &key).await);
-    }
+    let owners = owners_of_60_players(&lobby).await;
     let mut events = lobby.events();
     let suspended_at = tokio::time::Instant::now();
     battles[1].suspend().await;
