@@ -3,6 +3,7 @@
 // A command-line tool talks to people on stdout.
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod demo;
 mod discovery_url;
 mod failure;
@@ -49,6 +50,12 @@ enum Commands {
     Ls(ls::LsArgs),
     /// Prints registrations and deregistrations as they happen.
     Watch(ls::WatchArgs),
+    /// Measures throughput and latency (transport alone, kernel request/reply) and prints
+    /// a table or, with `--json`, lines comparable with shared/peers.
+    Bench(bench::BenchArgs),
+    /// The second process of `dms bench` (internal).
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
 }
 
 /// Prints a line on stdout and flushes it (output is read by scripts and tests as it
@@ -95,6 +102,8 @@ fn main() -> ExitCode {
             Commands::Broadcast(args) => request::broadcast(args).await,
             Commands::Ls(args) => ls::run(args).await,
             Commands::Watch(args) => ls::watch(args).await,
+            Commands::Bench(args) => bench::run(args).await,
+            Commands::BenchWorker(args) => bench::worker(args).await,
         }
     });
     match result {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dms_test_support::etcd::EtcdServer;
+use dms_test_support::etcd::{EtcdCluster, EtcdServer};
 
 const CLUSTER: &str = "/mp/cn/linux/w1/g1/Battle";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -294,4 +294,27 @@ fn etcd_restart_mid_traffic_fails_no_request() {
     wait_ls(&discovery, "both nodes still registered", |l| {
         instances(l).len() == 2
     });
+}
+
+#[test]
+fn dms_keeps_working_when_the_etcd_leader_dies() {
+    let mut etcd = EtcdCluster::start(3);
+    let discovery = format!("etcd://{}", etcd.endpoints().join(","));
+    let _a = start_node(&discovery, "battle-1");
+    let _b = start_node(&discovery, "battle-2");
+    wait_ls(&discovery, "2 registered nodes", |l| {
+        instances(l).len() == 2
+    });
+    let leader = etcd.wait_for_leader();
+    etcd.kill_member(leader);
+    let results = request_all(&discovery, 10);
+    assert_eq!(results.len(), 10);
+    assert!(results.values().all(Result::is_ok), "{results:?}");
+    let _c = start_node(&discovery, "battle-3");
+    wait_ls(&discovery, "a node registered after the leader died", |l| {
+        instances(l).len() == 3
+    });
+    let after = request_all(&discovery, 30);
+    let used: HashSet<&String> = after.values().map(|r| r.as_ref().unwrap()).collect();
+    assert_eq!(used.len(), 3, "the new node serves too: {after:?}");
 }
