@@ -475,3 +475,143 @@ async fn watch_and_lease_survive_a_rolling_restart() {
     assert!(!lease.is_expired());
     assert!(eventually("get", || d.get(&owned)).await.entry.is_some());
 }
+
+/// How long an operation may take right after the leader died: enough to wait out the
+/// election (1 to 2 s with etcd's default 1 s election timeout) and one more attempt, and
+/// less than half of the request timeout of [`patient`] options, which an operation stuck
+/// on a dead or leaderless member would use up.
+const PROMPTLY: Duration = Duration::from_secs(4);
+
+/// Options whose request timeout is well above [`PROMPTLY`].
+fn patient() -> EtcdOptions {
+    EtcdOptions {
+        request_timeout: Duration::from_secs(10),
+        ..EtcdOptions::default()
+    }
+}
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than [`PROMPTLY`].
+async fn promptly<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PROMPTLY, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} took longer than {PROMPTLY:?}"),
+    }
+}
+
+/// A 3-member cluster whose leader was killed (and not yet replaced) BEFORE the client
+/// was created, with the dead member's endpoint first or last in the client's list:
+/// connecting, granting a lease, creating, reading, watching and revoking all work
+/// promptly, and the lease is kept alive for 3 TTLs. A client connected before the kill,
+/// with its watch and lease keep-alive streams on the (then) leader, keeps both.
+async fn fresh_client_after_the_leader_died(dead_first: bool) {
+    logs();
+    let mut cluster = EtcdCluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let endpoints = cluster.endpoints();
+    let dead = endpoints[leader].clone();
+    let alive: Vec<String> = endpoints.iter().filter(|e| **e != dead).cloned().collect();
+    let ns = key("/fresh");
+
+    // The endpoints, with the leader's first or last.
+    let with_dead = |first: bool| -> Vec<String> {
+        let (mut list, dead) = (alive.clone(), dead.clone());
+        if first {
+            list.insert(0, dead);
+        } else {
+            list.push(dead);
+        }
+        list
+    };
+    // Connected before the kill, with the leader first: its streams are on the leader.
+    let early = connect(&with_dead(true)).await;
+    let early_lease = early.lease(Duration::from_secs(5)).await.unwrap();
+    let early_key = ns.child("early").unwrap();
+    early
+        .create(&early_key, "early".into(), Some(&early_lease))
+        .await
+        .unwrap();
+    let mut early_watch = early.watch(&ns, None).await.unwrap();
+    // Let a keep-alive go through first, so that its stream is open, on the leader: the
+    // remaining TTL etcd reports (whole seconds) goes back up.
+    let mut raw = raw_client(&dead).await;
+    let id = i64::try_from(early_lease.id()).unwrap();
+    within("a keep-alive of the early lease", async {
+        let mut lowest = i64::MAX;
+        loop {
+            let ttl = raw.lease_time_to_live(id, None).await.unwrap().ttl();
+            if ttl > lowest {
+                break;
+            }
+            lowest = lowest.min(ttl);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    // No waiting for a new leader: the client must cope with the election too.
+    cluster.kill_member(leader);
+
+    let d = promptly(
+        "connect",
+        EtcdDiscovery::connect(&with_dead(dead_first), patient()),
+    )
+    .await
+    .unwrap();
+    let lease = promptly("lease grant", d.lease(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let mut w = promptly("watch", d.watch(&ns, None)).await.unwrap();
+    let k = ns.child("fresh").unwrap();
+    let created = promptly("create", d.create(&k, "v".into(), Some(&lease)))
+        .await
+        .unwrap();
+    let node = promptly("get", d.get(&k)).await.unwrap();
+    assert_eq!(
+        node.entry.map(|e| (e.key, e.create_revision)),
+        Some((k.clone(), created))
+    );
+    for (name, watch) in [("fresh", &mut w), ("early", &mut early_watch)] {
+        match promptly(name, next_event(watch)).await {
+            Some(Ok(WatchEvent::Put(entry))) => {
+                assert_eq!((&entry.key, entry.mod_revision), (&k, created), "{name}");
+            }
+            other => panic!("{name} watch: expected the put, got {other:?}"),
+        }
+    }
+
+    // Both leases are kept alive (the early one's keep-alive stream was on the dead
+    // member): nothing happens for three TTLs of the longer one.
+    let quiet = early_lease.ttl().max(lease.ttl()) * 3;
+    let events = tokio::time::timeout(quiet, async {
+        tokio::select! {
+            event = next_event(&mut w) => ("fresh", event),
+            event = next_event(&mut early_watch) => ("early", event),
+        }
+    })
+    .await;
+    assert!(events.is_err(), "unexpected {events:?}");
+    assert!(!lease.is_expired());
+    assert!(!early_lease.is_expired());
+    let node = promptly("get", d.get(&ns)).await.unwrap();
+    assert_eq!(
+        node.children.iter().map(|e| &e.key).collect::<Vec<_>>(),
+        [&early_key, &k]
+    );
+
+    promptly("revoke", lease.revoke()).await.unwrap();
+    match promptly("the revoke's delete", next_event(&mut w)).await {
+        Some(Ok(WatchEvent::Delete { key, .. })) => assert_eq!(key, k),
+        other => panic!("expected the delete, got {other:?}"),
+    }
+    assert_eq!(promptly("get", d.get(&k)).await.unwrap().entry, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_client_works_with_the_dead_leader_first_in_its_endpoints() {
+    fresh_client_after_the_leader_died(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_client_works_with_the_dead_leader_last_in_its_endpoints() {
+    fresh_client_after_the_leader_died(false).await;
+}

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::{EtcdDiscovery, Retry, describe};
 use crate::{DiscoveryError, Lease};
+
+/// The first pause before retrying a failed keep-alive, doubled up to a third of the TTL.
+const RETRY_MIN: Duration = Duration::from_millis(50);
 
 /// A lease of an [`EtcdDiscovery`]: keys created or set with it are deleted by etcd when
 /// it ends.
@@ -64,8 +67,8 @@ impl EtcdLease {
                 "lease grant",
                 Retry::Always,
                 discovery.options().request_timeout,
-                || {
-                    let mut leases = discovery.shared.client.lease_client();
+                |client| {
+                    let mut leases = client.lease_client();
                     async move { leases.grant(seconds, None).await }
                 },
             )
@@ -122,8 +125,8 @@ impl EtcdLease {
                 "lease revoke",
                 Retry::Always,
                 self.discovery.options().request_timeout,
-                || {
-                    let mut leases = self.discovery.shared.client.lease_client();
+                |client| {
+                    let mut leases = client.lease_client();
                     async move { leases.revoke(id).await }
                 },
             )
@@ -188,21 +191,39 @@ struct KeepAlive {
     expired: watch::Sender<bool>,
 }
 
-/// An open keep-alive stream.
-type Stream = (LeaseKeeper, LeaseKeepAliveStream);
+/// An open keep-alive stream, on one member.
+struct Stream {
+    keeper: LeaseKeeper,
+    responses: LeaseKeepAliveStream,
+    /// The member it is on (index in the discovery's members).
+    member: usize,
+}
+
+impl Stream {
+    /// One keep-alive round trip: the TTL etcd reports (0 or less: the lease is gone).
+    async fn round_trip(&mut self) -> Result<i64, etcd_client::Error> {
+        self.keeper.keep_alive().await?;
+        match self.responses.message().await? {
+            Some(response) => Ok(response.ttl()),
+            None => Err(etcd_client::Error::LeaseKeepAliveError(
+                "keep-alive stream closed by etcd".into(),
+            )),
+        }
+    }
+}
 
 impl KeepAlive {
     async fn run(self, mut stop: oneshot::Receiver<Stop>) {
         let period = (self.ttl / 3).max(Duration::from_millis(100));
-        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The grant itself counts as the last renewal.
         let mut renewed = Instant::now();
+        let mut next = renewed + period;
+        let mut backoff = RETRY_MIN;
         let mut stream: Option<Stream> = None;
         loop {
             let round = async {
-                ticks.tick().await;
-                tokio::time::timeout(period, self.renew(&mut stream)).await
+                self.wait(&mut stream, next).await;
+                self.renew(&mut stream, period).await
             };
             let outcome = tokio::select! {
                 how = &mut stop => {
@@ -215,31 +236,24 @@ impl KeepAlive {
                 outcome = round => outcome,
             };
             match outcome {
-                Ok(Ok(remaining)) if remaining > 0 => renewed = Instant::now(),
-                Ok(Ok(_)) => {
+                Ok(remaining) if remaining > 0 => {
+                    renewed = Instant::now();
+                    next = renewed + period;
+                    backoff = RETRY_MIN;
+                }
+                Ok(_) | Err(DiscoveryError::LeaseExpired) => {
                     debug!(
                         lease = self.id,
-                        "etcd lease expired (keep-alive answered TTL 0)"
+                        "etcd lease expired (etcd no longer knows it)"
                     );
                     self.lost();
                     return;
                 }
-                Ok(Err(error)) => {
-                    stream = None;
-                    if matches!(&error, etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found"))
-                    {
-                        debug!(
-                            lease = self.id,
-                            "etcd lease expired (keep-alive: not found)"
-                        );
-                        self.lost();
-                        return;
-                    }
-                    debug!(lease = self.id, error = %describe(&error), "etcd lease keep-alive failed");
-                }
-                Err(_) => {
-                    stream = None;
-                    debug!(lease = self.id, ?period, "etcd lease keep-alive timed out");
+                Err(error) => {
+                    // Try again soon (on the next endpoint), not a whole period later.
+                    debug!(lease = self.id, %error, ?backoff, "etcd lease keep-alive failed");
+                    next = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(period);
                 }
             }
             if renewed.elapsed() >= self.ttl {
@@ -252,27 +266,84 @@ impl KeepAlive {
         }
     }
 
-    /// One keep-alive round trip: the TTL etcd reports (0 or less: the lease is gone).
-    async fn renew(&self, stream: &mut Option<Stream>) -> Result<i64, etcd_client::Error> {
-        if let Some((keeper, responses)) = stream {
-            keeper.keep_alive().await?;
-            return match responses.message().await? {
-                Some(response) => Ok(response.ttl()),
-                None => Err(etcd_client::Error::LeaseKeepAliveError(
-                    "keep-alive stream closed by etcd".into(),
-                )),
+    /// Waits until `next`, or until the open stream breaks (its member died...): then
+    /// it is dropped, and the next keep-alive goes at once to the next endpoint.
+    async fn wait(&self, stream: &mut Option<Stream>, next: Instant) {
+        let Some(open) = stream.as_mut() else {
+            tokio::time::sleep_until(next).await;
+            return;
+        };
+        let reason = tokio::select! {
+            () = tokio::time::sleep_until(next) => return,
+            // Nothing is asked between keep-alives: anything here ends the stream.
+            message = open.responses.message() => match message {
+                Ok(Some(_)) => "unexpected keep-alive answer".to_owned(),
+                Ok(None) => "closed by etcd".to_owned(),
+                Err(error) => describe(&error),
+            },
+        };
+        let member = open.member;
+        *stream = None;
+        debug!(
+            lease = self.id,
+            endpoint = self.discovery.endpoint(member),
+            reason,
+            "etcd lease keep-alive stream broken; reopening"
+        );
+        self.discovery.fail_over(member, &reason);
+    }
+
+    /// One keep-alive, within `budget`: on the open stream if there is one and it works,
+    /// else on a new stream on the current endpoint (moving past the stream's member if
+    /// it failed). The TTL etcd reports (0 or less: the lease is gone).
+    async fn renew(
+        &self,
+        stream: &mut Option<Stream>,
+        budget: Duration,
+    ) -> Result<i64, DiscoveryError> {
+        let deadline = Instant::now() + budget;
+        if let Some(open) = stream.as_mut() {
+            let reason = match tokio::time::timeout_at(deadline, open.round_trip()).await {
+                Ok(Ok(ttl)) => return Ok(ttl),
+                Ok(Err(error)) => describe(&error),
+                Err(_) => format!("no keep-alive answer within {budget:?}"),
             };
+            let member = open.member;
+            *stream = None;
+            debug!(
+                lease = self.id,
+                endpoint = self.discovery.endpoint(member),
+                reason,
+                "etcd lease keep-alive stream broken; reopening"
+            );
+            self.discovery.fail_over(member, &reason);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(DiscoveryError::Unavailable(format!(
+                "etcd lease keep-alive: no answer within {budget:?}"
+            )));
         }
         // Opening the stream sends a first keep-alive and waits for its answer (an error
         // if etcd no longer knows the lease).
-        let opened = self
+        let id = self.id;
+        let ((keeper, responses), member) = self
             .discovery
-            .shared
-            .client
-            .lease_client()
-            .keep_alive(self.id)
+            .request_on("lease keep-alive", Retry::Always, remaining, |client| {
+                let mut leases = client.lease_client();
+                async move { leases.keep_alive(id).await }
+            })
             .await?;
-        *stream = Some(opened);
+        debug!(
+            lease = id,
+            endpoint = self.discovery.endpoint(member),
+            "etcd lease keep-alive stream opened"
+        );
+        *stream = Some(Stream {
+            keeper,
+            responses,
+            member,
+        });
         Ok(1)
     }
 
@@ -288,8 +359,8 @@ impl KeepAlive {
                 "lease revoke",
                 Retry::Always,
                 self.discovery.options().request_timeout,
-                || {
-                    let mut leases = self.discovery.shared.client.lease_client();
+                |client| {
+                    let mut leases = client.lease_client();
                     async move { leases.revoke(id).await }
                 },
             )

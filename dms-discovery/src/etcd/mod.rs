@@ -19,10 +19,29 @@
 //! keep-alives (the process died) expires after its TTL, and etcd deletes its keys:
 //! watchers see a [`Delete`](crate::WatchEvent::Delete) for each.
 //!
-//! Unary operations that fail because no endpoint could be reached, or because the
-//! member asked has no leader, are retried until [`EtcdOptions::request_timeout`]; reads
-//! are also retried on other transient failures. A write whose outcome is unknown is not
-//! retried: it fails with [`DiscoveryError::Unavailable`].
+//! # Endpoints and failures
+//!
+//! The handle keeps one etcd client per endpoint, each with its own (lazily made)
+//! connection, and sends everything to one of them at a time, the *current* endpoint
+//! (at first the first one given), as etcd's Go client does. When a request to it fails
+//! in a way that says something about that member (connection refused or lost, no
+//! leader, etcd's own timeout, no answer in time), the current endpoint moves to the next
+//! one in the list and the request is retried there at once; after a whole round of
+//! failures it waits a little (20 ms, doubling up to 500 ms) before the next round.
+//!
+//! An operation takes at most [`EtcdOptions::request_timeout`], retries included. Within
+//! it, one attempt of an operation that may be repeated (reads, lease grants and
+//! keep-alives, revokes, opening a watch) waits at most
+//! [`EtcdOptions::attempt_timeout`] for one member, doubled after each whole round, so
+//! that a member that cannot answer (it lost its leader and has not noticed yet: etcd
+//! then holds the request for up to its own 7 s timeout) does not use up the whole
+//! operation. A write (`create`, `set`, `delete`) is retried only if it certainly did
+//! not reach etcd (connection refused, no leader); once sent, a write whose outcome is
+//! unknown fails with [`DiscoveryError::Unavailable`], as etcd's Go client does.
+//!
+//! Watches and lease keep-alives are streams on the current endpoint: when a stream
+//! breaks, the current endpoint moves on and the stream is opened again there (a watch
+//! from the revision after the last one it delivered, see [`EtcdWatch`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -59,6 +78,7 @@ mod watch;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,13 +98,21 @@ pub use watch::EtcdWatch;
 /// you need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdOptions {
-    /// How long [`EtcdDiscovery::connect`] waits for an endpoint to answer, and the TCP
-    /// connect timeout of each later connection. Default 5 s.
+    /// How long [`EtcdDiscovery::connect`] waits for an endpoint to answer. Each TCP
+    /// connect (then and later) is also limited to this, or to
+    /// [`attempt_timeout`](Self::attempt_timeout) if shorter. Default 5 s.
     pub connect_timeout: Duration,
     /// The longest a single operation (`create`, `get`, a lease grant, opening a watch...)
     /// takes, retries included, before it fails with [`DiscoveryError::Unavailable`].
     /// Default 5 s.
     pub request_timeout: Duration,
+    /// How long one attempt of an operation that may be repeated (a read, a lease grant,
+    /// keep-alive or revoke, opening a watch) waits for one member before it is retried
+    /// on the next endpoint. Doubled after each round over all the endpoints, so that a
+    /// slow cluster still gets to answer. Writes, which cannot be repeated once sent, wait
+    /// for the whole [`request_timeout`](Self::request_timeout). At least 10 ms.
+    /// Default 1 s.
+    pub attempt_timeout: Duration,
     /// HTTP/2 ping interval on connections with open streams (watches, lease
     /// keep-alives), to notice a peer that vanished without closing the connection.
     /// etcd refuses pings more frequent than every 5 s by default. Default 10 s.
@@ -110,6 +138,7 @@ impl Default for EtcdOptions {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(1),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             require_leader: true,
@@ -129,9 +158,18 @@ pub struct EtcdDiscovery {
 }
 
 struct Shared {
-    client: Client,
+    /// One per endpoint, in the order given; never empty.
+    members: Vec<Member>,
+    /// The index in `members` of the endpoint requests go to.
+    current: AtomicUsize,
     endpoints: Vec<String>,
     options: EtcdOptions,
+}
+
+/// The client of one endpoint: its connection is to that endpoint only.
+struct Member {
+    endpoint: String,
+    client: Client,
 }
 
 /// Whether a request may be sent again after a failure whose outcome is unknown.
@@ -154,6 +192,12 @@ enum Failure {
     Final,
 }
 
+/// The shortest [`EtcdOptions::attempt_timeout`].
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(10);
+/// The first pause after a round of failures, doubled up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
 /// gRPC status codes (the `grpc-status` values) this module tells apart.
 mod code {
     pub(super) const CANCELLED: i32 = 1;
@@ -167,8 +211,9 @@ mod code {
 
 impl EtcdDiscovery {
     /// Connects to the etcd cluster at `endpoints` (`host:port` or `http://host:port`,
-    /// one per member; requests are balanced over those that answer) and checks that one
-    /// of them answers within [`EtcdOptions::connect_timeout`].
+    /// one per member; requests go to the first that answers, and move on to the next when
+    /// it fails, see [Endpoints and failures](self#endpoints-and-failures)) and checks that
+    /// one of them answers within [`EtcdOptions::connect_timeout`].
     ///
     /// Fails with [`DiscoveryError::Unavailable`] if the list is empty or malformed, if
     /// it names an `https://` endpoint (this build has no TLS), or if no endpoint answers
@@ -184,21 +229,30 @@ impl EtcdDiscovery {
         }
         let options = EtcdOptions {
             watch_buffer: options.watch_buffer.max(1),
+            attempt_timeout: options.attempt_timeout.max(MIN_ATTEMPT_TIMEOUT),
             ..options
         };
         let connect = ConnectOptions::new()
-            .with_connect_timeout(options.connect_timeout)
+            .with_connect_timeout(options.connect_timeout.min(options.attempt_timeout))
             .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
             // etcd answers pings on idle connections with GOAWAY ("too many pings").
             .with_keep_alive_while_idle(false)
             .with_require_leader(options.require_leader);
-        let client = match tokio::time::timeout(
-            options.connect_timeout,
-            Client::connect(endpoints, Some(connect)),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
+        // One client per endpoint (connecting lazily, so this does not wait for any), so
+        // that a request goes to the member chosen, and nowhere else.
+        let clients = async {
+            let mut members = Vec::with_capacity(endpoints.len());
+            for endpoint in endpoints {
+                let client = Client::connect([endpoint], Some(connect.clone())).await?;
+                members.push(Member {
+                    endpoint: endpoint.clone(),
+                    client,
+                });
+            }
+            Ok::<_, etcd_client::Error>(members)
+        };
+        let members = match tokio::time::timeout(options.connect_timeout, clients).await {
+            Ok(Ok(members)) => members,
             Ok(Err(error)) => {
                 return Err(DiscoveryError::Unavailable(format!(
                     "cannot use the etcd endpoints {endpoints:?}: {}",
@@ -214,27 +268,29 @@ impl EtcdDiscovery {
         };
         let discovery = Self {
             shared: Arc::new(Shared {
-                client,
+                members,
+                current: AtomicUsize::new(0),
                 endpoints: endpoints.to_vec(),
                 options,
             }),
         };
         // The client connects lazily: make sure that somebody answers.
         let probe = discovery
-            .request(
+            .request_on(
                 "status",
                 Retry::Always,
                 discovery.options().connect_timeout,
-                || {
-                    let mut maintenance = discovery.shared.client.maintenance_client();
+                |client| {
+                    let mut maintenance = client.maintenance_client();
                     async move { maintenance.status().await }
                 },
             )
             .await;
         match probe {
-            Ok(status) => {
+            Ok((status, member)) => {
                 debug!(
                     endpoints = ?discovery.shared.endpoints,
+                    current = discovery.shared.members[member].endpoint,
                     version = status.version(),
                     member = status.header().map(ResponseHeader::member_id),
                     "etcd discovery connected"
@@ -268,8 +324,8 @@ impl EtcdDiscovery {
                 "revision",
                 Retry::Always,
                 self.options().request_timeout,
-                || {
-                    let mut kv = self.shared.client.kv_client();
+                |client| {
+                    let mut kv = client.kv_client();
                     async move { kv.get("/", Some(GetOptions::new().with_count_only())).await }
                 },
             )
@@ -287,8 +343,8 @@ impl EtcdDiscovery {
                 "compact",
                 Retry::Always,
                 self.options().request_timeout,
-                || {
-                    let mut kv = self.shared.client.kv_client();
+                |client| {
+                    let mut kv = client.kv_client();
                     async move { kv.compact(at, None).await }
                 },
             )
@@ -306,26 +362,73 @@ impl EtcdDiscovery {
         }
     }
 
-    /// Runs `op` (a fresh attempt per call) until it succeeds, fails for good, or
-    /// `timeout` passes; `what` names the operation in errors and logs.
+    /// Runs `op` (a fresh attempt per call, given the current endpoint's client) until it
+    /// succeeds, fails for good, or `timeout` passes; `what` names the operation in
+    /// errors and logs. See the [module documentation](self#endpoints-and-failures).
     async fn request<T, F, Fut>(
         &self,
         what: &'static str,
         retry: Retry,
         timeout: Duration,
-        mut op: F,
+        op: F,
     ) -> Result<T, DiscoveryError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.request_on(what, retry, timeout, op)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`request`](Self::request), also telling which member (index in
+    /// `Shared::members`) answered: streams opened this way live on that member.
+    async fn request_on<T, F, Fut>(
+        &self,
+        what: &'static str,
+        retry: Retry,
+        timeout: Duration,
+        mut op: F,
+    ) -> Result<(T, usize), DiscoveryError>
+    where
+        F: FnMut(&Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let members = self.shared.members.len();
         let deadline = Instant::now() + timeout;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = MIN_BACKOFF;
+        let mut attempts: usize = 0;
         loop {
-            let error = match tokio::time::timeout_at(deadline, op()).await {
-                Ok(Ok(value)) => return Ok(value),
+            let member = self.current();
+            // Only a repeatable request may be cut short: a write, once sent, cannot be
+            // sent again, so it gets all the time there is.
+            let attempt_deadline = match retry {
+                Retry::Always => {
+                    let rounds = u32::try_from(attempts / members).unwrap_or(u32::MAX);
+                    let patience = self
+                        .options()
+                        .attempt_timeout
+                        .saturating_mul(2_u32.saturating_pow(rounds));
+                    deadline.min(Instant::now() + patience)
+                }
+                Retry::IfNotSent => deadline,
+            };
+            attempts += 1;
+            // `current` is always an index of `members`.
+            let attempt = op(&self.shared.members[member].client);
+            let error = match tokio::time::timeout_at(attempt_deadline, attempt).await {
+                Ok(Ok(value)) => return Ok((value, member)),
                 Ok(Err(error)) => error,
                 Err(_) => {
+                    self.fail_over(member, "no answer in time");
+                    if retry == Retry::Always && Instant::now() < deadline {
+                        debug!(
+                            what,
+                            endpoint = self.endpoint(member),
+                            "etcd request: no answer in time; retrying"
+                        );
+                        continue;
+                    }
                     debug!(what, ?timeout, "etcd request timed out");
                     return Err(DiscoveryError::Unavailable(format!(
                         "etcd {what}: no answer within {timeout:?}"
@@ -333,18 +436,78 @@ impl EtcdDiscovery {
                 }
             };
             let failure = classify(&error);
+            if failure != Failure::Final {
+                self.fail_over(member, &describe(&error));
+            }
             let again = match failure {
                 Failure::NotSent => true,
                 Failure::Transient => retry == Retry::Always,
                 Failure::Final => false,
             };
-            if !again || Instant::now() + backoff >= deadline {
-                debug!(what, %error, ?failure, "etcd request failed");
+            // The other endpoints are tried at once; after a round of failures, wait.
+            let pause = if attempts % members == 0 {
+                backoff
+            } else {
+                Duration::ZERO
+            };
+            if !again || Instant::now() + pause >= deadline {
+                debug!(
+                    what,
+                    endpoint = self.endpoint(member),
+                    %error,
+                    ?failure,
+                    "etcd request failed"
+                );
                 return Err(to_discovery_error(what, &error));
             }
-            debug!(what, %error, ?failure, ?backoff, "etcd request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            debug!(
+                what,
+                endpoint = self.endpoint(member),
+                %error,
+                ?failure,
+                ?pause,
+                "etcd request failed; retrying"
+            );
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// The index of the current endpoint.
+    fn current(&self) -> usize {
+        self.shared.current.load(Ordering::Acquire)
+    }
+
+    /// The endpoint of member `index`.
+    fn endpoint(&self, index: usize) -> &str {
+        self.shared
+            .members
+            .get(index)
+            .map_or("?", |member| member.endpoint.as_str())
+    }
+
+    /// Moves the current endpoint past `failed` (the index of a member that just failed
+    /// for `reason`), unless somebody already did.
+    fn fail_over(&self, failed: usize, reason: &str) {
+        let members = self.shared.members.len();
+        if members < 2 {
+            return;
+        }
+        let next = (failed + 1) % members;
+        let moved = self
+            .shared
+            .current
+            .compare_exchange(failed, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if moved {
+            debug!(
+                failed = self.endpoint(failed),
+                next = self.endpoint(next),
+                reason,
+                "etcd endpoint failed; switching to the next"
+            );
         }
     }
 
@@ -357,6 +520,7 @@ impl fmt::Debug for EtcdDiscovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdDiscovery")
             .field("endpoints", &self.shared.endpoints)
+            .field("current", &self.endpoint(self.current()))
             .field("options", &self.shared.options)
             .finish_non_exhaustive()
     }
@@ -384,8 +548,8 @@ impl Discovery for EtcdDiscovery {
                 "create",
                 Retry::IfNotSent,
                 self.options().request_timeout,
-                || {
-                    let mut kv = self.shared.client.kv_client();
+                |client| {
+                    let mut kv = client.kv_client();
                     let txn = Txn::new()
                         .when([Compare::create_revision(name, CompareOp::Equal, 0)])
                         .and_then([TxnOp::put(
@@ -417,8 +581,8 @@ impl Discovery for EtcdDiscovery {
                 "set",
                 Retry::IfNotSent,
                 self.options().request_timeout,
-                || {
-                    let mut kv = self.shared.client.kv_client();
+                |client| {
+                    let mut kv = client.kv_client();
                     let value = value.clone();
                     // Lease 0 detaches the key from any lease, as the contract says.
                     let options = PutOptions::new().with_lease(lease_id);
@@ -435,8 +599,8 @@ impl Discovery for EtcdDiscovery {
                 "delete",
                 Retry::IfNotSent,
                 self.options().request_timeout,
-                || {
-                    let mut kv = self.shared.client.kv_client();
+                |client| {
+                    let mut kv = client.kv_client();
                     async move { kv.delete(key.as_str(), None).await }
                 },
             )
@@ -451,15 +615,20 @@ impl Discovery for EtcdDiscovery {
         let name = key.as_str();
         let below = format!("{name}/");
         let response = self
-            .request("get", Retry::Always, self.options().request_timeout, || {
-                let mut kv = self.shared.client.kv_client();
-                // One txn: both reads see the same revision.
-                let txn = Txn::new().and_then([
-                    TxnOp::get(name, None),
-                    TxnOp::get(below.as_str(), Some(GetOptions::new().with_prefix())),
-                ]);
-                async move { kv.txn(txn).await }
-            })
+            .request(
+                "get",
+                Retry::Always,
+                self.options().request_timeout,
+                |client| {
+                    let mut kv = client.kv_client();
+                    // One txn: both reads see the same revision.
+                    let txn = Txn::new().and_then([
+                        TxnOp::get(name, None),
+                        TxnOp::get(below.as_str(), Some(GetOptions::new().with_prefix())),
+                    ]);
+                    async move { kv.txn(txn).await }
+                },
+            )
             .await?;
         let revision = header_revision(response.header())?;
         let mut reads = response.op_responses().into_iter();
@@ -502,8 +671,8 @@ impl Discovery for EtcdDiscovery {
                 "list",
                 Retry::Always,
                 self.options().request_timeout,
-                || {
-                    let mut kv = self.shared.client.kv_client();
+                |client| {
+                    let mut kv = client.kv_client();
                     let options = GetOptions::new().with_range(end.as_str());
                     async move { kv.get(prefix.as_str(), Some(options)).await }
                 },

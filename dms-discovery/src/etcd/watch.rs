@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{EventType, WatchClient, WatchOptions, WatchResponse, WatchStream};
 use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,11 +56,13 @@ impl EtcdWatch {
             after,
             events: events_tx,
         };
-        let options = discovery.options();
-        let opened = discovery
-            .request("watch", Retry::Always, options.request_timeout, || {
-                task.create()
-            })
+        let (opened, member) = discovery
+            .request_on(
+                "watch",
+                Retry::Always,
+                discovery.options().request_timeout,
+                |client| task.create(client.watch_client()),
+            )
             .await?;
         let (stream, first) = match opened {
             Opened::Ok(opened) => *opened,
@@ -72,14 +74,9 @@ impl EtcdWatch {
                 debug!(%prefix, %error, "etcd watch");
                 return Err(error);
             }
-            Opened::Canceled(reason) => {
-                return Err(DiscoveryError::Unavailable(format!(
-                    "etcd canceled the watch on {prefix}: {reason}"
-                )));
-            }
         };
-        debug!(%prefix, after, "etcd watch opened");
-        let task = runtime.spawn(task.run(stream, first));
+        debug!(%prefix, after, endpoint = discovery.endpoint(member), "etcd watch opened");
+        let task = runtime.spawn(task.run(stream, first, member));
         Ok(Self {
             events,
             finished: false,
@@ -123,14 +120,13 @@ impl fmt::Debug for EtcdWatch {
     }
 }
 
-/// The result of creating an etcd watch.
+/// The result of creating an etcd watch (a cancel for another reason than compaction is
+/// an error: the member may have lost its leader, another may do).
 enum Opened {
     /// Created: the stream and its first response.
     Ok(Box<(WatchStream, WatchResponse)>),
     /// The revision asked for is compacted; the oldest one left.
     Compacted(Revision),
-    /// Canceled for another reason.
-    Canceled(String),
 }
 
 /// Whether the task goes on after a response.
@@ -155,9 +151,9 @@ struct WatchTask {
 }
 
 impl WatchTask {
-    /// Creates an etcd watch for the events after `self.after`, and waits for etcd's
-    /// first response.
-    async fn create(&self) -> Result<Opened, etcd_client::Error> {
+    /// Creates an etcd watch for the events after `self.after` through `client`, and
+    /// waits for etcd's first response.
+    async fn create(&self, mut client: WatchClient) -> Result<Opened, etcd_client::Error> {
         // Ask from `after` itself (not `after + 1`) and drop that revision's events: etcd
         // accepts a start at its compaction revision, whose deletions it may no longer
         // have, but refuses an older one. So this is refused exactly when some event
@@ -166,41 +162,44 @@ impl WatchTask {
         let options = WatchOptions::new()
             .with_range(self.range_end.as_str())
             .with_start_revision(start);
-        let mut stream = self
-            .discovery
-            .shared
-            .client
-            .watch_client()
-            .watch(self.prefix.as_str(), Some(options))
-            .await?;
+        let mut stream = client.watch(self.prefix.as_str(), Some(options)).await?;
         let Some(first) = stream.message().await? else {
             return Err(etcd_client::Error::WatchError(
                 "etcd closed the watch stream before confirming the watch".into(),
             ));
         };
         if first.canceled() {
-            return Ok(match first.compact_revision() {
-                0 => Opened::Canceled(first.cancel_reason().to_owned()),
-                oldest => Opened::Compacted(revision(oldest)),
-            });
+            return match first.compact_revision() {
+                0 => Err(etcd_client::Error::WatchError(format!(
+                    "etcd canceled the watch: {}",
+                    first.cancel_reason()
+                ))),
+                oldest => Ok(Opened::Compacted(revision(oldest))),
+            };
         }
         Ok(Opened::Ok(Box::new((stream, first))))
     }
 
-    async fn run(mut self, mut stream: WatchStream, first: WatchResponse) {
+    /// Feeds the consumer from `stream` (on member `member`), whose first response is
+    /// `first`, resuming elsewhere when it breaks.
+    async fn run(mut self, mut stream: WatchStream, first: WatchResponse, mut member: usize) {
         let mut flow = self.handle(first).await;
         loop {
             match flow {
                 Flow::Continue => {}
                 Flow::Stop => return,
-                Flow::Broken(reason) => match self.resume(&reason).await {
-                    Some((resumed, first)) => {
-                        stream = resumed;
-                        flow = self.handle(first).await;
-                        continue;
+                Flow::Broken(reason) => {
+                    self.discovery.fail_over(member, &reason);
+                    match self.resume(&reason).await {
+                        Some((resumed, first, on)) => {
+                            stream = resumed;
+                            member = on;
+                            flow = self.handle(first).await;
+                            continue;
+                        }
+                        None => return,
                     }
-                    None => return,
-                },
+                }
             }
             let message = tokio::select! {
                 () = self.events.closed() => return,
@@ -264,24 +263,39 @@ impl WatchTask {
         Flow::Continue
     }
 
-    /// Reopens the etcd watch after `reason` broke it, retrying with backoff; `None`
+    /// Reopens the etcd watch after `reason` broke it, on the current endpoint and then
+    /// the next ones, with backoff: the stream, its first response and its member; `None`
     /// once the consumer is gone or was handed the final error.
-    async fn resume(&self, reason: &str) -> Option<(WatchStream, WatchResponse)> {
+    async fn resume(&self, reason: &str) -> Option<(WatchStream, WatchResponse, usize)> {
         let options = self.discovery.options();
         let deadline = Instant::now() + options.watch_reconnect;
         let mut backoff = Duration::from_millis(50);
         debug!(prefix = %self.prefix, after = self.after, reason, "etcd watch broken; resuming");
         loop {
+            let budget = options
+                .request_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let attempt =
+                self.discovery
+                    .request_on("watch resume", Retry::Always, budget, |client| {
+                        self.create(client.watch_client())
+                    });
             let attempt = tokio::select! {
                 () = self.events.closed() => return None,
-                attempt = tokio::time::timeout(options.request_timeout, self.create()) => attempt,
+                attempt = attempt => attempt,
             };
             let failure = match attempt {
-                Ok(Ok(Opened::Ok(opened))) => {
-                    debug!(prefix = %self.prefix, after = self.after, "etcd watch resumed");
-                    return Some(*opened);
+                Ok((Opened::Ok(opened), member)) => {
+                    debug!(
+                        prefix = %self.prefix,
+                        after = self.after,
+                        endpoint = self.discovery.endpoint(member),
+                        "etcd watch resumed"
+                    );
+                    let (stream, first) = *opened;
+                    return Some((stream, first, member));
                 }
-                Ok(Ok(Opened::Compacted(oldest))) => {
+                Ok((Opened::Compacted(oldest), _)) => {
                     let error = DiscoveryError::Compacted {
                         requested: self.after,
                         oldest,
@@ -290,9 +304,7 @@ impl WatchTask {
                     let _ = self.events.send(Err(error)).await;
                     return None;
                 }
-                Ok(Ok(Opened::Canceled(reason))) => format!("etcd canceled the watch: {reason}"),
-                Ok(Err(error)) => describe(&error),
-                Err(_) => format!("no answer within {:?}", options.request_timeout),
+                Err(error) => error.to_string(),
             };
             if Instant::now() + backoff >= deadline {
                 let error = DiscoveryError::Unavailable(format!(
