@@ -563,14 +563,15 @@ impl Node {
 
     /// Says DISCONNECT to every peer, flushes its links, deregisters and stops.
     pub async fn shutdown(&self) {
+        self.command_and_wait(|done| Command::Shutdown { done })
+            .await;
+    }
+
+    /// Sends the driver a command carrying a completion signal and waits for it (returns
+    /// at once if the driver is gone).
+    async fn command_and_wait(&self, command: impl FnOnce(oneshot::Sender<()>) -> Command) {
         let (done, finished) = oneshot::channel();
-        if self
-            .inner
-            .commands
-            .send(Command::Shutdown { done })
-            .await
-            .is_ok()
-        {
+        if self.inner.commands.send(command(done)).await.is_ok() {
             let _ = finished.await;
         }
     }
@@ -588,15 +589,6 @@ impl Node {
     /// once it is dead.
     #[cfg(feature = "fault-injection")]
     pub async fn kill(&self) {
-        let (done, dead) = oneshot::channel();
-        if self
-            .inner
-            .commands
-            .send(Command::Kill { done })
-            .await
-            .is_ok()
-        {
-            let _ = dead.await;
-        }
+        self.command_and_wait(|done| Command::Kill { done }).await;
     }
 }
