@@ -91,9 +91,11 @@ async fn establish(
             return Err(err);
         }
     };
+    // Identities starting with a zero byte are ours to generate: a peer announcing one is
+    // treated as announcing none, so it cannot take over a generated id.
     let peer = match PeerId::new(info.identity) {
-        Ok(announced) => announced,
-        Err(_) => assigned.unwrap_or_else(|| shared.generate_id()),
+        Ok(announced) if !announced.is_generated() => announced,
+        _ => assigned.unwrap_or_else(|| shared.generate_id()),
     };
     let link = Arc::new(Link::new(
         peer.clone(),

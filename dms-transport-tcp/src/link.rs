@@ -127,10 +127,12 @@ impl Link {
         Ok(())
     }
 
-    /// Queues a control command ahead of the queue limit (a PONG must not wait for room).
+    /// Queues a control command ahead of the queue limit (a PONG must not wait for room),
+    /// unless the outbox is already over the limit: a peer that sends PINGs and never
+    /// reads must not grow it without bound (it would not read the PONG anyway).
     fn queue_command(&self, command: &Command) {
         let mut outbox = lock(&self.outbox);
-        if outbox.state == OutboxState::Closed {
+        if outbox.state == OutboxState::Closed || outbox.buf.len() >= self.queue_limit {
             return;
         }
         let was_empty = outbox.buf.is_empty();
@@ -303,4 +305,38 @@ pub(crate) async fn run_reader(
         }
     };
     link.fail(&shared, cause).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::Semaphore;
+
+    #[test]
+    fn pongs_to_a_peer_that_never_reads_stay_bounded() {
+        let slot = Arc::new(Semaphore::new(1)).try_acquire_owned();
+        let Ok(slot) = slot else {
+            panic!("a fresh semaphore has a permit");
+        };
+        let limit = 4096;
+        let link = Link::new(
+            PeerId::generated(1),
+            "tcp://127.0.0.1:1"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+            Role::Acceptor,
+            limit,
+            CancellationToken::new(),
+            slot,
+        );
+        let pong = Command::Pong {
+            context: Bytes::from_static(b"0123456789abcdef"),
+        };
+        for _ in 0..100_000 {
+            link.queue_command(&pong);
+        }
+        let queued = lock(&link.outbox).buf.len();
+        assert!(queued < limit + 64, "{queued} bytes of PONGs queued");
+    }
 }

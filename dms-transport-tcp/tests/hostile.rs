@@ -246,6 +246,27 @@ async fn zmtp_ping_gets_a_pong_with_its_context() {
     s.assert_healthy().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_identity_with_a_zero_byte_is_not_taken() {
+    let s = setup().await;
+    let mut raw = s.raw().await;
+    let reserved: &[u8] = b"\0\0\0\0\x07";
+    let mut bytes = BytesMut::from(&Greeting::encode_null()[..]);
+    let mut meta = Metadata::default();
+    meta.push("Socket-Type", "DEALER");
+    meta.push("Identity", Bytes::from_static(reserved));
+    Command::Ready(meta).encode(&mut bytes);
+    raw.write_all(&bytes).await.unwrap();
+    let (peer, _) = link_up(&s.server).await;
+    assert!(peer.is_generated());
+    assert_ne!(
+        &peer.as_bytes()[..],
+        reserved,
+        "a peer chose a generated id"
+    );
+    s.assert_healthy().await;
+}
+
 /// A tiny deterministic generator (xorshift), so the junk is the same on every run.
 fn fastrand_like(mut state: u64) -> impl FnMut() -> u8 {
     move || {

@@ -14,6 +14,8 @@ use crate::{Multipart, PeerId, Role};
 const MIN_LIVENESS: Duration = Duration::from_millis(50);
 /// Longest liveness timeout a requester may ask for.
 const MAX_LIVENESS: Duration = Duration::from_secs(600);
+/// Request timeout used when the one asked for overflows the clock (about a year).
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Settings of a [`Protocol`].
 #[derive(Debug, Clone)]
@@ -487,7 +489,11 @@ impl Protocol {
         session.pending += 1;
         let id = self.next_id;
         self.next_id += 1;
-        let deadline = now + timeout;
+        // `Duration::MAX` and the like mean "no timeout": a deadline past what `Instant`
+        // holds would panic, so it is clamped.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + MAX_REQUEST_TIMEOUT);
         self.pending.insert(
             id,
             Pending {

@@ -344,6 +344,18 @@ fn pending_requests_fail_when_the_peer_is_lost() {
 }
 
 #[test]
+fn request_with_a_huge_timeout_does_not_panic() {
+    let mut pair = Pair::ready();
+    let b = b_path().peer_id();
+    pair.a
+        .proto
+        .request(pair.now, &b, Multipart::new(), Duration::MAX)
+        .unwrap();
+    assert_eq!(pair.a.proto.pending(), 1);
+    assert!(pair.a.proto.poll_timeout().is_some());
+}
+
+#[test]
 fn pending_table_is_bounded() {
     let mut pair = Pair::ready();
     let b = b_path().peer_id();
