@@ -132,7 +132,12 @@ pub(crate) async fn dial(
 ) -> Result<Arc<Link>, MiddlewareError> {
     let address = host_port(endpoint)?;
     let slot = shared.take_slot()?;
-    let stream = TcpStream::connect(address).await?;
+    // The OS would wait minutes for an unanswered SYN: the handshake timeout bounds the
+    // whole dial.
+    let timeout = shared.config.limits.handshake_timeout();
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| MiddlewareError::HandshakeTimeout(timeout))??;
     establish(shared, stream, Role::Connector, slot, assigned).await
 }
 

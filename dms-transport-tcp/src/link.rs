@@ -168,14 +168,13 @@ impl Link {
         lock(&self.cause).clone()
     }
 
-    /// Takes the link down once: unregisters it, drops what was queued (counted), stops its
-    /// tasks, wakes waiting senders, frees its peer slot and reports `LinkDown`.
+    /// Takes the link down once: drops what was queued (counted), stops its tasks, wakes
+    /// waiting senders, frees its peer slot, reports `LinkDown`, then unregisters it.
     pub(crate) async fn fail(self: &Arc<Self>, shared: &Shared, cause: LinkDownCause) {
         if self.down.swap(true, Ordering::AcqRel) {
             return;
         }
         debug!(peer = %self.peer, %cause, "link down");
-        shared.unregister(self);
         let dropped = {
             let mut outbox = lock(&self.outbox);
             outbox.state = OutboxState::Closed;
@@ -196,13 +195,18 @@ impl Link {
         self.room.notify_waiters();
         drop(lock(&self.slot).take());
         if !matches!(cause, LinkDownCause::Shutdown) {
-            shared
-                .emit(Incoming::LinkDown {
-                    peer: self.peer.clone(),
-                    cause,
-                })
-                .await;
+            let down = Incoming::LinkDown {
+                peer: self.peer.clone(),
+                cause,
+            };
+            tokio::select! {
+                () = shared.emit(down) => {}
+                () = shared.shutdown.cancelled() => {}
+            }
         }
+        // Unregistered only now: a new link under the same id cannot report its LinkUp
+        // before this LinkDown (it is refused as a duplicate until then, and redials).
+        shared.unregister(self);
         self.finished.cancel();
     }
 }

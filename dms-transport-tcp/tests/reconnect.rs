@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use dms_core::{Endpoint, LinkDownCause, MessageMiddleware, Multipart, Role};
-use dms_test_support::wait::{link_down, link_up, message};
+use dms_test_support::wait::{link_down, link_up, message, within};
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
 use std::time::Duration;
 
@@ -36,8 +36,19 @@ async fn connector_reconnects_after_the_peer_restarts() {
         "{cause:?}"
     );
 
+    // The closed middleware's listener is released by its accept task shortly after
+    // `close`: bind again as soon as the port is free (deadline in `within`).
     let second = server();
-    assert_eq!(second.bind(&endpoint).await.unwrap(), endpoint);
+    let bound = within("the old port to be free", async {
+        loop {
+            match second.bind(&endpoint).await {
+                Ok(bound) => return bound,
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(bound, endpoint);
     let (peer, role) = link_up(&client).await;
     assert_eq!((peer, role), (srv.clone(), Role::Connector));
     link_up(&second).await;

@@ -20,8 +20,9 @@ use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registration::{Registration, cluster_key};
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 
-/// Messages waiting for room in a full link, at most.
-const MAX_PARKED: usize = 4096;
+/// Messages waiting for room in one full link, at most (beyond, they are dropped and
+/// their requests time out).
+const MAX_PARKED_PER_PEER: usize = 1024;
 /// How often parked messages are retried.
 const PARKED_RETRY: Duration = Duration::from_millis(2);
 /// Time a graceful shutdown spends flushing each link.
@@ -130,7 +131,8 @@ pub(crate) struct DriverState {
     /// Redial delays per instance, reset when it is probed successfully.
     backoff: HashMap<ServicePath, Backoff>,
     waiting: HashMap<RequestId, Waiter>,
-    parked: VecDeque<Multipart>,
+    /// Messages waiting for room, per peer: one full link never holds up the others.
+    parked: HashMap<PeerId, VecDeque<Multipart>>,
     dropped_notifications: u64,
 }
 
@@ -262,35 +264,40 @@ impl Driver {
     }
 
     fn transmit(&mut self, msg: Multipart) {
-        if !self.state.parked.is_empty() {
-            return self.park(msg);
+        let peer = msg.first().and_then(|f| PeerId::new(f.clone()).ok());
+        if let Some(queue) = peer.as_ref().and_then(|p| self.state.parked.get_mut(p)) {
+            // Behind what is already waiting for that link, to keep its order.
+            return park(queue, msg);
         }
         match self.middleware.try_send(msg) {
             Ok(()) => {}
-            Err(SendError::Full { msg, .. }) => self.park(*msg),
+            Err(SendError::Full { peer, msg }) => {
+                park(self.state.parked.entry(peer).or_default(), *msg);
+            }
             Err(error) => debug!(%error, "message not sent"),
         }
     }
 
-    fn park(&mut self, msg: Multipart) {
-        if self.state.parked.len() < MAX_PARKED {
-            self.state.parked.push_back(msg);
-        } else {
-            warn!("outbound backlog full: message dropped (its request will time out)");
-        }
-    }
-
     fn retry_parked(&mut self) {
-        while let Some(msg) = self.state.parked.pop_front() {
-            match self.middleware.try_send(msg) {
-                Ok(()) => {}
-                Err(SendError::Full { msg, .. }) => {
-                    self.state.parked.push_front(*msg);
-                    return;
+        let middleware = &self.middleware;
+        self.state.parked.retain(|_, queue| {
+            while let Some(msg) = queue.pop_front() {
+                match middleware.try_send(msg) {
+                    Ok(()) => {}
+                    Err(SendError::Full { msg, .. }) => {
+                        queue.push_front(*msg);
+                        return true;
+                    }
+                    Err(error) => {
+                        // The link is gone: what waited for it goes too (its requests fail
+                        // with the session).
+                        debug!(%error, dropped = queue.len() + 1, "parked messages not sent");
+                        return false;
+                    }
                 }
-                Err(error) => debug!(%error, "parked message not sent"),
             }
-        }
+            false
+        });
     }
 
     fn on_incoming(&mut self, item: Incoming) {
@@ -794,6 +801,15 @@ impl Driver {
         }
         self.deregister().await;
         self.middleware.close();
+    }
+}
+
+/// Parks `msg` at the end of a peer's queue, or drops it when the queue is full.
+fn park(queue: &mut VecDeque<Multipart>, msg: Multipart) {
+    if queue.len() < MAX_PARKED_PER_PEER {
+        queue.push_back(msg);
+    } else {
+        warn!("a peer's outbound backlog is full: message dropped (its request will time out)");
     }
 }
 

@@ -83,6 +83,9 @@ def router_connect(endpoint):
 def router_bind():
     ctx = zmq.Context()
     s = socket(ctx, zmq.ROUTER, b"py-router-bound")
+    # A ROUTER silently drops messages to a peer at its send HWM (1000); MANDATORY makes the
+    # echo wait for room instead, so the test sees every message.
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
     port = s.bind_to_random_port("tcp://127.0.0.1")
     print(port, flush=True)
     for n, msg in enumerate(script()):
