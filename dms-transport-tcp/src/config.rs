@@ -34,6 +34,7 @@ pub struct TcpConfig {
     pub(crate) read_buffer: usize,
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_cap: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 /// A configuration value is out of range.
@@ -98,6 +99,7 @@ impl Default for TcpConfig {
             read_buffer: Self::DEFAULT_READ_BUFFER,
             reconnect_initial: Duration::from_millis(100),
             reconnect_cap: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -150,6 +152,14 @@ impl TcpConfigBuilder {
     pub fn reconnect(mut self, initial: Duration, cap: Duration) -> Self {
         self.config.reconnect_initial = initial;
         self.config.reconnect_cap = cap.max(initial);
+        self
+    }
+
+    /// Longest `disconnect` waits for a link to flush (5 s): a peer that does not read
+    /// cannot hold a link, its slot and its identity forever; what is left is dropped and
+    /// counted.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config.drain_timeout = timeout;
         self
     }
 

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use dms_core::wire::MessageCodec;
 use dms_core::{
-    Endpoint, Incoming, MessageMiddleware, MiddlewareError, Multipart, PeerId, SendError,
+    Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart, PeerId,
+    SendError,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -281,6 +282,11 @@ impl MessageMiddleware for TcpMiddleware {
                 link.start_draining();
                 tokio::select! {
                     () = link.finished() => Ok(()),
+                    () = tokio::time::sleep(self.shared.config.drain_timeout) => {
+                        // The peer does not read: close without the rest (counted).
+                        link.fail(&self.shared, LinkDownCause::Disconnected).await;
+                        Ok(())
+                    }
                     () = self.shared.shutdown.cancelled() => Err(MiddlewareError::Closed),
                 }
             }

@@ -276,3 +276,46 @@ fn fastrand_like(mut state: u64) -> impl FnMut() -> u8 {
         (state >> 24) as u8
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnecting_a_peer_that_never_reads_is_bounded() {
+    let server = TcpMiddleware::new(
+        TcpConfig::builder()
+            .link_queue_bytes(1 << 20)
+            .drain_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    );
+    let endpoint = server
+        .bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut raw = TcpStream::connect(endpoint.address()).await.unwrap();
+    raw.write_all(&handshake_bytes()).await.unwrap();
+    let (peer, _) = link_up(&server).await;
+    // Send until a send stays blocked: socket buffers and the link queue are full, since
+    // the raw peer reads nothing.
+    let chunk = Bytes::from(vec![7u8; 64 << 10]);
+    for sent in 0.. {
+        assert!(sent < 4096, "256 MiB accepted without pushing back");
+        let msg = Multipart::from_frames([peer.to_frame(), chunk.clone()]);
+        if tokio::time::timeout(Duration::from_millis(200), server.send(msg))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    within(
+        "disconnect of a peer that never reads",
+        server.disconnect(&peer),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        server.try_send(Multipart::from_frames([peer.to_frame(), chunk])),
+        Err(dms_core::SendError::UnknownPeer { .. })
+    ));
+    assert!(server.stats().bytes_dropped_on_link_down > 0);
+    drop(raw);
+}
