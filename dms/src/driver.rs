@@ -793,9 +793,14 @@ impl Driver {
             );
         }
         self.flush();
+        // Every link flushes at once: shutdown takes at most SHUTDOWN_FLUSH, whatever the
+        // number of peers.
+        let mut flushing = tokio::task::JoinSet::new();
         for peer in self.middleware.peers() {
-            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, self.middleware.disconnect(&peer)).await;
+            let middleware = self.middleware.clone();
+            flushing.spawn(async move { middleware.disconnect(&peer).await });
         }
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, flushing.join_all()).await;
         for (_, waiter) in self.state.waiting.drain() {
             let _ = waiter.done.send(Err(RequestError::Closed));
         }
