@@ -53,6 +53,10 @@ pub(crate) struct Link {
     /// Cancelled once the link is fully down and reported.
     finished: CancellationToken,
     down: AtomicBool,
+    /// Held while the reader queues an item for `recv` and while `fail` queues `LinkDown`:
+    /// once the link is down the reader queues nothing more, so `LinkDown` is the link's
+    /// last item.
+    reporting: tokio::sync::Mutex<()>,
     cause: Mutex<Option<LinkDownCause>>,
     slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
@@ -85,6 +89,7 @@ impl Link {
             cancel,
             finished: CancellationToken::new(),
             down: AtomicBool::new(false),
+            reporting: tokio::sync::Mutex::new(()),
             cause: Mutex::new(None),
             slot: Mutex::new(Some(slot)),
         }
@@ -195,6 +200,7 @@ impl Link {
         self.room.notify_waiters();
         drop(lock(&self.slot).take());
         if !matches!(cause, LinkDownCause::Shutdown) {
+            let _turn = self.reporting.lock().await;
             let down = Incoming::LinkDown {
                 peer: self.peer.clone(),
                 cause,
@@ -253,6 +259,22 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket:
     link.fail(&shared, cause).await;
 }
 
+/// Queues an item of this link for `recv`, unless the link is down (false: stop reading).
+async fn report(shared: &Shared, link: &Link, item: Incoming) -> bool {
+    let queued = async {
+        let _turn = link.reporting.lock().await;
+        if link.down.load(Ordering::Acquire) {
+            return false;
+        }
+        shared.emit(item).await;
+        true
+    };
+    tokio::select! {
+        queued = queued => queued,
+        () = link.cancel.cancelled() => false,
+    }
+}
+
 /// Reports the link up, then decodes everything the peer sends until the link ends.
 pub(crate) async fn run_reader(
     shared: Arc<Shared>,
@@ -266,9 +288,8 @@ pub(crate) async fn run_reader(
         endpoint: link.remote.clone(),
         role: link.role,
     };
-    tokio::select! {
-        () = shared.emit(up) => {}
-        () = link.cancel.cancelled() => return,
+    if !report(&shared, &link, up).await {
+        return;
     }
     codec.set_prefix(Some(link.peer.to_frame()));
     let read_size = shared.config.read_buffer;
@@ -276,9 +297,8 @@ pub(crate) async fn run_reader(
         loop {
             match codec.decode(&mut buf) {
                 Ok(Some(Inbound::Message(msg))) => {
-                    tokio::select! {
-                        () = shared.emit(Incoming::Message(msg)) => {}
-                        () = link.cancel.cancelled() => return,
+                    if !report(&shared, &link, Incoming::Message(msg)).await {
+                        return;
                     }
                 }
                 Ok(Some(Inbound::Command(command))) => match command {
