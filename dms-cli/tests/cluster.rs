@@ -183,6 +183,15 @@ fn keys_stay_put_fail_over_on_sigkill_and_come_back() {
     let first = request_all(&discovery, KEYS);
     assert_eq!(first.len(), KEYS as usize);
     let owners: BTreeMap<u64, String> = first.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+    // The requester process deregistered itself before exiting.
+    let leftovers: Vec<_> = ls(&discovery)
+        .into_iter()
+        .filter(|v| v["cluster"].as_str().unwrap().ends_with("/dms-cli"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "requester still registered: {leftovers:?}"
+    );
     let used: HashSet<&String> = owners.values().collect();
     assert_eq!(
         used.len(),

@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::incoming::{IncomingRequest, Kind, Responder};
+use crate::registrar::Release;
 use crate::registration::{Registration, cluster_key};
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 
@@ -100,7 +101,7 @@ pub(crate) struct Driver {
     pub(crate) proto: Protocol,
     pub(crate) middleware: TcpMiddleware,
     /// Dropping it makes the registrar drop the lease: the registration vanishes.
-    pub(crate) registered: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    pub(crate) registered: Option<oneshot::Sender<Release>>,
     pub(crate) local: ServicePath,
     pub(crate) targets: HashMap<ClusterPath, HashMap<ServicePath, Registration>>,
     pub(crate) policy: Arc<dyn DispatchPolicy>,
@@ -216,15 +217,15 @@ impl Driver {
     #[cfg(feature = "fault-injection")]
     async fn die(&mut self, done: oneshot::Sender<()>) {
         self.middleware.close();
-        self.deregister().await;
+        self.deregister(false).await;
         let _ = done.send(());
     }
 
-    /// Drops the registration (its lease) and waits until it is gone.
-    async fn deregister(&mut self) {
+    /// Ends the registration (see [`Release`]) and waits until it is done.
+    async fn deregister(&mut self, graceful: bool) {
         if let Some(registered) = self.registered.take() {
             let (done, gone) = oneshot::channel();
-            if registered.send(done).is_ok() {
+            if registered.send(Release { done, graceful }).is_ok() {
                 let _ = gone.await;
             }
         }
@@ -804,7 +805,7 @@ impl Driver {
         for (_, waiter) in self.state.waiting.drain() {
             let _ = waiter.done.send(Err(RequestError::Closed));
         }
-        self.deregister().await;
+        self.deregister(true).await;
         self.middleware.close();
     }
 }

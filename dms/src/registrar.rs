@@ -115,6 +115,16 @@ impl Registrant {
         Ok((lease, bucket))
     }
 
+    /// Deletes the registration and the bucket claim.
+    async fn delete_keys<D: Discovery>(&self, discovery: &D, bucket: u32) {
+        if let Ok(key) = instance_key(&self.path) {
+            let _ = discovery.delete(&key).await;
+        }
+        if let Ok(key) = bucket_key(&self.path.cluster(), bucket) {
+            let _ = discovery.delete(&key).await;
+        }
+    }
+
     /// Claims the lowest free bucket of `cluster` with `lease`.
     async fn claim_lowest<D: Discovery>(
         &self,
@@ -137,23 +147,42 @@ impl Registrant {
     }
 }
 
-/// Holds the lease until `stop` fires (the lease is dropped, then the sender it carries is
-/// told) or is dropped (the lease goes too): with the lease goes the registration. When the lease is lost, registers again with capped backoff, keeping the
-/// same bucket if it is still free.
+/// How the registration ends.
+#[derive(Debug)]
+pub(crate) struct Release {
+    /// Told once the registration is gone.
+    pub(crate) done: oneshot::Sender<()>,
+    /// Delete the keys and wait for it (a shutdown), or only drop the lease (a crash: the
+    /// backend revokes it, or lets it expire).
+    pub(crate) graceful: bool,
+}
+
+/// Longest a graceful release waits for discovery to delete the keys.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Holds the lease until `stop` fires (see [`Release`]) or is dropped (the lease goes):
+/// with the lease goes the registration. When the lease is lost, registers again with
+/// capped backoff, keeping the same bucket if it is still free.
 pub(crate) async fn keep_registered<D: Discovery>(
     discovery: D,
     registrant: Registrant,
     mut lease: D::Lease,
     mut bucket: u32,
-    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    mut stop: oneshot::Receiver<Release>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         tokio::select! {
             () = lease.expired() => {}
             released = &mut stop => {
-                drop(lease);
-                if let Ok(done) = released {
+                if let Ok(Release { done, graceful }) = released {
+                    if graceful {
+                        // Delete the keys before the process may exit: a lease revoked in
+                        // the background could outlive it, leaving the instance listed
+                        // until its TTL.
+                        let _ = tokio::time::timeout(RELEASE_TIMEOUT, registrant.delete_keys(&discovery, bucket)).await;
+                    }
+                    drop(lease);
                     let _ = done.send(());
                 }
                 return;
