@@ -211,6 +211,41 @@ pub async fn ordering_per_link<F: Factory>(factory: &F) {
     within("sender", sender).await.expect("sender task");
 }
 
+/// `recv_many` hands out what is waiting in order, at most `limit` at a time, and at
+/// least one item per call.
+pub async fn recv_many_keeps_order<F: Factory>(factory: &F) {
+    const COUNT: u32 = 1000;
+    let (s, c, _, server_id) = pair(factory, Options::default(), Options::default()).await;
+    for n in 0..COUNT {
+        c.send(Multipart::from_frames([
+            server_id.to_frame(),
+            frame(&n.to_be_bytes()),
+        ]))
+        .await
+        .expect("send");
+    }
+    let mut items = Vec::new();
+    let mut next = 0u32;
+    while next < COUNT {
+        items.clear();
+        let taken = within("recv_many", s.recv_many(&mut items, 64))
+            .await
+            .expect("recv_many");
+        assert!((1..=64).contains(&taken), "took {taken}");
+        assert_eq!(taken, items.len());
+        for item in items.drain(..) {
+            if let Incoming::Message(msg) = item {
+                assert_eq!(
+                    msg[1],
+                    frame(&next.to_be_bytes()),
+                    "message {next} out of order"
+                );
+                next += 1;
+            }
+        }
+    }
+}
+
 /// `disconnect` writes everything accepted before closing: the peer receives all of it,
 /// then `LinkDown`.
 pub async fn close_flushes<F: Factory>(factory: &F) {
@@ -451,7 +486,7 @@ pub async fn peer_loss_is_reported<F: Factory>(factory: &F) {
 macro_rules! conformance_tests {
     ($factory:expr) => {
         $crate::conformance_tests!(@each $factory;
-            roundtrip, many_peers, large_messages, ordering_per_link, close_flushes,
+            roundtrip, many_peers, large_messages, ordering_per_link, recv_many_keeps_order, close_flushes,
             backpressure_bounds_memory, peer_limit, duplicate_identity_refused,
             unknown_peer_is_an_error, peer_loss_is_reported);
     };

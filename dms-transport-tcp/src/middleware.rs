@@ -267,6 +267,25 @@ impl MessageMiddleware for TcpMiddleware {
         }
     }
 
+    async fn recv_many(
+        &self,
+        items: &mut Vec<Incoming>,
+        limit: usize,
+    ) -> Result<usize, MiddlewareError> {
+        let mut inbound = tokio::select! {
+            inbound = self.shared.inbound_rx.lock() => inbound,
+            () = self.shared.shutdown.cancelled() => return Err(MiddlewareError::Closed),
+        };
+        tokio::select! {
+            biased;
+            taken = inbound.recv_many(items, limit.max(1)) => match taken {
+                0 => Err(MiddlewareError::Closed),
+                taken => Ok(taken),
+            },
+            () = self.shared.shutdown.cancelled() => Err(MiddlewareError::Closed),
+        }
+    }
+
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {
         let stop = self
             .shared

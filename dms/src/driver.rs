@@ -24,6 +24,8 @@ use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 /// Messages waiting for room in one full link, at most (beyond, they are dropped and
 /// their requests time out).
 const MAX_PARKED_PER_PEER: usize = 1024;
+/// Inbound items taken from the middleware per wake-up, at most.
+const INBOX_BATCH: usize = 64;
 /// How often parked messages are retried.
 const PARKED_RETRY: Duration = Duration::from_millis(2);
 /// Time a graceful shutdown spends flushing each link.
@@ -147,6 +149,7 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         let (connected_tx, mut connected) = mpsc::channel::<Connected>(256);
         let (closed_tx, mut closed) = mpsc::channel::<PeerId>(256);
+        let mut inbox = Vec::with_capacity(INBOX_BATCH);
         self.closed_tx = Some(closed_tx);
         let snapshot: Vec<_> = self.targets.keys().cloned().collect();
         for cluster in snapshot {
@@ -177,8 +180,12 @@ impl Driver {
                         return;
                     }
                 },
-                item = self.middleware.recv() => match item {
-                    Ok(item) => self.on_incoming(item),
+                taken = self.middleware.recv_many(&mut inbox, INBOX_BATCH) => match taken {
+                    Ok(_) => {
+                        for item in inbox.drain(..) {
+                            self.on_incoming(item);
+                        }
+                    }
                     Err(error) => {
                         warn!(%error, "middleware closed");
                         return;

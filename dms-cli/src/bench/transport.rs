@@ -36,32 +36,39 @@ fn control(peer: &PeerId, command: &str) -> Multipart {
 async fn serve(middleware: TcpMiddleware) -> Result<(), Failure> {
     let mut counting = false;
     let (mut first, mut last, mut count) = (None::<Instant>, Instant::now(), 0u64);
+    let mut items = Vec::with_capacity(256);
     loop {
-        let item = middleware.recv().await.map_err(|e| fail("worker", e))?;
-        let msg = match item {
-            Incoming::Message(msg) => msg,
-            Incoming::LinkDown { .. } => return Ok(()),
-            _ => continue,
-        };
-        match msg.frames().get(1).and_then(|f| f.strip_prefix(CONTROL)) {
-            None if counting => {
-                last = Instant::now();
-                first.get_or_insert(last);
-                count += 1;
+        items.clear();
+        middleware
+            .recv_many(&mut items, 256)
+            .await
+            .map_err(|e| fail("worker", e))?;
+        for item in items.drain(..) {
+            let msg = match item {
+                Incoming::Message(msg) => msg,
+                Incoming::LinkDown { .. } => return Ok(()),
+                _ => continue,
+            };
+            match msg.frames().get(1).and_then(|f| f.strip_prefix(CONTROL)) {
+                None if counting => {
+                    last = Instant::now();
+                    first.get_or_insert(last);
+                    count += 1;
+                }
+                None => middleware.send(msg).await.map_err(|e| fail("echo", e))?,
+                Some(b"count") => {
+                    counting = true;
+                    (first, count) = (None, 0);
+                }
+                Some(b"end") => {
+                    counting = false;
+                    let elapsed = first.map_or(0, |f| last.duration_since(f).as_nanos());
+                    let peer = PeerId::new(msg[0].clone()).map_err(|e| fail("worker", e))?;
+                    let done = control(&peer, &format!("done:{elapsed}:{count}"));
+                    middleware.send(done).await.map_err(|e| fail("worker", e))?;
+                }
+                Some(_) => {}
             }
-            None => middleware.send(msg).await.map_err(|e| fail("echo", e))?,
-            Some(b"count") => {
-                counting = true;
-                (first, count) = (None, 0);
-            }
-            Some(b"end") => {
-                counting = false;
-                let elapsed = first.map_or(0, |f| last.duration_since(f).as_nanos());
-                let peer = PeerId::new(msg[0].clone()).map_err(|e| fail("worker", e))?;
-                let done = control(&peer, &format!("done:{elapsed}:{count}"));
-                middleware.send(done).await.map_err(|e| fail("worker", e))?;
-            }
-            Some(_) => {}
         }
     }
 }
