@@ -118,26 +118,25 @@ impl EtcdLease {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(Stop::Quiet);
         }
-        let id = self.id;
-        let result = self
-            .discovery
-            .request(
-                "lease revoke",
-                Retry::Always,
-                self.discovery.options().request_timeout,
-                |client| {
-                    let mut leases = client.lease_client();
-                    async move { leases.revoke(id).await }
-                },
-            )
-            .await;
-        match result {
-            Ok(_) | Err(DiscoveryError::LeaseExpired) => {
-                debug!(lease = id, "etcd lease revoked");
-                Ok(())
-            }
-            Err(error) => Err(error),
+        revoke(&self.discovery, self.id).await
+    }
+}
+
+/// Revokes lease `id`; a lease that had already expired counts as revoked.
+async fn revoke(discovery: &EtcdDiscovery, id: i64) -> Result<(), DiscoveryError> {
+    let timeout = discovery.options().request_timeout;
+    let result = discovery
+        .request("lease revoke", Retry::Always, timeout, |client| {
+            let mut leases = client.lease_client();
+            async move { leases.revoke(id).await }
+        })
+        .await;
+    match result {
+        Ok(_) | Err(DiscoveryError::LeaseExpired) => {
+            debug!(lease = id, "etcd lease revoked");
+            Ok(())
         }
+        Err(error) => Err(error),
     }
 }
 
@@ -352,22 +351,8 @@ impl KeepAlive {
     }
 
     async fn revoke(&self) {
-        let id = self.id;
-        let result = self
-            .discovery
-            .request(
-                "lease revoke",
-                Retry::Always,
-                self.discovery.options().request_timeout,
-                |client| {
-                    let mut leases = client.lease_client();
-                    async move { leases.revoke(id).await }
-                },
-            )
-            .await;
-        match result {
-            Ok(_) => debug!(lease = id, "etcd lease revoked"),
-            Err(error) => debug!(lease = id, %error, "etcd lease revoke failed"),
+        if let Err(error) = revoke(&self.discovery, self.id).await {
+            debug!(lease = self.id, %error, "etcd lease revoke failed");
         }
     }
 }
