@@ -427,13 +427,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.call(|done| Command::Request {
-            to,
-            body,
-            timeout,
-            done,
-        })
-        .await
+        self.send_request(to, body, timeout).await
     }
 
     /// Sends a request to one given instance.
@@ -443,7 +437,16 @@ impl Node {
         body: Multipart,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Instance(instance.clone());
-        let timeout = self.inner.request_timeout;
+        self.send_request(to, body, self.inner.request_timeout)
+            .await
+    }
+
+    async fn send_request(
+        &self,
+        to: Destination,
+        body: Multipart,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
         self.call(|done| Command::Request {
             to,
             body,
