@@ -8,7 +8,8 @@
 //! - [`Multipart`]: a message of zero-copy [`bytes::Bytes`] frames;
 //! - [`MessageMiddleware`]: the one trait every transport (TCP, QUIC, shared memory)
 //!   implements, with ZeroMQ ROUTER semantics, and the types it speaks in
-//!   ([`Endpoint`], [`PeerId`], [`Incoming`] and their errors).
+//!   ([`Endpoint`], [`PeerId`], [`Incoming`] and their errors);
+//! - [`route`]: the routing table of multi-hop forwarding (published links, Dijkstra).
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -32,6 +33,7 @@ pub mod multipart;
 pub mod path;
 pub mod peer_id;
 pub mod proto;
+pub mod route;
 pub mod wire;
 
 pub use endpoint::{Endpoint, EndpointError};
@@ -40,3 +42,4 @@ pub use middleware::{
 };
 pub use multipart::Multipart;
 pub use peer_id::PeerId;
+pub use route::{RouteError, RoutingTable};
