@@ -52,6 +52,7 @@ mod address;
 mod backoff;
 mod config;
 mod connection;
+mod inbox;
 mod link;
 mod middleware;
 mod stats;

@@ -15,7 +15,8 @@ use tracing::{debug, trace};
 use crate::middleware::Shared;
 use crate::stats::Counters;
 
-/// Capacity a writer keeps between writes; a larger buffer (after a big message) is freed.
+/// Capacity a link keeps in each of its two output buffers while idle; larger buffers
+/// (after a burst or a big message) are freed when the link goes idle.
 const KEPT_WRITE_CAPACITY: usize = 1 << 20;
 
 /// Whether a link still takes messages.
@@ -201,12 +202,12 @@ impl Link {
         drop(lock(&self.slot).take());
         if !matches!(cause, LinkDownCause::Shutdown) {
             let _turn = self.reporting.lock().await;
-            let down = Incoming::LinkDown {
+            let mut down = vec![Incoming::LinkDown {
                 peer: self.peer.clone(),
                 cause,
-            };
+            }];
             tokio::select! {
-                () = shared.emit(down) => {}
+                () = shared.emit_all(&mut down) => {}
                 () = shared.shutdown.cancelled() => {}
             }
         }
@@ -225,10 +226,16 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket:
             let mut outbox = lock(&link.outbox);
             if !outbox.buf.is_empty() {
                 std::mem::swap(&mut outbox.buf, &mut spare);
+            } else if outbox.buf.capacity() > KEPT_WRITE_CAPACITY {
+                // Idle after a burst: give the burst's memory back.
+                outbox.buf = BytesMut::new();
             }
             outbox.state
         };
         if spare.is_empty() {
+            if spare.capacity() > KEPT_WRITE_CAPACITY {
+                spare = BytesMut::new();
+            }
             match state {
                 OutboxState::Open => {}
                 OutboxState::Draining => {
@@ -251,31 +258,38 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket:
         if let Err(err) = written {
             break LinkDownCause::Io(Arc::new(err));
         }
+        // Capacity is kept while the link stays busy (no regrowth per write); it is given
+        // back above when the link goes idle.
         spare.clear();
-        if spare.capacity() > KEPT_WRITE_CAPACITY {
-            spare = BytesMut::new();
-        }
     };
     link.fail(&shared, cause).await;
 }
 
-/// Queues an item of this link for `recv`, unless the link is down (false: stop reading).
-async fn report(shared: &Shared, link: &Link, item: Incoming) -> bool {
+/// Queues items of this link for `recv` (all, in order), unless the link is down
+/// (false: stop reading). `items` is left empty either way.
+async fn report(shared: &Shared, link: &Link, items: &mut Vec<Incoming>) -> bool {
     let queued = async {
         let _turn = link.reporting.lock().await;
         if link.down.load(Ordering::Acquire) {
             return false;
         }
-        shared.emit(item).await;
+        shared.emit_all(items).await;
         true
     };
-    tokio::select! {
+    let queued = tokio::select! {
         queued = queued => queued,
         () = link.cancel.cancelled() => false,
-    }
+    };
+    items.clear();
+    queued
 }
 
+/// Messages a reader hands to `recv` at once, at most.
+const REPORT_BATCH: usize = 128;
+
 /// Reports the link up, then decodes everything the peer sends until the link ends.
+/// Messages are handed to `recv` a read's worth at a time (one lock and one wake-up per
+/// batch, not per message).
 pub(crate) async fn run_reader(
     shared: Arc<Shared>,
     link: Arc<Link>,
@@ -283,37 +297,45 @@ pub(crate) async fn run_reader(
     mut buf: BytesMut,
     mut codec: MessageCodec,
 ) {
-    let up = Incoming::LinkUp {
+    let mut batch = vec![Incoming::LinkUp {
         peer: link.peer.clone(),
         endpoint: link.remote.clone(),
         role: link.role,
-    };
-    if !report(&shared, &link, up).await {
+    }];
+    if !report(&shared, &link, &mut batch).await {
         return;
     }
     codec.set_prefix(Some(link.peer.to_frame()));
     let read_size = shared.config.read_buffer;
     let cause = 'link: loop {
-        loop {
+        let ended = loop {
             match codec.decode(&mut buf) {
                 Ok(Some(Inbound::Message(msg))) => {
-                    if !report(&shared, &link, Incoming::Message(msg)).await {
+                    batch.push(Incoming::Message(msg));
+                    if batch.len() >= REPORT_BATCH && !report(&shared, &link, &mut batch).await {
                         return;
                     }
                 }
                 Ok(Some(Inbound::Command(command))) => match command {
                     Command::Ping { context, .. } => link.queue_command(&Command::Pong { context }),
                     Command::Error { reason } => {
-                        break 'link LinkDownCause::Refused(
+                        break Some(LinkDownCause::Refused(
                             String::from_utf8_lossy(&reason).into_owned(),
-                        );
+                        ));
                     }
                     // READY again, PONG, SUBSCRIBE...: ignored, as libzmq does.
                     _ => {}
                 },
-                Ok(None) => break,
-                Err(err) => break 'link LinkDownCause::Protocol(err),
+                Ok(None) => break None,
+                Err(err) => break Some(LinkDownCause::Protocol(err)),
             }
+        };
+        // What arrived before an error is delivered before the link's LinkDown.
+        if !batch.is_empty() && !report(&shared, &link, &mut batch).await {
+            return;
+        }
+        if let Some(cause) = ended {
+            break 'link cause;
         }
         if buf.capacity() - buf.len() < read_size / 4 {
             buf.reserve(read_size);

@@ -1,7 +1,7 @@
 //! [`TcpMiddleware`]: the public handle and the state its tasks share.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use dms_core::wire::MessageCodec;
@@ -10,13 +10,14 @@ use dms_core::{
     SendError,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::TcpConfig;
 use crate::address::{SCHEME, endpoint_of, host_port};
 use crate::connection::{accept_loop, dial, supervise};
+use crate::inbox::Inbox;
 use crate::link::Link;
 use crate::stats::{Counters, TcpStats};
 
@@ -28,12 +29,15 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Encoder of outbound messages (holds only the limits; shared by all senders).
     encoder: MessageCodec,
-    links: RwLock<HashMap<PeerId, Arc<Link>>>,
+    /// Live links by peer id. foldhash (randomly seeded per process) instead of SipHash:
+    /// every send looks its link up here, and the map is bounded by `max_peers`.
+    links: RwLock<HashMap<PeerId, Arc<Link>, foldhash::fast::RandomState>>,
     supervisors: Mutex<HashMap<PeerId, Arc<CancellationToken>>>,
     slots: Arc<Semaphore>,
     next_id: AtomicU32,
-    inbound_tx: mpsc::Sender<Incoming>,
-    inbound_rx: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+    /// Set with `shutdown` (an atomic load is cheaper than the token's lock on every send).
+    closed: AtomicBool,
+    inbox: Inbox,
 }
 
 impl Shared {
@@ -92,10 +96,21 @@ impl Shared {
         supervisors.insert(peer.clone(), stop.clone());
     }
 
-    /// Queues an item for `recv`, waiting for room (readers stop reading meanwhile).
-    pub(crate) async fn emit(&self, item: Incoming) {
-        // The receiver lives as long as `self`: sending only fails during teardown.
-        let _ = self.inbound_tx.send(item).await;
+    /// Queues items for `recv` in order, waiting for room (readers stop reading
+    /// meanwhile); `items` is left empty.
+    pub(crate) async fn emit_all(&self, items: &mut Vec<Incoming>) {
+        self.inbox.push_all(items).await;
+    }
+
+    /// Whether the middleware was closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the middleware: every link and listener stops.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.shutdown.cancel();
     }
 
     /// Reports a refused connection if the inbound queue has room; counts it otherwise.
@@ -104,7 +119,7 @@ impl Shared {
             endpoint,
             error: Arc::new(error),
         };
-        if self.inbound_tx.try_send(item).is_err() {
+        if self.inbox.try_push(item).is_err() {
             Counters::bump(&self.counters.events_dropped);
         }
     }
@@ -123,34 +138,32 @@ pub struct TcpMiddleware {
 
 /// Shuts the middleware down when the last handle goes.
 #[derive(Debug)]
-struct Owner(CancellationToken);
+struct Owner(Arc<Shared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.cancel();
+        self.0.close();
     }
 }
 
 impl TcpMiddleware {
     /// A middleware with `config`. Must be used inside a tokio runtime.
     pub fn new(config: TcpConfig) -> Self {
-        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue);
-        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             encoder: MessageCodec::new(config.limits),
             counters: Counters::default(),
-            shutdown: shutdown.clone(),
+            shutdown: CancellationToken::new(),
+            closed: AtomicBool::new(false),
             links: RwLock::default(),
             supervisors: Mutex::default(),
             slots: Arc::new(Semaphore::new(config.max_peers)),
             next_id: AtomicU32::new(fastrand::u32(..)),
-            inbound_tx,
-            inbound_rx: tokio::sync::Mutex::new(inbound_rx),
+            inbox: Inbox::new(config.inbound_queue),
             config,
         });
         Self {
+            _owner: Arc::new(Owner(shared.clone())),
             shared,
-            _owner: Arc::new(Owner(shutdown)),
         }
     }
 
@@ -178,33 +191,65 @@ impl TcpMiddleware {
     /// Closes every link and listener at once (queued data is not flushed; use
     /// [`disconnect`](MessageMiddleware::disconnect) per peer for that).
     pub fn close(&self) {
-        self.shared.shutdown.cancel();
+        self.shared.close();
     }
 
     fn check_open(&self) -> Result<(), MiddlewareError> {
-        if self.shared.shutdown.is_cancelled() {
+        if self.shared.is_closed() {
             Err(MiddlewareError::Closed)
         } else {
             Ok(())
         }
     }
 
-    fn route(&self, msg: Multipart) -> Result<(Arc<Link>, Multipart), SendError> {
-        if self.shared.shutdown.is_cancelled() {
+    /// Runs `f` with the link `msg` goes to (its first frame names the peer) and `msg`,
+    /// under the registry's read lock: no reference count traffic on the hot path.
+    fn route<R>(
+        &self,
+        msg: Multipart,
+        f: impl FnOnce(&Arc<Link>, Multipart) -> R,
+    ) -> Result<R, SendError> {
+        if self.shared.is_closed() {
             return Err(SendError::Closed);
         }
+        let links = self
+            .shared
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(first) = msg.first() else {
             return Err(SendError::NoPeerFrame);
         };
-        match self.shared.link(first) {
-            Some(link) => Ok((link, msg)),
-            None => match PeerId::new(first.clone()) {
-                Ok(peer) => Err(SendError::UnknownPeer {
-                    peer,
-                    msg: Box::new(msg),
-                }),
-                Err(_) => Err(SendError::NoPeerFrame),
-            },
+        match links.get(first.as_ref()) {
+            Some(link) => Ok(f(link, msg)),
+            None => {
+                drop(links);
+                match PeerId::new(first.clone()) {
+                    Ok(peer) => Err(SendError::UnknownPeer {
+                        peer,
+                        msg: Box::new(msg),
+                    }),
+                    Err(_) => Err(SendError::NoPeerFrame),
+                }
+            }
+        }
+    }
+
+    /// Waits for room on `link` and queues `msg` (the slow path of `send`, boxed so that
+    /// the `send` future stays small: a future is copied whole when it is awaited).
+    async fn send_when_room(&self, link: Arc<Link>, mut msg: Multipart) -> Result<(), SendError> {
+        loop {
+            let room = link.room().notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match link.try_queue(&self.shared.encoder, msg) {
+                Err(SendError::Full { msg: back, .. }) => msg = *back,
+                done => return done,
+            }
+            tokio::select! {
+                () = room => {}
+                () = self.shared.shutdown.cancelled() => return Err(SendError::Closed),
+            }
         }
     }
 }
@@ -234,35 +279,23 @@ impl MessageMiddleware for TcpMiddleware {
     }
 
     fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
-        let (link, msg) = self.route(msg)?;
-        link.try_queue(&self.shared.encoder, msg)
+        self.route(msg, |link, msg| link.try_queue(&self.shared.encoder, msg))?
     }
 
     async fn send(&self, msg: Multipart) -> Result<(), SendError> {
-        let (link, mut msg) = self.route(msg)?;
-        loop {
-            let room = link.room().notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match link.try_queue(&self.shared.encoder, msg) {
-                Err(SendError::Full { msg: back, .. }) => msg = *back,
-                done => return done,
+        match self.try_send(msg) {
+            Err(SendError::Full { msg, .. }) => {
+                let (link, msg) = self.route(*msg, |link, msg| (link.clone(), msg))?;
+                Box::pin(self.send_when_room(link, msg)).await
             }
-            tokio::select! {
-                () = room => {}
-                () = self.shared.shutdown.cancelled() => return Err(SendError::Closed),
-            }
+            done => done,
         }
     }
 
     async fn recv(&self) -> Result<Incoming, MiddlewareError> {
-        let mut inbound = tokio::select! {
-            inbound = self.shared.inbound_rx.lock() => inbound,
-            () = self.shared.shutdown.cancelled() => return Err(MiddlewareError::Closed),
-        };
         tokio::select! {
             biased;
-            item = inbound.recv() => item.ok_or(MiddlewareError::Closed),
+            item = self.shared.inbox.take_one() => item.ok_or(MiddlewareError::Closed),
             () = self.shared.shutdown.cancelled() => Err(MiddlewareError::Closed),
         }
     }
@@ -272,16 +305,9 @@ impl MessageMiddleware for TcpMiddleware {
         items: &mut Vec<Incoming>,
         limit: usize,
     ) -> Result<usize, MiddlewareError> {
-        let mut inbound = tokio::select! {
-            inbound = self.shared.inbound_rx.lock() => inbound,
-            () = self.shared.shutdown.cancelled() => return Err(MiddlewareError::Closed),
-        };
         tokio::select! {
             biased;
-            taken = inbound.recv_many(items, limit.max(1)) => match taken {
-                0 => Err(MiddlewareError::Closed),
-                taken => Ok(taken),
-            },
+            taken = self.shared.inbox.take(items, limit) => Ok(taken),
             () = self.shared.shutdown.cancelled() => Err(MiddlewareError::Closed),
         }
     }
