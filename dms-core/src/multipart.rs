@@ -4,11 +4,11 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 /// Frames a message keeps inline before it spills to the heap.
-const INLINE_FRAMES: usize = 4;
+const INLINE_FRAMES: usize = 3;
 
 /// A message of one or more frames, each a zero-copy [`Bytes`].
 ///
-/// Messages are atomic on the wire: all frames arrive or none. Up to four frames live
+/// Messages are atomic on the wire: all frames arrive or none. Up to three frames (peer, control, payload: a DMS envelope) live
 /// inline (no allocation besides the frames' own buffers). On a
 /// [`MessageMiddleware`](crate::MessageMiddleware) the first frame names the adjacent
 /// peer, as on a ZeroMQ ROUTER socket.
