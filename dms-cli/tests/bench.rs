@@ -1,16 +1,28 @@
 //! `dms bench --json` prints lines in the schema of shared/peers (checked here: the
-//! schema and the set of measurements, never the speed).
+//! schema and the set of measurements, never the speed), and `--plot` writes SVG charts.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::HashSet;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn dms_bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dms"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap()
+}
 
 fn bench(extra: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_dms"))
-        .args(["bench", "--json", "--duration", "0.1"])
-        .args(extra)
-        .output()
-        .unwrap();
+    bench_for(0.1, extra)
+}
+
+fn bench_for(duration: f64, extra: &[&str]) -> Vec<serde_json::Value> {
+    let duration = duration.to_string();
+    let mut args = vec!["--json", "--duration", &duration];
+    args.extend_from_slice(extra);
+    let out = dms_bench(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -25,7 +37,7 @@ fn bench(extra: &[&str]) -> Vec<serde_json::Value> {
 fn check_schema(line: &serde_json::Value) {
     assert_eq!(line["peer"], "dms", "{line}");
     assert!(
-        ["tcp", "quic", "shm"].contains(&line["transport"].as_str().unwrap()),
+        ["tcp", "quic", "shm", "memory", "etcd"].contains(&line["transport"].as_str().unwrap()),
         "{line}"
     );
     assert!(!line["pattern"].as_str().unwrap().is_empty(), "{line}");
@@ -93,4 +105,127 @@ fn request_lines_match_the_peers_schema() {
         let pattern = format!("request-reply-in-flight-{in_flight}");
         assert!(keys.contains(&(pattern, "throughput_msgs_per_s".into(), 64, 1)));
     }
+}
+
+#[test]
+fn broadcast_lines_match_the_peers_schema() {
+    let lines = bench_for(0.05, &["--scenario", "broadcast"]);
+    lines.iter().for_each(check_schema);
+    assert!(lines.iter().all(|l| l["transport"] == "tcp"), "{lines:?}");
+    let keys = keys(&lines);
+    for metric in [
+        "round_p50_us",
+        "round_p99_us",
+        "round_p999_us",
+        "round_max_us",
+        "broadcasts_per_s",
+    ] {
+        assert!(
+            keys.contains(&("broadcast-8".into(), metric.into(), 64, 1)),
+            "{metric}: {keys:?}"
+        );
+    }
+}
+
+/// The discovery scenario's lines on `backend`, checked.
+fn check_discovery(lines: &[serde_json::Value], backend: &str) {
+    lines.iter().for_each(check_schema);
+    assert!(lines.iter().all(|l| l["transport"] == backend), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["pattern"] == "discovery-churn"),
+        "{lines:?}"
+    );
+    let metrics: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["metric"].as_str().unwrap())
+        .collect();
+    for metric in [
+        "registrations_per_s",
+        "register_p50_us",
+        "register_p99_us",
+        "watch_latency_p50_us",
+        "watch_latency_p99_us",
+    ] {
+        assert!(metrics.contains(metric), "{metric}: {metrics:?}");
+    }
+}
+
+#[test]
+fn discovery_lines_match_the_peers_schema() {
+    let lines = bench_for(0.05, &["--scenario", "discovery"]);
+    check_discovery(&lines, "memory");
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn discovery_on_etcd() {
+    let etcd = dms_test_support::etcd::EtcdServer::start();
+    let url = format!("etcd://{}", etcd.endpoint());
+    let lines = bench_for(0.05, &["--scenario", "discovery", "--discovery", &url]);
+    check_discovery(&lines, "etcd");
+}
+
+/// A fresh directory under the system's temporary one (removed by the caller).
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dms-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn plot_writes_svg_charts() {
+    // A directory that does not exist yet, one level down: --plot creates it.
+    let root = temp_dir("plot");
+    let dir = root.join("charts");
+    let out = dms_bench(&[
+        "--scenario",
+        "broadcast",
+        "--duration",
+        "0.05",
+        "--plot",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["latency.svg", "throughput.svg"] {
+        let svg = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(
+            svg.starts_with("<svg") || svg.starts_with("<?xml"),
+            "{name}: {}",
+            &svg[..svg.len().min(200)]
+        );
+        assert!(svg.trim_end().ends_with("</svg>"), "{name}");
+        assert!(
+            svg.contains("broadcast-8"),
+            "{name} has no broadcast series"
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn plot_into_an_unwritable_place_fails_before_measuring() {
+    // A regular file where the directory should be: no permission tricks (tests may run
+    // as root, who can write anywhere).
+    let root = temp_dir("plot-file");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let out = dms_bench(&[
+        "--scenario",
+        "broadcast",
+        "--plot",
+        file.join("charts").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write plots to"), "{stderr}");
+    assert!(
+        !stderr.contains("broadcast:"),
+        "measured before failing: {stderr}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
 }

@@ -1,15 +1,21 @@
 //! `dms bench`: measures DMS on this machine and prints lines in the schema of
 //! `shared/peers` (`peer`, `transport`, `pattern`, `metric`, `msg_size`, `value`, `n`,
 //! `frames`), so that its numbers compare with libzmq's and raw sockets' in one run.
+//! `--plot DIR` also draws them as SVG charts.
 
+mod broadcast;
+mod discovery;
+mod plot;
 mod report;
 mod request;
 mod transport;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) use report::Line;
 
+use crate::discovery_url::{DiscoveryUrl, with_discovery};
 use crate::failure::Failure;
 
 /// Which measurements to run.
@@ -19,8 +25,19 @@ pub(crate) enum Scenario {
     Transport,
     /// Kernel request/reply between two nodes: latency and throughput in flight.
     Request,
+    /// Kernel broadcast from one node to a cluster of 8: round latency and broadcasts/s.
+    Broadcast,
+    /// Registration churn on discovery (see --discovery): registrations/s, watch latency.
+    Discovery,
     /// Everything.
     All,
+}
+
+impl Scenario {
+    /// Whether running `self` runs `scenario`.
+    fn runs(self, scenario: Self) -> bool {
+        self == scenario || self == Self::All
+    }
 }
 
 /// Options of `dms bench`.
@@ -38,26 +55,54 @@ pub(crate) struct BenchArgs {
     /// One JSON object per line (the schema of shared/peers) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Discovery backend of the discovery scenario: memory:// or
+    /// etcd://host:port[,host:port...] (with the `etcd` feature). The other scenarios
+    /// always use the in-process one.
+    #[arg(long, value_name = "URL", default_value = "memory://")]
+    discovery: DiscoveryUrl,
+    /// Also write SVG charts into DIR (created if missing): latency.svg (latency
+    /// percentiles) and throughput.svg (per second, by message size).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 /// Options of the hidden worker a transport bench runs in a second process.
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {}
 
+/// `dms bench`: runs the scenarios asked for, then prints the table and draws the charts.
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
+    if let Some(dir) = &args.plot {
+        plot::prepare(dir)?;
+    }
     let window = Duration::from_secs_f64(args.duration.clamp(0.05, 600.0));
     let mut lines = Vec::new();
-    if matches!(args.scenario, Scenario::Transport | Scenario::All) {
-        transport::run(window, args.in_process, &mut |line| {
-            emit(&args, line, &mut lines)
-        })
-        .await?;
+    let mut sink = |line| emit(&args, line, &mut lines);
+    if args.scenario.runs(Scenario::Transport) {
+        transport::run(window, args.in_process, &mut sink).await?;
     }
-    if matches!(args.scenario, Scenario::Request | Scenario::All) {
-        request::run(window, &mut |line| emit(&args, line, &mut lines)).await?;
+    if args.scenario.runs(Scenario::Request) {
+        request::run(window, &mut sink).await?;
+    }
+    if args.scenario.runs(Scenario::Broadcast) {
+        broadcast::run(window, &mut sink).await?;
+    }
+    if args.scenario.runs(Scenario::Discovery) {
+        let backend = match &args.discovery {
+            DiscoveryUrl::Memory => "memory",
+            DiscoveryUrl::Etcd(_) => "etcd",
+        };
+        with_discovery!(&args.discovery, |d| discovery::run(
+            d, backend, window, &mut sink
+        ))?;
     }
     if !args.json {
         report::table(&lines);
+    }
+    if let Some(dir) = &args.plot {
+        for path in plot::write(dir, &lines)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }
@@ -72,6 +117,7 @@ fn emit(args: &BenchArgs, line: Line, lines: &mut Vec<Line>) {
     lines.push(line);
 }
 
+/// `dms bench-worker`: the transport scenario's second process.
 pub(crate) async fn worker(_args: WorkerArgs) -> Result<(), Failure> {
     transport::worker_process().await
 }

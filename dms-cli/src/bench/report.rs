@@ -3,13 +3,13 @@
 /// One number measured.
 #[derive(Debug, Clone)]
 pub(crate) struct Line {
-    /// `tcp`, `quic`, `shm`.
+    /// `tcp`, `quic`, `shm`; `memory` or `etcd` for the discovery backend measured.
     pub(crate) transport: &'static str,
-    /// `router-dealer`, `router-dealer-multipart`, `request-reply`, ...
+    /// `router-dealer`, `router-dealer-multipart`, `request-reply`, `broadcast-8`, ...
     pub(crate) pattern: String,
     /// `throughput_msgs_per_s`, `rtt_p50_us`, ...
     pub(crate) metric: &'static str,
-    /// Payload bytes per frame.
+    /// Payload bytes per frame (the registration's bytes for discovery churn).
     pub(crate) msg_size: usize,
     /// The number.
     pub(crate) value: f64,
@@ -20,6 +20,7 @@ pub(crate) struct Line {
 }
 
 impl Line {
+    /// The line as one JSON object of the peers' schema.
     pub(crate) fn to_json(&self) -> String {
         serde_json::json!({
             "peer": "dms",
@@ -34,9 +35,10 @@ impl Line {
         .to_string()
     }
 
+    /// The line as one line of progress on stderr.
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{:<5} {:<28} {:>6} B x{} {:<22} {:>14.1}  (n={})",
+            "{:<6} {:<28} {:>6} B x{} {:<22} {:>14.1}  (n={})",
             self.transport,
             self.pattern,
             self.msg_size,
@@ -51,32 +53,83 @@ impl Line {
 /// Prints the lines as a table.
 pub(crate) fn table(lines: &[Line]) {
     crate::print_line(&format!(
-        "{:<5} {:<28} {:>8} {:>6} {:<22} {:>14} {:>10}",
+        "{:<6} {:<28} {:>8} {:>6} {:<22} {:>14} {:>10}",
         "tr", "pattern", "size", "frames", "metric", "value", "n"
     ));
     for l in lines {
         crate::print_line(&format!(
-            "{:<5} {:<28} {:>8} {:>6} {:<22} {:>14.1} {:>10}",
+            "{:<6} {:<28} {:>8} {:>6} {:<22} {:>14.1} {:>10}",
             l.transport, l.pattern, l.msg_size, l.frames, l.metric, l.value, l.n
         ));
     }
 }
 
-/// Round-trip percentiles from a histogram of microseconds.
+/// The metric names of one latency distribution: the `_p50_us`, `_p99_us`, `_p999_us`,
+/// `_max_us` and `_mean_us` of one prefix (the names are static: they are the schema).
+pub(crate) struct LatencyMetrics {
+    /// Median.
+    pub(crate) p50: &'static str,
+    /// 99th percentile.
+    pub(crate) p99: &'static str,
+    /// 99.9th percentile.
+    pub(crate) p999: &'static str,
+    /// Largest value seen.
+    pub(crate) max: &'static str,
+    /// Mean.
+    pub(crate) mean: &'static str,
+}
+
+/// Names of a distribution whose metrics start with `$prefix`.
+macro_rules! latency_metrics {
+    ($prefix:literal) => {
+        LatencyMetrics {
+            p50: concat!($prefix, "_p50_us"),
+            p99: concat!($prefix, "_p99_us"),
+            p999: concat!($prefix, "_p999_us"),
+            max: concat!($prefix, "_max_us"),
+            mean: concat!($prefix, "_mean_us"),
+        }
+    };
+}
+
+/// Round trips (a message and its echo, a request and its reply).
+pub(crate) const RTT: LatencyMetrics = latency_metrics!("rtt");
+/// Broadcast rounds: from the call until the last instance's handler has the message.
+pub(crate) const ROUND: LatencyMetrics = latency_metrics!("round");
+/// Registrations: lease, bucket claim and registration created.
+pub(crate) const REGISTER: LatencyMetrics = latency_metrics!("register");
+/// Watches: from the `create` call until a watcher of the cluster has the event.
+pub(crate) const WATCH: LatencyMetrics = latency_metrics!("watch_latency");
+
+/// Round-trip percentiles from a histogram of nanoseconds.
 pub(crate) fn rtt_lines(
     transport: &'static str,
     pattern: &str,
     msg_size: usize,
     histogram: &hdrhistogram::Histogram<u64>,
 ) -> Vec<Line> {
+    latency_lines(&RTT, transport, pattern, msg_size, histogram)
+}
+
+/// Percentiles, in microseconds, from a histogram of nanoseconds; none if it is empty.
+pub(crate) fn latency_lines(
+    names: &LatencyMetrics,
+    transport: &'static str,
+    pattern: &str,
+    msg_size: usize,
+    histogram: &hdrhistogram::Histogram<u64>,
+) -> Vec<Line> {
     let n = histogram.len();
+    if n == 0 {
+        return Vec::new();
+    }
     let at = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     [
-        ("rtt_p50_us", at(0.5)),
-        ("rtt_p99_us", at(0.99)),
-        ("rtt_p999_us", at(0.999)),
-        ("rtt_max_us", histogram.max() as f64 / 1000.0),
-        ("rtt_mean_us", histogram.mean() / 1000.0),
+        (names.p50, at(0.5)),
+        (names.p99, at(0.99)),
+        (names.p999, at(0.999)),
+        (names.max, histogram.max() as f64 / 1000.0),
+        (names.mean, histogram.mean() / 1000.0),
     ]
     .into_iter()
     .map(|(metric, value)| Line {

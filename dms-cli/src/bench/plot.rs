@@ -1,0 +1,401 @@
+//! `dms bench --plot DIR`: SVG charts of a run's lines.
+//!
+//! - `latency.svg`: the p50, p99, p999 and max of each latency distribution measured
+//!   (round trips, broadcast rounds, registrations, watches), one line per transport,
+//!   pattern and message size, on a log scale;
+//! - `throughput.svg`: messages (or broadcasts) per second against the message size, one
+//!   line per transport, pattern and frame count, both axes on log scales.
+//!
+//! Charts are drawn into a string and written with one `fs::write` each, so that a
+//! write failure names its file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::Line;
+use crate::failure::Failure;
+
+/// Width and height of a chart, in pixels.
+const SIZE: (u32, u32) = (1100, 620);
+/// Width of the legend on the right of a chart.
+const LEGEND_WIDTH: u32 = 340;
+/// Metric suffixes of the latency chart, and their axis labels, in axis order.
+const PERCENTILES: [(&str, &str); 4] = [
+    ("_p50_us", "p50"),
+    ("_p99_us", "p99"),
+    ("_p999_us", "p999"),
+    ("_max_us", "max"),
+];
+/// Metrics of the throughput chart, and what they count.
+const RATES: [(&str, &str); 2] = [
+    ("throughput_msgs_per_s", "msgs/s"),
+    ("broadcasts_per_s", "broadcasts/s"),
+];
+const FONT: &str = "sans-serif";
+
+/// One line of a chart.
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// Creates `dir` if needed and checks that files can be written in it (before a run, so
+/// that a bad directory fails at once rather than after the measurements).
+pub(crate) fn prepare(dir: &Path) -> Result<(), Failure> {
+    let cannot =
+        |e: std::io::Error| Failure::Other(format!("cannot write plots to {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let probe = dir.join(".dms-bench-write-test");
+    std::fs::write(&probe, b"").map_err(cannot)?;
+    std::fs::remove_file(&probe).map_err(cannot)
+}
+
+/// Writes `latency.svg` and `throughput.svg` into `dir`; returns their paths.
+pub(crate) fn write(dir: &Path, lines: &[Line]) -> Result<Vec<PathBuf>, Failure> {
+    let charts = [
+        ("latency.svg", latency_chart(lines)),
+        ("throughput.svg", throughput_chart(lines)),
+    ];
+    let mut written = Vec::new();
+    for (name, svg) in charts {
+        let path = dir.join(name);
+        let svg =
+            svg.map_err(|e| Failure::Other(format!("cannot draw {}: {e}", path.display())))?;
+        std::fs::write(&path, svg)
+            .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// `transport pattern [what] size B [xframes]`.
+fn label(line: &Line, what: &str, with_size: bool) -> String {
+    let mut label = format!("{} {}", line.transport, line.pattern);
+    if !what.is_empty() {
+        label.push(' ');
+        label.push_str(what);
+    }
+    if with_size {
+        label.push_str(&format!(" {} B", line.msg_size));
+    }
+    if line.frames > 1 {
+        label.push_str(&format!(" x{}", line.frames));
+    }
+    label
+}
+
+fn usable(line: &Line) -> bool {
+    line.value.is_finite() && line.value > 0.0
+}
+
+/// One series per latency distribution; x is the percentile's index in [`PERCENTILES`].
+fn latency_series(lines: &[Line]) -> Vec<Series> {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in lines.iter().filter(|l| usable(l)) {
+        let found = PERCENTILES.iter().enumerate().find_map(|(i, (suffix, _))| {
+            line.metric.strip_suffix(suffix).map(|prefix| (i, prefix))
+        });
+        let Some((i, prefix)) = found else { continue };
+        let what = if prefix == "rtt" { "" } else { prefix };
+        series
+            .entry(label(line, what, true))
+            .or_default()
+            .push((i as f64, line.value));
+    }
+    into_series(series)
+}
+
+/// One series per transport, pattern, frame count and rate; x is the message size.
+fn throughput_series(lines: &[Line]) -> Vec<Series> {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in lines.iter().filter(|l| usable(l)) {
+        let Some((_, unit)) = RATES.iter().find(|(metric, _)| *metric == line.metric) else {
+            continue;
+        };
+        let what = if *unit == "msgs/s" {
+            String::new()
+        } else {
+            format!("({unit})")
+        };
+        series
+            .entry(label(line, &what, false))
+            .or_default()
+            .push((line.msg_size as f64, line.value));
+    }
+    into_series(series)
+}
+
+fn into_series(map: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Series> {
+    map.into_iter()
+        .map(|(label, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { label, points }
+        })
+        .collect()
+}
+
+/// The smallest and largest of `values`, widened by `margin` (a factor) on a log scale.
+fn log_bounds(values: impl Iterator<Item = f64>, margin: f64) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return (1.0, 10.0);
+    }
+    (lo / margin, hi * margin)
+}
+
+/// `1.5k`, `2.3M`, `12`, `0.8`.
+fn short(value: f64) -> String {
+    let (scaled, unit) = match value.abs() {
+        v if v >= 1e9 => (value / 1e9, "G"),
+        v if v >= 1e6 => (value / 1e6, "M"),
+        v if v >= 1e3 => (value / 1e3, "k"),
+        _ => (value, ""),
+    };
+    let text = if scaled.abs() >= 10.0 || scaled == scaled.round() {
+        format!("{scaled:.0}")
+    } else {
+        format!("{scaled:.1}")
+    };
+    format!("{text}{unit}")
+}
+
+/// Ten colours that stay apart on white (matplotlib's `tab10`), then plotters' palette.
+const COLORS: [(u8, u8, u8); 10] = [
+    (0x1f, 0x77, 0xb4),
+    (0xff, 0x7f, 0x0e),
+    (0x2c, 0xa0, 0x2c),
+    (0xd6, 0x27, 0x28),
+    (0x94, 0x67, 0xbd),
+    (0x8c, 0x56, 0x4b),
+    (0xe3, 0x77, 0xc2),
+    (0x7f, 0x7f, 0x7f),
+    (0xbc, 0xbd, 0x22),
+    (0x17, 0xbe, 0xcf),
+];
+
+fn color(i: usize) -> RGBAColor {
+    match COLORS.get(i) {
+        Some(&(r, g, b)) => RGBColor(r, g, b).mix(1.0),
+        None => Palette99::pick(i).mix(1.0),
+    }
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// Draws the legend of `series` down `area`.
+fn legend(area: &Area<'_>, series: &[Series]) -> Result<(), String> {
+    let style = (FONT, 13).into_font().color(&BLACK);
+    for (i, s) in series.iter().enumerate() {
+        let y = 60 + 20 * i as i32;
+        let c = color(i);
+        area.draw(&PathElement::new(vec![(8, y), (36, y)], c.stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        area.draw(&Circle::new((22, y), 3, c.filled()))
+            .map_err(|e| e.to_string())?;
+        area.draw(&Text::new(s.label.clone(), (44, y - 7), style.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A chart with only a title and a note (nothing of its kind was measured).
+fn empty(root: &Area<'_>, title: &str, note: &str) -> Result<(), String> {
+    root.draw(&Text::new(
+        title.to_owned(),
+        (20, 20),
+        (FONT, 22).into_font(),
+    ))
+    .map_err(|e| e.to_string())?;
+    root.draw(&Text::new(
+        note.to_owned(),
+        (20, 70),
+        (FONT, 16).into_font(),
+    ))
+    .map_err(|e| e.to_string())
+}
+
+fn latency_chart(lines: &[Line]) -> Result<String, String> {
+    let series = latency_series(lines);
+    let title = "dms bench: latency percentiles (µs, log scale)";
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        if series.is_empty() {
+            empty(&root, title, "no latency was measured in this run")?;
+        } else {
+            let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+            let (lo, hi) = log_bounds(
+                series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+                1.5,
+            );
+            let mut chart = ChartBuilder::on(&plot)
+                .caption(title, (FONT, 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(
+                    (0..PERCENTILES.len() as i32 - 1).into_segmented(),
+                    (lo..hi).log_scale(),
+                )
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_labels(PERCENTILES.len())
+                .x_label_formatter(&|x| match x {
+                    SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => usize::try_from(*i)
+                        .ok()
+                        .and_then(|i| PERCENTILES.get(i))
+                        .map_or(String::new(), |p| p.1.to_owned()),
+                    SegmentValue::Last => String::new(),
+                })
+                .y_label_formatter(&|y| short(*y))
+                .y_desc("µs")
+                .x_desc("percentile")
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (i, s) in series.iter().enumerate() {
+                let c = color(i);
+                let at = |(x, y): (f64, f64)| (SegmentValue::CenterOf(x as i32), y);
+                chart
+                    .draw_series(LineSeries::new(
+                        s.points.iter().copied().map(at),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(|e| e.to_string())?;
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .copied()
+                            .map(at)
+                            .map(|p| Circle::new(p, 3, c.filled())),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            legend(&side, &series)?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn throughput_chart(lines: &[Line]) -> Result<String, String> {
+    let series = throughput_series(lines);
+    let title = "dms bench: throughput per second by message size (log scales)";
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        if series.is_empty() {
+            empty(&root, title, "no throughput was measured in this run")?;
+        } else {
+            let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+            let (x_lo, x_hi) = log_bounds(
+                series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+                2.0,
+            );
+            let (y_lo, y_hi) = log_bounds(
+                series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+                1.5,
+            );
+            let mut chart = ChartBuilder::on(&plot)
+                .caption(title, (FONT, 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_label_formatter(&|x| format!("{} B", short(*x)))
+                .y_label_formatter(&|y| short(*y))
+                .x_desc("message size (payload bytes per frame)")
+                .y_desc("per second")
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (i, s) in series.iter().enumerate() {
+                let c = color(i);
+                chart
+                    .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                    .map_err(|e| e.to_string())?;
+                chart
+                    .draw_series(s.points.iter().map(|p| Circle::new(*p, 4, c.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+            legend(&side, &series)?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(transport: &'static str, pattern: &str, metric: &'static str, size: usize) -> Line {
+        Line {
+            transport,
+            pattern: pattern.to_owned(),
+            metric,
+            msg_size: size,
+            value: 12.5,
+            n: 10,
+            frames: 1,
+        }
+    }
+
+    #[test]
+    fn series_group_lines_by_distribution_and_rate() {
+        let lines = [
+            line("tcp", "router-dealer", "rtt_p50_us", 64),
+            line("tcp", "router-dealer", "rtt_p999_us", 64),
+            line("tcp", "router-dealer", "rtt_mean_us", 64),
+            line("tcp", "broadcast-8", "round_p99_us", 64),
+            line("memory", "discovery-churn", "watch_latency_max_us", 70),
+            line("tcp", "router-dealer", "throughput_msgs_per_s", 64),
+            line("tcp", "router-dealer", "throughput_msgs_per_s", 1024),
+            line("tcp", "broadcast-8", "broadcasts_per_s", 64),
+            line("memory", "discovery-churn", "registrations_per_s", 70),
+        ];
+        let latency = latency_series(&lines);
+        let labels: Vec<&str> = latency.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "memory discovery-churn watch_latency 70 B",
+                "tcp broadcast-8 round 64 B",
+                "tcp router-dealer 64 B"
+            ]
+        );
+        assert_eq!(latency[2].points, [(0.0, 12.5), (2.0, 12.5)]);
+        let throughput = throughput_series(&lines);
+        let labels: Vec<&str> = throughput.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["tcp broadcast-8 (broadcasts/s)", "tcp router-dealer"]
+        );
+        assert_eq!(throughput[1].points, [(64.0, 12.5), (1024.0, 12.5)]);
+    }
+
+    #[test]
+    fn charts_are_svg_even_without_data() {
+        for svg in [latency_chart(&[]), throughput_chart(&[])] {
+            let svg = svg.unwrap();
+            assert!(svg.starts_with("<svg"), "{svg}");
+            assert!(svg.contains("no "), "{svg}");
+        }
+    }
+
+    #[test]
+    fn short_numbers() {
+        assert_eq!(short(1500.0), "1.5k");
+        assert_eq!(short(2_300_000.0), "2.3M");
+        assert_eq!(short(12.0), "12");
+        assert_eq!(short(0.84), "0.8");
+    }
+}
