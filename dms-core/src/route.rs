@@ -269,6 +269,9 @@ struct Graph {
     rank: Vec<u32>,
     /// Slot of each rank.
     by_rank: Vec<u32>,
+    /// Every published edge, in rows as `start`/`arcs` (scratch of the rebuild).
+    published_start: Vec<usize>,
+    published: Vec<(u32, u32)>,
 }
 
 /// The shortest-path tree of one source, indexed by slot.
@@ -303,7 +306,6 @@ pub struct RoutingTable<N = ServicePath> {
     /// Buffers of dropped trees, reused by the next computations.
     spare: Vec<Tree>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
-    done: Vec<bool>,
 }
 
 impl<N: std::fmt::Debug> std::fmt::Debug for RoutingTable<N> {
@@ -343,7 +345,6 @@ impl<N: Ord + Clone> RoutingTable<N> {
             cache: Vec::new(),
             spare: Vec::new(),
             heap: BinaryHeap::new(),
-            done: Vec::new(),
         }
     }
 
@@ -721,13 +722,7 @@ impl<N: Ord + Clone> RoutingTable<N> {
                 None if self.cache.len() >= self.config.max_cached_sources => self.cache.remove(0),
                 None => Tree::default(),
             };
-            dijkstra(
-                &self.graph,
-                source,
-                &mut tree,
-                &mut self.heap,
-                &mut self.done,
-            );
+            dijkstra(&self.graph, source, &mut tree, &mut self.heap);
             self.cache.push(tree);
         }
         self.cache.len() - 1
@@ -736,27 +731,39 @@ impl<N: Ord + Clone> RoutingTable<N> {
     /// Rebuilds the usable graph and the node order, and drops the cached trees.
     fn rebuild(&mut self) {
         let graph = &mut self.graph;
-        graph.start.clear();
-        graph.arcs.clear();
-        for (s, slot) in self.slots.iter().enumerate() {
-            graph.start.push(graph.arcs.len());
-            let Some(slot) = slot else { continue };
-            for (&t, &cost) in &slot.out {
-                let cost = match self.config.edge_rule {
-                    EdgeRule::Directed => Some(cost),
-                    EdgeRule::Bidirectional => self
-                        .slots
-                        .get(t as usize)
-                        .and_then(Option::as_ref)
-                        .and_then(|back| back.out.get(&(s as u32)))
-                        .map(|&back| cost.max(back)),
-                };
-                if let Some(cost) = cost {
-                    graph.arcs.push((t, cost));
-                }
+        // Every published edge in compressed rows, each row sorted by target (the order of
+        // the `out` maps), so that the reverse of an edge is found by binary search.
+        let (start, arcs) = match self.config.edge_rule {
+            EdgeRule::Directed => (&mut graph.start, &mut graph.arcs),
+            EdgeRule::Bidirectional => (&mut graph.published_start, &mut graph.published),
+        };
+        start.clear();
+        arcs.clear();
+        for slot in &self.slots {
+            start.push(arcs.len());
+            if let Some(slot) = slot {
+                arcs.extend(slot.out.iter().map(|(&t, &cost)| (t, cost)));
             }
         }
-        graph.start.push(graph.arcs.len());
+        start.push(arcs.len());
+        if self.config.edge_rule == EdgeRule::Bidirectional {
+            let row = |s: usize| {
+                let (lo, hi) = (graph.published_start[s], graph.published_start[s + 1]);
+                &graph.published[lo..hi]
+            };
+            graph.start.clear();
+            graph.arcs.clear();
+            for s in 0..self.slots.len() {
+                graph.start.push(graph.arcs.len());
+                for &(t, cost) in row(s) {
+                    let back = row(t as usize);
+                    if let Ok(i) = back.binary_search_by_key(&(s as u32), |&(to, _)| to) {
+                        graph.arcs.push((t, cost.max(back[i].1)));
+                    }
+                }
+            }
+            graph.start.push(graph.arcs.len());
+        }
         graph.rank.clear();
         graph.rank.resize(self.slots.len(), NONE);
         graph.by_rank.clear();
@@ -779,7 +786,6 @@ fn dijkstra(
     source: u32,
     tree: &mut Tree,
     heap: &mut BinaryHeap<Reverse<(u64, u32)>>,
-    done: &mut Vec<bool>,
 ) {
     let n = graph.rank.len();
     tree.source = source;
@@ -791,8 +797,6 @@ fn dijkstra(
     tree.dist.resize(n, UNREACHED);
     tree.hops.clear();
     tree.hops.resize(n, 0);
-    done.clear();
-    done.resize(n, false);
     heap.clear();
     let Some(&source_rank) = graph.rank.get(source as usize) else {
         return;
@@ -804,10 +808,11 @@ fn dijkstra(
             continue;
         };
         let ui = u as usize;
-        if done[ui] {
+        // A node enters the heap only when its distance drops, so an entry above the
+        // node's distance is stale and the one equal to it settles the node.
+        if d > tree.dist[ui] {
             continue;
         }
-        done[ui] = true;
         if u != source {
             let p = tree.pred[ui];
             tree.first[ui] = if p == source {
@@ -822,15 +827,18 @@ fn dijkstra(
         };
         for &(v, cost) in graph.arcs.get(lo..hi).unwrap_or_default() {
             let vi = v as usize;
-            if done[vi] {
-                continue;
-            }
+            // Costs are at least 1, so a settled node (distance at most `d`) is never
+            // improved; a tie only moves the predecessor of a node not settled yet (its
+            // `first` is still unset).
             let reached = d.saturating_add(u64::from(cost));
             if reached < tree.dist[vi] {
                 tree.dist[vi] = reached;
                 tree.pred[vi] = u;
                 heap.push(Reverse((reached, graph.rank[vi])));
-            } else if reached == tree.dist[vi] && rank < graph.rank[tree.pred[vi] as usize] {
+            } else if reached == tree.dist[vi]
+                && tree.first[vi] == NONE
+                && rank < graph.rank[tree.pred[vi] as usize]
+            {
                 tree.pred[vi] = u;
             }
         }
