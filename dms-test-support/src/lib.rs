@@ -3,6 +3,9 @@
 //! [`middleware`] is the conformance suite every [`MessageMiddleware`] must pass: each
 //! transport crate runs it from its own `tests/conformance.rs` through a [`Factory`].
 //!
+//! [`allocations`] counts heap allocations per message on a middleware pair, with the
+//! counting allocator the calling binary installs.
+//!
 //! [`discovery`] is the same for every [`Discovery`] backend; [`etcd`] runs real etcd
 //! servers and clusters for the etcd backend's tests.
 //!
@@ -10,6 +13,7 @@
 //! [`Discovery`]: dms_discovery::Discovery
 //! [`Factory`]: middleware::Factory
 
+pub mod allocations;
 pub mod discovery;
 pub mod etcd;
 pub mod middleware;

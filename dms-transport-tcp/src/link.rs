@@ -284,6 +284,9 @@ async fn report(shared: &Shared, link: &Link, items: &mut Vec<Incoming>) -> bool
     queued
 }
 
+/// Bytes a reader reserves at most for a frame body announced but not yet received.
+const READ_AHEAD: usize = 1 << 20;
+
 /// Messages a reader hands to `recv` at once, at most.
 const REPORT_BATCH: usize = 128;
 
@@ -337,8 +340,11 @@ pub(crate) async fn run_reader(
         if let Some(cause) = ended {
             break 'link cause;
         }
-        if buf.capacity() - buf.len() < read_size / 4 {
-            buf.reserve(read_size);
+        // Room for the rest of a big frame and what follows it in one go (not a doubling
+        // per read), but never more than READ_AHEAD on the peer's word.
+        let missing = codec.body_missing(buf.len()).min(READ_AHEAD);
+        if buf.capacity() - buf.len() < missing.max(read_size / 4) {
+            buf.reserve(missing + read_size);
         }
         let read = tokio::select! {
             result = socket.read_buf(&mut buf) => result,

@@ -1,35 +1,8 @@
 //! The middleware conformance suite, over real TCP sockets on loopback.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use dms_core::Endpoint;
-use dms_test_support::middleware::{Factory, Options};
-use dms_transport_tcp::{TcpConfig, TcpMiddleware};
+mod factory;
 
-struct Tcp;
-
-impl Factory for Tcp {
-    type Middleware = TcpMiddleware;
-
-    fn create(&self, options: Options) -> TcpMiddleware {
-        let mut config = TcpConfig::builder();
-        if let Some(identity) = options.identity {
-            config = config.identity(identity);
-        }
-        if let Some(max) = options.max_peers {
-            config = config.max_peers(max);
-        }
-        if let Some(bytes) = options.link_queue_bytes {
-            config = config.link_queue_bytes(bytes);
-        }
-        if let Some(items) = options.inbound_queue {
-            config = config.inbound_queue(items);
-        }
-        TcpMiddleware::new(config.build().expect("valid config"))
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        "tcp://127.0.0.1:0".parse().expect("endpoint")
-    }
-}
+use factory::Tcp;
 
 dms_test_support::conformance_tests!(Tcp);

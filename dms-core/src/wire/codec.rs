@@ -74,6 +74,12 @@ impl MessageCodec {
         self.partial_frames > 0 || !self.frames.is_idle()
     }
 
+    /// Bytes of the current frame's body not yet among the `buffered` bytes (0 between
+    /// frames); see [`FrameCodec::body_missing`].
+    pub fn body_missing(&self, buffered: usize) -> usize {
+        self.frames.body_missing(buffered)
+    }
+
     /// Decodes the next message or command from `src`; `Ok(None)` if more bytes are needed.
     ///
     /// After an error the stream is unusable and must be closed.

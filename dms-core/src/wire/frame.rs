@@ -192,8 +192,11 @@ impl FrameCodec {
             // `declared <= max_frame_len`, which the caller chose to fit in memory.
             let len = usize::try_from(declared)
                 .map_err(|_| WireError::FrameTooLarge { len: declared, max })?;
+            // No reservation for the declared body here: a peer that sends a header and
+            // trickles (or withholds) the body would make every link hold up to
+            // `max_frame_len`. The reader grows its buffer as bytes arrive
+            // (see `body_missing`).
             src.advance(header);
-            src.reserve(len.saturating_sub(src.len()));
             self.state = DecodeState::Body { flags, len };
         }
         let DecodeState::Body { flags, len } = self.state else {
@@ -212,6 +215,16 @@ impl FrameCodec {
     /// Whether the decoder is between frames (no header or body half read).
     pub fn is_idle(&self) -> bool {
         matches!(self.state, DecodeState::Head)
+    }
+
+    /// Bytes of the current frame's body not yet among the `buffered` bytes (0 between
+    /// frames): a reader can make room for them at once instead of growing its buffer
+    /// read by read. Declared by the peer: cap what you reserve on its word.
+    pub fn body_missing(&self, buffered: usize) -> usize {
+        match self.state {
+            DecodeState::Body { len, .. } => len.saturating_sub(buffered),
+            DecodeState::Head => 0,
+        }
     }
 }
 
