@@ -3,6 +3,8 @@
 # (Debian, run as root, no prompts). Idempotent: does nothing when all is present.
 #   protoc       (protobuf-compiler, libprotobuf-dev) to build the etcd backend (feature `etcd`)
 #   etcd         (etcd-server) started by the etcd tests on loopback ports
+#   libzmq       (libzmq3-dev, pkg-config) for the libzmq peer of `dms bench --peers`
+#                (feature `zmq` of dms-cli)
 #   pyzmq        for the libzmq interop tests and the Python DMS peer
 set -euo pipefail
 
@@ -11,6 +13,8 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 # etcd-client's build also needs protobuf's well-known .proto files.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ -f /usr/include/zmq.h ] || missing+=(libzmq3-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

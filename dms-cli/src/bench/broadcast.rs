@@ -219,6 +219,7 @@ async fn measure(
     let (n, elapsed) = cluster.flood(seq, window).await?;
     if n > 0 {
         emit(Line {
+            peer: "dms",
             transport: "tcp",
             pattern: PATTERN.to_owned(),
             metric: "broadcasts_per_s",

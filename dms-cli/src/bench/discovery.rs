@@ -208,6 +208,7 @@ pub(crate) async fn run<D: Discovery>(
     let (cycles, elapsed, register) = churn.alone(window).await?;
     if cycles > 0 {
         emit(Line {
+            peer: "dms",
             transport: backend,
             pattern: PATTERN.to_owned(),
             metric: "registrations_per_s",

@@ -5,10 +5,12 @@
 
 mod broadcast;
 mod discovery;
+mod peers;
 mod plot;
 mod report;
 mod request;
 mod transport;
+mod worker;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +19,7 @@ pub(crate) use report::Line;
 
 use crate::discovery_url::{DiscoveryUrl, with_discovery};
 use crate::failure::Failure;
+use worker::WorkerPeer;
 
 /// Which measurements to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,11 +67,25 @@ pub(crate) struct BenchArgs {
     /// percentiles) and throughput.svg (per second, by message size).
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
+    /// Also run the transport scenario on the peers DMS is judged against, in this run:
+    /// raw tokio TCP, and libzmq ROUTER/DEALER when built with `--features zmq` (needs
+    /// libzmq3-dev); then print DMS / peer for every metric both measured.
+    #[arg(long)]
+    peers: bool,
 }
 
 /// Options of the hidden worker a transport bench runs in a second process.
 #[derive(Debug, clap::Args)]
-pub(crate) struct WorkerArgs {}
+pub(crate) struct WorkerArgs {
+    /// Which side to serve.
+    #[arg(long, value_enum, default_value_t = WorkerPeer::Dms)]
+    peer: WorkerPeer,
+}
+
+/// A bench failure: what failed and why.
+fn fail(what: &str, error: impl std::fmt::Display) -> Failure {
+    Failure::Other(format!("bench {what}: {error}"))
+}
 
 /// `dms bench`: runs the scenarios asked for, then prints the table and draws the charts.
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -80,6 +97,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let mut sink = |line| emit(&args, line, &mut lines);
     if args.scenario.runs(Scenario::Transport) {
         transport::run(window, args.in_process, &mut sink).await?;
+        if args.peers {
+            peers::run(window, &mut sink).await?;
+        }
     }
     if args.scenario.runs(Scenario::Request) {
         request::run(window, &mut sink).await?;
@@ -98,6 +118,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if !args.json {
         report::table(&lines);
+    }
+    if args.peers {
+        // On stderr with --json: stdout stays one JSON object per line.
+        for row in peers::ratios(&lines) {
+            if args.json {
+                eprintln!("{row}");
+            } else {
+                crate::print_line(&row);
+            }
+        }
     }
     if let Some(dir) = &args.plot {
         for path in plot::write(dir, &lines)? {
@@ -118,6 +148,9 @@ fn emit(args: &BenchArgs, line: Line, lines: &mut Vec<Line>) {
 }
 
 /// `dms bench-worker`: the transport scenario's second process.
-pub(crate) async fn worker(_args: WorkerArgs) -> Result<(), Failure> {
-    transport::worker_process().await
+pub(crate) async fn worker(args: WorkerArgs) -> Result<(), Failure> {
+    match args.peer {
+        WorkerPeer::Dms => transport::worker_process().await,
+        peer => peers::worker(peer).await,
+    }
 }

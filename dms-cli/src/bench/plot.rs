@@ -339,6 +339,7 @@ mod tests {
 
     fn line(transport: &'static str, pattern: &str, metric: &'static str, size: usize) -> Line {
         Line {
+            peer: "dms",
             transport,
             pattern: pattern.to_owned(),
             metric,

@@ -3,6 +3,8 @@
 /// One number measured.
 #[derive(Debug, Clone)]
 pub(crate) struct Line {
+    /// Who was measured: `dms`, or a peer of `dms bench --peers` (`raw-tcp`, `libzmq`).
+    pub(crate) peer: &'static str,
     /// `tcp`, `quic`, `shm`; `memory` or `etcd` for the discovery backend measured.
     pub(crate) transport: &'static str,
     /// `router-dealer`, `router-dealer-multipart`, `request-reply`, `broadcast-8`, ...
@@ -23,7 +25,7 @@ impl Line {
     /// The line as one JSON object of the peers' schema.
     pub(crate) fn to_json(&self) -> String {
         serde_json::json!({
-            "peer": "dms",
+            "peer": self.peer,
             "transport": self.transport,
             "pattern": self.pattern,
             "metric": self.metric,
@@ -38,7 +40,8 @@ impl Line {
     /// The line as one line of progress on stderr.
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{:<6} {:<28} {:>6} B x{} {:<22} {:>14.1}  (n={})",
+            "{:<8} {:<6} {:<28} {:>6} B x{} {:<22} {:>14.1}  (n={})",
+            self.peer,
             self.transport,
             self.pattern,
             self.msg_size,
@@ -53,13 +56,13 @@ impl Line {
 /// Prints the lines as a table.
 pub(crate) fn table(lines: &[Line]) {
     crate::print_line(&format!(
-        "{:<6} {:<28} {:>8} {:>6} {:<22} {:>14} {:>10}",
-        "tr", "pattern", "size", "frames", "metric", "value", "n"
+        "{:<8} {:<6} {:<28} {:>8} {:>6} {:<22} {:>14} {:>10}",
+        "peer", "tr", "pattern", "size", "frames", "metric", "value", "n"
     ));
     for l in lines {
         crate::print_line(&format!(
-            "{:<6} {:<28} {:>8} {:>6} {:<22} {:>14.1} {:>10}",
-            l.transport, l.pattern, l.msg_size, l.frames, l.metric, l.value, l.n
+            "{:<8} {:<6} {:<28} {:>8} {:>6} {:<22} {:>14.1} {:>10}",
+            l.peer, l.transport, l.pattern, l.msg_size, l.frames, l.metric, l.value, l.n
         ));
     }
 }
@@ -133,6 +136,7 @@ pub(crate) fn latency_lines(
     ]
     .into_iter()
     .map(|(metric, value)| Line {
+        peer: "dms",
         transport,
         pattern: pattern.to_owned(),
         metric,
@@ -140,6 +144,38 @@ pub(crate) fn latency_lines(
         value,
         n,
         frames: 1,
+    })
+    .collect()
+}
+
+/// One-way throughput (messages/s and MB/s) from the receiver's count and its time from
+/// the first message to the last.
+pub(crate) fn throughput_lines(
+    peer: &'static str,
+    pattern: &str,
+    msg_size: usize,
+    frames: usize,
+    received: u64,
+    elapsed_ns: u64,
+) -> Vec<Line> {
+    let per_s = received.saturating_sub(1) as f64 / (elapsed_ns as f64 / 1e9).max(1e-9);
+    [
+        ("throughput_msgs_per_s", per_s),
+        (
+            "throughput_MB_per_s",
+            per_s * (msg_size * frames) as f64 / 1e6,
+        ),
+    ]
+    .into_iter()
+    .map(|(metric, value)| Line {
+        peer,
+        transport: "tcp",
+        pattern: pattern.to_owned(),
+        metric,
+        msg_size,
+        value,
+        n: received,
+        frames,
     })
     .collect()
 }

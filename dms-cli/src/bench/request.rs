@@ -97,6 +97,7 @@ pub(crate) async fn run(window: Duration, emit: &mut impl FnMut(Line)) -> Result
         }
         let n = done.load(Ordering::Relaxed);
         emit(Line {
+            peer: "dms",
             transport: "tcp",
             pattern: format!("request-reply-in-flight-{in_flight}"),
             metric: "throughput_msgs_per_s",

@@ -3,8 +3,6 @@
 //! its last message; round trips are timed at the sender after a warm-up, as the peers in
 //! `shared/peers` do.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,17 +11,14 @@ use dms_core::{Incoming, MessageMiddleware, PeerId, SendError};
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
 use hdrhistogram::Histogram;
 
-use super::Line;
-use super::report::rtt_lines;
+use super::report::{rtt_lines, throughput_lines};
+use super::worker::{Worker, WorkerPeer, spawn};
+use super::{Line, fail};
 use crate::failure::Failure;
 
 /// First bytes of the worker's control messages (data frames never start with them).
 const CONTROL: &[u8] = b"\0dms-bench:";
 const TRANSPORT: &str = "tcp";
-
-fn fail(what: &str, error: impl std::fmt::Display) -> Failure {
-    Failure::Other(format!("bench {what}: {error}"))
-}
 
 fn control(peer: &PeerId, command: &str) -> Multipart {
     let mut frame = CONTROL.to_vec();
@@ -89,38 +84,16 @@ async fn bind(middleware: &TcpMiddleware) -> Result<Endpoint, Failure> {
 }
 
 /// Starts the other side: a second `dms` process, or a task here.
-async fn start_worker(in_process: bool) -> Result<(Endpoint, Option<Child>), Failure> {
+async fn start_worker(in_process: bool) -> Result<(Endpoint, Option<Worker>), Failure> {
     if in_process {
         let middleware = TcpMiddleware::new(TcpConfig::default());
         let endpoint = bind(&middleware).await?;
         tokio::spawn(serve(middleware));
         return Ok((endpoint, None));
     }
-    let exe = std::env::current_exe().map_err(|e| fail("worker", e))?;
-    let mut child = Command::new(exe)
-        .arg("bench-worker")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail("worker", e))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| fail("worker", "no stdout"))?;
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    })
-    .await
-    .map_err(|e| fail("worker", e))?;
-    let endpoint = line
-        .strip_prefix("endpoint ")
-        .ok_or_else(|| fail("worker", format!("unexpected first line {line:?}")))?
-        .parse()
-        .map_err(|e| fail("worker", e))?;
-    Ok((endpoint, Some(child)))
+    let worker = spawn(WorkerPeer::Dms).await?;
+    let endpoint = worker.endpoint.parse().map_err(|e| fail("worker", e))?;
+    Ok((endpoint, Some(worker)))
 }
 
 /// The next message, skipping link events.
@@ -185,7 +158,7 @@ async fn throughput(
         .unwrap_or_default();
     let report = String::from_utf8_lossy(report);
     let mut fields = report.trim_start_matches("done:").split(':');
-    let elapsed_ns: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let elapsed_ns: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     let received: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     if received != sent {
         return Err(fail(
@@ -193,25 +166,19 @@ async fn throughput(
             format!("sent {sent} messages, {received} arrived"),
         ));
     }
-    let per_s = received.saturating_sub(1) as f64 / (elapsed_ns / 1e9).max(1e-9);
     let pattern = if frames == 1 {
         "router-dealer"
     } else {
         "router-dealer-multipart"
     };
-    let line = |metric, value| Line {
-        transport: TRANSPORT,
-        pattern: pattern.to_owned(),
-        metric,
-        msg_size: size,
-        value,
-        n: received,
+    Ok(throughput_lines(
+        "dms",
+        pattern,
+        size,
         frames,
-    };
-    Ok(vec![
-        line("throughput_msgs_per_s", per_s),
-        line("throughput_MB_per_s", per_s * (size * frames) as f64 / 1e6),
-    ])
+        received,
+        elapsed_ns as u64,
+    ))
 }
 
 async fn round_trips(
@@ -271,9 +238,6 @@ pub(crate) async fn run(
         Ok(())
     }
     .await;
-    if let Some(mut child) = child {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(child);
     result
 }
