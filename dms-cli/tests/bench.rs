@@ -229,3 +229,50 @@ fn plot_into_an_unwritable_place_fails_before_measuring() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn peers_run_in_the_same_run_with_the_same_schema_and_ratios_are_printed() {
+    let out = dms_bench(&[
+        "--json",
+        "--duration",
+        "0.05",
+        "--scenario",
+        "transport",
+        "--peers",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    let mut peers = HashSet::new();
+    for line in &lines {
+        let peer = line["peer"].as_str().unwrap().to_owned();
+        // Same schema as DMS's own lines, whoever was measured.
+        let mut as_dms = line.clone();
+        as_dms["peer"] = "dms".into();
+        check_schema(&as_dms);
+        peers.insert(peer);
+    }
+    let mut expected = HashSet::from(["dms".to_owned(), "raw-tcp".to_owned()]);
+    if cfg!(feature = "zmq") {
+        expected.insert("libzmq".to_owned());
+    }
+    assert_eq!(peers, expected);
+    let raw = |metric: &str, size: u64| {
+        lines.iter().any(|l| {
+            l["peer"] == "raw-tcp" && l["metric"] == metric && l["msg_size"].as_u64() == Some(size)
+        })
+    };
+    assert!(raw("throughput_msgs_per_s", 64) && raw("rtt_p50_us", 64));
+    // The ratios go to stderr with --json (stdout stays JSON lines).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dms/peer") && stderr.contains("raw-tcp"),
+        "{stderr}"
+    );
+}
