@@ -97,13 +97,18 @@ fn transport_lines_match_the_peers_schema() {
 
 #[test]
 fn request_lines_match_the_peers_schema() {
-    let lines = bench(&["--scenario", "request"]);
-    lines.iter().for_each(check_schema);
-    let keys = keys(&lines);
-    assert!(keys.contains(&("request-reply".into(), "rtt_p50_us".into(), 64, 1)));
-    for in_flight in [1, 16, 256] {
-        let pattern = format!("request-reply-in-flight-{in_flight}");
-        assert!(keys.contains(&(pattern, "throughput_msgs_per_s".into(), 64, 1)));
+    // The responder in a second process (its registration copied over), and in this one.
+    for mode in [&[][..], &["--in-process"][..]] {
+        let mut args = vec!["--scenario", "request"];
+        args.extend_from_slice(mode);
+        let lines = bench(&args);
+        lines.iter().for_each(check_schema);
+        let keys = keys(&lines);
+        assert!(keys.contains(&("request-reply".into(), "rtt_p50_us".into(), 64, 1)));
+        for in_flight in [1, 16, 256] {
+            let pattern = format!("request-reply-in-flight-{in_flight}");
+            assert!(keys.contains(&(pattern, "throughput_msgs_per_s".into(), 64, 1)));
+        }
     }
 }
 

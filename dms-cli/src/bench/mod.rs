@@ -52,7 +52,8 @@ pub(crate) struct BenchArgs {
     /// Seconds each measurement runs (throughput windows and round-trip loops).
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
-    /// Run the transport's two peers in this process (default: a second process).
+    /// Run both sides of the transport and request scenarios in this process (default:
+    /// the other side in a second process).
     #[arg(long)]
     in_process: bool,
     /// One JSON object per line (the schema of shared/peers) instead of a table.
@@ -102,7 +103,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     }
     if args.scenario.runs(Scenario::Request) {
-        request::run(window, &mut sink).await?;
+        request::run(window, args.in_process, &mut sink).await?;
     }
     if args.scenario.runs(Scenario::Broadcast) {
         broadcast::run(window, &mut sink).await?;
@@ -151,6 +152,7 @@ fn emit(args: &BenchArgs, line: Line, lines: &mut Vec<Line>) {
 pub(crate) async fn worker(args: WorkerArgs) -> Result<(), Failure> {
     match args.peer {
         WorkerPeer::Dms => transport::worker_process().await,
+        WorkerPeer::DmsNode => request::worker_process().await,
         peer => peers::worker(peer).await,
     }
 }

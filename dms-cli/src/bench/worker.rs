@@ -12,6 +12,8 @@ use crate::failure::Failure;
 pub(crate) enum WorkerPeer {
     /// DMS's TCP `MessageMiddleware`.
     Dms,
+    /// A DMS kernel node answering requests (the request scenario).
+    DmsNode,
     /// Raw tokio TCP, length-prefixed frames.
     RawTcp,
     /// A libzmq ROUTER (feature `zmq`).
@@ -24,6 +26,8 @@ pub(crate) struct Worker {
     child: Child,
     /// What the worker printed after `endpoint `.
     pub(crate) endpoint: String,
+    /// The lines it printed before that one.
+    pub(crate) preamble: Vec<String>,
 }
 
 impl Drop for Worker {
@@ -48,12 +52,16 @@ pub(crate) async fn spawn(peer: WorkerPeer) -> Result<Worker, Failure> {
         let _ = child.kill();
         return Err(fail("worker", "no stdout"));
     };
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_default()
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let last = line.starts_with("endpoint ");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
     })
     .await
     .map_err(|e| fail("worker", e));
@@ -61,11 +69,14 @@ pub(crate) async fn spawn(peer: WorkerPeer) -> Result<Worker, Failure> {
     let mut worker = Worker {
         child,
         endpoint: String::new(),
+        preamble: Vec::new(),
     };
-    let line = line?;
-    let endpoint = line
+    let mut lines = lines?;
+    let last = lines.pop().unwrap_or_default();
+    let endpoint = last
         .strip_prefix("endpoint ")
-        .ok_or_else(|| fail("worker", format!("unexpected first line {line:?}")))?;
+        .ok_or_else(|| fail("worker", format!("no endpoint line, last line {last:?}")))?;
     worker.endpoint = endpoint.to_owned();
+    worker.preamble = lines;
     Ok(worker)
 }
