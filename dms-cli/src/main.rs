@@ -50,7 +50,8 @@ enum Commands {
     Ls(ls::LsArgs),
     /// Prints registrations and deregistrations as they happen.
     Watch(ls::WatchArgs),
-    /// Measures throughput and latency (transport alone, kernel request/reply) and prints
+    /// Measures throughput and latency (transport alone, kernel request/reply, broadcast,
+    /// discovery churn), with `--peers` also raw TCP and libzmq in the same run, and prints
     /// a table or, with `--json`, lines comparable with shared/peers.
     Bench(bench::BenchArgs),
     /// The second process of `dms bench` (internal).
