@@ -199,6 +199,18 @@ pub trait MessageMiddleware: Send + Sync + 'static {
     /// On a full link the message comes back in [`SendError::Full`].
     fn try_send(&self, msg: Multipart) -> Result<(), SendError>;
 
+    /// Queues a small control message (a heartbeat's PING or PONG) that must not wait
+    /// behind data: it goes out before every message queued on the link that is not
+    /// already being written, within a small budget of its own (not the link's data
+    /// limit). Liveness checks then measure the peer, not the depth of our queue.
+    ///
+    /// Never use it for messages whose order with data matters (a DISCONNECT must follow
+    /// the data before it). The provided implementation is [`try_send`](Self::try_send)
+    /// (no priority); transports override it.
+    fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
+        self.try_send(msg)
+    }
+
     /// Queues `msg`, waiting while the link is full. Cancel-safe: if the future is dropped
     /// before it completes, the message was not queued.
     fn send(&self, msg: Multipart) -> impl Future<Output = Result<(), SendError>> + Send;

@@ -308,22 +308,7 @@ pub async fn backpressure_bounds_memory<F: Factory>(factory: &F) {
         msg.push(payload.clone());
         msg
     };
-    // Send until a send stays blocked: the whole pipeline is full. A middleware that
-    // buffers without bound never blocks and trips the bound below.
-    let mut accepted: u32 = 0;
-    loop {
-        let stalled = std::time::Duration::from_millis(200);
-        match tokio::time::timeout(stalled, c.send(numbered(accepted))).await {
-            Ok(Ok(())) => accepted += 1,
-            Ok(Err(other)) => panic!("unexpected {other:?}"),
-            Err(_) => break,
-        }
-        assert!(
-            (accepted as usize) * SIZE < BOUND_BYTES,
-            "accepted {accepted} messages without pushing back"
-        );
-    }
-    assert!(accepted > 0, "an idle link accepts messages");
+    let accepted = fill_until_stalled(&c, numbered, BOUND_BYTES / SIZE).await;
     match c.try_send(numbered(accepted)) {
         Err(SendError::Full { msg, .. }) => {
             assert_eq!(
@@ -350,6 +335,80 @@ pub async fn backpressure_bounds_memory<F: Factory>(factory: &F) {
         .await
         .expect("task")
         .expect("send completes once there is room");
+}
+
+/// Sends `numbered(0)`, `numbered(1)`... until a send stays blocked (the whole pipeline is
+/// full) and returns how many were accepted. A middleware that buffers without bound
+/// never blocks: more than `bound` accepted fails the check.
+async fn fill_until_stalled<M: MessageMiddleware>(
+    c: &M,
+    numbered: impl Fn(u32) -> Multipart,
+    bound: usize,
+) -> u32 {
+    let mut accepted: u32 = 0;
+    loop {
+        let stalled = std::time::Duration::from_millis(200);
+        match tokio::time::timeout(stalled, c.send(numbered(accepted))).await {
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(other)) => panic!("unexpected {other:?}"),
+            Err(_) => break,
+        }
+        assert!(
+            (accepted as usize) < bound,
+            "accepted {accepted} messages without pushing back"
+        );
+    }
+    assert!(accepted > 0, "an idle link accepts messages");
+    accepted
+}
+
+/// An urgent message (a heartbeat) on a link whose queue is full is accepted at once and
+/// arrives before the data that was queued ahead of it (not behind the whole queue).
+pub async fn urgent_messages_pass_queued_data<F: Factory>(factory: &F) {
+    const SIZE: usize = 16 << 10;
+    let (s, c, _, server_id) = pair(
+        factory,
+        Options {
+            inbound_queue: Some(8),
+            ..Options::default()
+        },
+        Options {
+            link_queue_bytes: Some(256 << 10),
+            ..Options::default()
+        },
+    )
+    .await;
+    let payload = Bytes::from(vec![9u8; SIZE]);
+    let numbered = |n: u32| {
+        let mut msg = Multipart::from_frames([server_id.to_frame(), frame(&n.to_be_bytes())]);
+        msg.push(payload.clone());
+        msg
+    };
+    let accepted = fill_until_stalled(&c, numbered, (96 << 20) / SIZE).await;
+    let urgent = Multipart::from_frames([server_id.to_frame(), frame(b"urgent")]);
+    c.try_send_urgent(urgent)
+        .expect("an urgent message is accepted on a full link");
+    let mut urgent_at = None;
+    let mut data_seen = 0;
+    while data_seen < accepted {
+        let msg = message(&s).await;
+        if msg[1] == frame(b"urgent") {
+            urgent_at = Some(data_seen);
+        } else {
+            assert_eq!(
+                msg[1],
+                frame(&data_seen.to_be_bytes()),
+                "data stays in order"
+            );
+            data_seen += 1;
+        }
+    }
+    let urgent_at = urgent_at.expect("the urgent message arrives before the last data");
+    assert!(
+        urgent_at < accepted - 1,
+        "urgent message after {urgent_at} of {accepted} data messages: it waited behind the \
+         queue"
+    );
 }
 
 /// At the peer limit, a further peer is refused (the refusal is reported) while the
@@ -487,7 +546,8 @@ macro_rules! conformance_tests {
     ($factory:expr) => {
         $crate::conformance_tests!(@each $factory;
             roundtrip, many_peers, large_messages, ordering_per_link, recv_many_keeps_order, close_flushes,
-            backpressure_bounds_memory, peer_limit, duplicate_identity_refused,
+            backpressure_bounds_memory, urgent_messages_pass_queued_data, peer_limit,
+            duplicate_identity_refused,
             unknown_peer_is_an_error, peer_loss_is_reported);
     };
     (@each $factory:expr; $($check:ident),*) => {

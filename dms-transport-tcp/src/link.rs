@@ -32,9 +32,22 @@ enum OutboxState {
 
 #[derive(Debug)]
 struct Outbox {
+    /// Data, in order.
     buf: BytesMut,
+    /// Heartbeats (ZMTP PONGs, DMS PING/PONG): written before `buf`, at a message
+    /// boundary, so they never wait behind queued data.
+    urgent: BytesMut,
     state: OutboxState,
 }
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.urgent.is_empty()
+    }
+}
+
+/// Bytes of urgent messages a link holds at most (beyond it, urgent sends are `Full`).
+const URGENT_LIMIT: usize = 64 << 10;
 
 /// A link's shared state. Senders encode into `outbox`; the writer task takes whole
 /// buffers out of it.
@@ -82,6 +95,7 @@ impl Link {
             role,
             outbox: Mutex::new(Outbox {
                 buf: BytesMut::new(),
+                urgent: BytesMut::new(),
                 state: OutboxState::Open,
             }),
             queue_limit,
@@ -98,6 +112,19 @@ impl Link {
 
     /// Encodes `msg` (peer frame first, not written) into the outbox if it has room.
     pub(crate) fn try_queue(&self, codec: &MessageCodec, msg: Multipart) -> Result<(), SendError> {
+        self.queue(codec, msg, false)
+    }
+
+    /// As [`try_queue`](Self::try_queue), into the urgent lane (written before data).
+    pub(crate) fn try_queue_urgent(
+        &self,
+        codec: &MessageCodec,
+        msg: Multipart,
+    ) -> Result<(), SendError> {
+        self.queue(codec, msg, true)
+    }
+
+    fn queue(&self, codec: &MessageCodec, msg: Multipart, urgent: bool) -> Result<(), SendError> {
         let body = msg.frames().get(1..).unwrap_or_default();
         let encoded = match codec.check_outbound(body) {
             Ok(len) => len,
@@ -116,15 +143,20 @@ impl Link {
                 msg: Box::new(msg),
             });
         }
-        let was_empty = outbox.buf.is_empty();
-        if !was_empty && outbox.buf.len() + encoded > self.queue_limit {
+        let was_empty = outbox.is_empty();
+        let (lane, limit) = if urgent {
+            (&mut outbox.urgent, URGENT_LIMIT)
+        } else {
+            (&mut outbox.buf, self.queue_limit)
+        };
+        if !lane.is_empty() && lane.len() + encoded > limit {
             drop(outbox);
             return Err(SendError::Full {
                 peer: self.peer.clone(),
                 msg: Box::new(msg),
             });
         }
-        let encoded = codec.encode_frames(body, &mut outbox.buf);
+        let encoded = codec.encode_frames(body, lane);
         drop(outbox);
         debug_assert!(encoded.is_ok(), "checked above");
         if was_empty {
@@ -133,16 +165,16 @@ impl Link {
         Ok(())
     }
 
-    /// Queues a control command ahead of the queue limit (a PONG must not wait for room),
-    /// unless the outbox is already over the limit: a peer that sends PINGs and never
-    /// reads must not grow it without bound (it would not read the PONG anyway).
+    /// Queues a control command in the urgent lane (a PONG must not wait for room or
+    /// behind data), unless that lane is full: a peer that sends PINGs and never reads
+    /// must not grow it without bound (it would not read the PONG anyway).
     fn queue_command(&self, command: &Command) {
         let mut outbox = lock(&self.outbox);
-        if outbox.state == OutboxState::Closed || outbox.buf.len() >= self.queue_limit {
+        if outbox.state == OutboxState::Closed || outbox.urgent.len() >= URGENT_LIMIT {
             return;
         }
-        let was_empty = outbox.buf.is_empty();
-        command.encode(&mut outbox.buf);
+        let was_empty = outbox.is_empty();
+        command.encode(&mut outbox.urgent);
         drop(outbox);
         if was_empty {
             self.wake_writer.notify_one();
@@ -180,14 +212,22 @@ impl Link {
         if self.down.swap(true, Ordering::AcqRel) {
             return;
         }
-        debug!(peer = %self.peer, %cause, "link down");
-        let dropped = {
+        let (dropped, draining) = {
             let mut outbox = lock(&self.outbox);
+            let draining = outbox.state == OutboxState::Draining;
             outbox.state = OutboxState::Closed;
-            let dropped = outbox.buf.len();
+            let dropped = outbox.buf.len() + outbox.urgent.len();
             outbox.buf = BytesMut::new();
-            dropped
+            outbox.urgent = BytesMut::new();
+            (dropped, draining)
         };
+        // We asked to disconnect: the peer closing its side in answer (seen by the reader,
+        // possibly before the writer reports) is that disconnect, not a peer's close.
+        let cause = match cause {
+            LinkDownCause::ClosedByPeer if draining => LinkDownCause::Disconnected,
+            cause => cause,
+        };
+        debug!(peer = %self.peer, %cause, "link down");
         let counters = &shared.counters;
         counters
             .bytes_dropped_on_link_down
@@ -224,11 +264,20 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket:
     let cause = loop {
         let state = {
             let mut outbox = lock(&link.outbox);
-            if !outbox.buf.is_empty() {
+            if !outbox.urgent.is_empty() {
+                // Heartbeats first: they go between two buffers of data, at a message
+                // boundary, never behind what is queued.
+                std::mem::swap(&mut outbox.urgent, &mut spare);
+            } else if !outbox.buf.is_empty() {
                 std::mem::swap(&mut outbox.buf, &mut spare);
-            } else if outbox.buf.capacity() > KEPT_WRITE_CAPACITY {
-                // Idle after a burst: give the burst's memory back.
-                outbox.buf = BytesMut::new();
+            } else {
+                // Idle (after a burst): give the burst's memory back.
+                let Outbox { buf, urgent, .. } = &mut *outbox;
+                for lane in [buf, urgent] {
+                    if lane.capacity() > KEPT_WRITE_CAPACITY {
+                        *lane = BytesMut::new();
+                    }
+                }
             }
             outbox.state
         };
@@ -388,7 +437,7 @@ mod tests {
         for _ in 0..100_000 {
             link.queue_command(&pong);
         }
-        let queued = lock(&link.outbox).buf.len();
-        assert!(queued < limit + 64, "{queued} bytes of PONGs queued");
+        let queued = lock(&link.outbox).urgent.len();
+        assert!(queued < URGENT_LIMIT + 64, "{queued} bytes of PONGs queued");
     }
 }

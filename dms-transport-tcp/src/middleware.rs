@@ -282,6 +282,12 @@ impl MessageMiddleware for TcpMiddleware {
         self.route(msg, |link, msg| link.try_queue(&self.shared.encoder, msg))?
     }
 
+    fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
+        self.route(msg, |link, msg| {
+            link.try_queue_urgent(&self.shared.encoder, msg)
+        })?
+    }
+
     async fn send(&self, msg: Multipart) -> Result<(), SendError> {
         match self.try_send(msg) {
             Err(SendError::Full { msg, .. }) => {

@@ -259,7 +259,11 @@ impl Driver {
             let mut idle = true;
             while let Some(transmit) = self.proto.poll_transmit() {
                 idle = false;
-                self.transmit(transmit.msg);
+                if transmit.urgent {
+                    self.transmit_urgent(transmit.msg);
+                } else {
+                    self.transmit(transmit.msg);
+                }
             }
             while let Some(event) = self.proto.poll_event() {
                 idle = false;
@@ -283,6 +287,17 @@ impl Driver {
                 park(self.state.parked.entry(peer).or_default(), *msg);
             }
             Err(error) => debug!(%error, "message not sent"),
+        }
+    }
+
+    /// A heartbeat: ahead of data queued on the link and of messages parked for it.
+    fn transmit_urgent(&mut self, msg: Multipart) {
+        match self.middleware.try_send_urgent(msg) {
+            Ok(()) => {}
+            Err(SendError::Full { peer, msg }) => {
+                park(self.state.parked.entry(peer).or_default(), *msg);
+            }
+            Err(error) => debug!(%error, "heartbeat not sent"),
         }
     }
 

@@ -69,6 +69,10 @@ pub struct Transmit {
     pub to: PeerId,
     /// `[peer id, control, payload...]`.
     pub msg: Multipart,
+    /// A heartbeat (PING or PONG): send it with
+    /// [`try_send_urgent`](crate::MessageMiddleware::try_send_urgent), ahead of queued
+    /// data, so that a deep queue does not look like a dead peer.
+    pub urgent: bool,
 }
 
 /// Who ended a session.
@@ -600,6 +604,7 @@ impl Protocol {
         self.transmits.push_back(Transmit {
             to: peer.clone(),
             msg,
+            urgent: matches!(control.command, CommandCode::Ping | CommandCode::Pong),
         });
     }
 

@@ -103,11 +103,13 @@ impl Pair {
     fn collect(&mut self) {
         while let Some(t) = self.a.proto.poll_transmit() {
             assert_eq!(t.msg[0], t.to.to_frame());
+            check_urgency(&t);
             if !self.drop_a_to_b {
                 self.wire.push_back((self.now + LATENCY, true, t.msg));
             }
         }
         while let Some(t) = self.b.proto.poll_transmit() {
+            check_urgency(&t);
             if !self.drop_b_to_a {
                 self.wire.push_back((self.now + LATENCY, false, t.msg));
             }
@@ -172,6 +174,13 @@ fn handshake_makes_both_sides_ready() {
         pair.b.proto.session_state(&a_path().peer_id()),
         Some(SessionState::Ready)
     );
+}
+
+/// Heartbeats, and only they, are marked urgent (sent ahead of queued data).
+fn check_urgency(t: &Transmit) {
+    let control = Control::decode(&t.msg[1]).unwrap();
+    let heartbeat = matches!(control.command, CommandCode::Ping | CommandCode::Pong);
+    assert_eq!(t.urgent, heartbeat, "{:?}", control.command);
 }
 
 #[test]
