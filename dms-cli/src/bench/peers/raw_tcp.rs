@@ -20,9 +20,8 @@ const END: u8 = 2;
 const ECHO: u8 = 3;
 const DONE: u8 = 4;
 
-/// Bytes the sender packs into one write (DMS writes whatever is queued, up to its 8 MiB
-/// link queue).
-const WRITE_BATCH: usize = 256 * 1024;
+/// Bytes the sender packs into one write (whole frames), as `shared/peers/tcp_bench.c`.
+const WRITE_BATCH: usize = 64 * 1024;
 /// Largest frame either side accepts (the biggest payload measured is 64 KiB).
 const MAX_FRAME: usize = 1 << 20;
 
@@ -192,14 +191,15 @@ impl Client {
         let mut sent = 0u64;
         while start.elapsed() < window {
             for _ in 0..64 {
-                put_frame(&mut out, DATA, &payload);
-                if out.len() >= WRITE_BATCH {
+                // Whole frames only in each write, as the C kit packs them.
+                if !out.is_empty() && out.len() + size + 5 > WRITE_BATCH {
                     self.stream
                         .write_all(&out)
                         .await
                         .map_err(|e| fail("raw-tcp write", e))?;
                     out.clear();
                 }
+                put_frame(&mut out, DATA, &payload);
             }
             sent += 64;
         }
