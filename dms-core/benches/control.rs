@@ -2,7 +2,7 @@
 //! READY body (a service path), per frame.
 #![allow(missing_docs)]
 
-use std::time::Duration;
+mod common;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dms_core::proto::control::{Body, CommandCode, Control, flags};
@@ -47,10 +47,7 @@ fn control(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50);
+    config = common::quick();
     targets = control
 }
 criterion_main!(benches);

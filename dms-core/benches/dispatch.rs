@@ -4,7 +4,7 @@
 //! rendezvous over all candidates); round robin and least pending for comparison.
 #![allow(missing_docs)]
 
-use std::time::Duration;
+mod common;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use dms_core::dispatch::{Candidate, DispatchPolicy, JumpHash, LeastPending, RoundRobin, mix};
@@ -79,10 +79,7 @@ fn dispatch(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50);
+    config = common::quick();
     targets = dispatch
 }
 criterion_main!(benches);

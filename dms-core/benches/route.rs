@@ -3,7 +3,7 @@
 //! query rebuilds the usable graph and runs Dijkstra from the source) and cached lookups.
 #![allow(missing_docs)]
 
-use std::time::Duration;
+mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dms_core::dispatch::mix;
@@ -92,10 +92,7 @@ fn route(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::quick().sample_size(30);
     targets = route
 }
 criterion_main!(benches);

@@ -45,7 +45,7 @@ pub async fn one_way<F: Factory>(
         msg.push(payload.clone());
     }
     let mut items = Vec::with_capacity(256);
-    let mut run = async |n: u64| {
+    let run = async |n: u64| {
         let (mut sent, mut received) = (0, 0);
         while received < n {
             while sent < n {
@@ -65,13 +65,7 @@ pub async fn one_way<F: Factory>(
                 .count() as u64;
         }
     };
-    run(messages).await;
-    let before = count();
-    run(messages).await;
-    Allocations {
-        messages,
-        allocations: count() - before,
-    }
+    warm_then_count(messages, count, run).await
 }
 
 /// Makes `messages` round trips of `size` bytes (client → server → client) after as many
@@ -87,7 +81,7 @@ pub async fn round_trips<F: Factory>(
     let request = Multipart::from_frames([server_id.to_frame(), Bytes::from(vec![0x5a; size])]);
     let reply = Multipart::from_frames([client_id.to_frame(), Bytes::from(vec![0xa5; size])]);
     let mut items = Vec::with_capacity(16);
-    let mut run = async |n: u64| {
+    let run = async |n: u64| {
         for _ in 0..n {
             client.send(request.clone()).await.expect("send request");
             next_message(&server, &mut items).await;
@@ -95,6 +89,15 @@ pub async fn round_trips<F: Factory>(
             next_message(&client, &mut items).await;
         }
     };
+    warm_then_count(messages, count, run).await
+}
+
+/// Runs `run(messages)` to warm up, then again counting allocations with `count`.
+async fn warm_then_count(
+    messages: u64,
+    count: impl Fn() -> u64,
+    mut run: impl AsyncFnMut(u64),
+) -> Allocations {
     run(messages).await;
     let before = count();
     run(messages).await;

@@ -286,29 +286,8 @@ pub async fn close_flushes<F: Factory>(factory: &F) {
 /// nothing; once the receiver reads again, every accepted message arrives, in order, and a
 /// waiting `send` completes.
 pub async fn backpressure_bounds_memory<F: Factory>(factory: &F) {
-    const SIZE: usize = 16 << 10;
-    /// Queues on the way: link queue, socket buffers (a few MiB on loopback), read buffer,
-    /// inbound queue. Far more than that means something buffers without bound.
-    const BOUND_BYTES: usize = 96 << 20;
-    let (s, c, _, server_id) = pair(
-        factory,
-        Options {
-            inbound_queue: Some(8),
-            ..Options::default()
-        },
-        Options {
-            link_queue_bytes: Some(256 << 10),
-            ..Options::default()
-        },
-    )
-    .await;
-    let payload = Bytes::from(vec![9u8; SIZE]);
-    let numbered = |n: u32| {
-        let mut msg = Multipart::from_frames([server_id.to_frame(), frame(&n.to_be_bytes())]);
-        msg.push(payload.clone());
-        msg
-    };
-    let accepted = fill_until_stalled(&c, numbered, BOUND_BYTES / SIZE).await;
+    let (s, c, numbered) = congested(factory).await;
+    let accepted = fill_until_stalled(&c, &numbered, BOUND_BYTES / CONGESTED_SIZE).await;
     match c.try_send(numbered(accepted)) {
         Err(SendError::Full { msg, .. }) => {
             assert_eq!(
@@ -329,12 +308,47 @@ pub async fn backpressure_bounds_memory<F: Factory>(factory: &F) {
     for n in 0..=accepted {
         let msg = message(&s).await;
         assert_eq!(msg[1], frame(&n.to_be_bytes()), "message {n}");
-        assert_eq!(msg[2].len(), SIZE);
+        assert_eq!(msg[2].len(), CONGESTED_SIZE);
     }
     within("waiting send", waiting)
         .await
         .expect("task")
         .expect("send completes once there is room");
+}
+
+/// Payload bytes of each message of a [`congested`] pair.
+const CONGESTED_SIZE: usize = 16 << 10;
+
+/// Bytes a congested link may accept before pushing back: link queue, socket buffers (a
+/// few MiB on loopback), read buffer, inbound queue. Far more means something buffers
+/// without bound.
+const BOUND_BYTES: usize = 96 << 20;
+
+/// A pair that congests quickly: the server takes 8 items before its readers stop reading,
+/// the client queues 256 KiB per link. Returns the server, the client, and the client's
+/// message number `n` to the server (`[server][n][16 KiB]`).
+async fn congested<F: Factory>(
+    factory: &F,
+) -> (F::Middleware, F::Middleware, impl Fn(u32) -> Multipart) {
+    let (s, c, _, server_id) = pair(
+        factory,
+        Options {
+            inbound_queue: Some(8),
+            ..Options::default()
+        },
+        Options {
+            link_queue_bytes: Some(256 << 10),
+            ..Options::default()
+        },
+    )
+    .await;
+    let payload = Bytes::from(vec![9u8; CONGESTED_SIZE]);
+    let numbered = move |n: u32| {
+        let mut msg = Multipart::from_frames([server_id.to_frame(), frame(&n.to_be_bytes())]);
+        msg.push(payload.clone());
+        msg
+    };
+    (s, c, numbered)
 }
 
 /// Sends `numbered(0)`, `numbered(1)`... until a send stays blocked (the whole pipeline is
@@ -365,27 +379,10 @@ async fn fill_until_stalled<M: MessageMiddleware>(
 /// An urgent message (a heartbeat) on a link whose queue is full is accepted at once and
 /// arrives before the data that was queued ahead of it (not behind the whole queue).
 pub async fn urgent_messages_pass_queued_data<F: Factory>(factory: &F) {
-    const SIZE: usize = 16 << 10;
-    let (s, c, _, server_id) = pair(
-        factory,
-        Options {
-            inbound_queue: Some(8),
-            ..Options::default()
-        },
-        Options {
-            link_queue_bytes: Some(256 << 10),
-            ..Options::default()
-        },
-    )
-    .await;
-    let payload = Bytes::from(vec![9u8; SIZE]);
-    let numbered = |n: u32| {
-        let mut msg = Multipart::from_frames([server_id.to_frame(), frame(&n.to_be_bytes())]);
-        msg.push(payload.clone());
-        msg
-    };
-    let accepted = fill_until_stalled(&c, numbered, (96 << 20) / SIZE).await;
-    let urgent = Multipart::from_frames([server_id.to_frame(), frame(b"urgent")]);
+    let (s, c, numbered) = congested(factory).await;
+    let accepted = fill_until_stalled(&c, &numbered, BOUND_BYTES / CONGESTED_SIZE).await;
+    let server_id = numbered(0)[0].clone();
+    let urgent = Multipart::from_frames([server_id, frame(b"urgent")]);
     c.try_send_urgent(urgent)
         .expect("an urgent message is accepted on a full link");
     let mut urgent_at = None;

@@ -71,9 +71,9 @@ pub(crate) fn write(dir: &Path, lines: &[Line]) -> Result<Vec<PathBuf>, Failure>
     Ok(written)
 }
 
-/// `transport pattern [what] size B [xframes]`.
+/// `peer transport pattern [what] size B [xframes]`.
 fn label(line: &Line, what: &str, with_size: bool) -> String {
-    let mut label = format!("{} {}", line.transport, line.pattern);
+    let mut label = format!("{} {} {}", line.peer, line.transport, line.pattern);
     if !what.is_empty() {
         label.push(' ');
         label.push_str(what);
@@ -217,22 +217,43 @@ fn empty(root: &Area<'_>, title: &str, note: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-fn latency_chart(lines: &[Line]) -> Result<String, String> {
-    let series = latency_series(lines);
-    let title = "dms bench: latency percentiles (µs, log scale)";
+/// Draws a chart into an SVG string: `draw` gets the plotting area on the left (the legend
+/// of `series` goes on the right); with no series, the chart says `nothing`.
+fn svg_chart(
+    title: &str,
+    nothing: &str,
+    series: &[Series],
+    draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
+) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         if series.is_empty() {
-            empty(&root, title, "no latency was measured in this run")?;
+            empty(&root, title, nothing)?;
         } else {
             let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+            draw(&plot)?;
+            legend(&side, series)?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn latency_chart(lines: &[Line]) -> Result<String, String> {
+    let series = latency_series(lines);
+    let title = "dms bench: latency percentiles (µs, log scale)";
+    svg_chart(
+        title,
+        "no latency was measured in this run",
+        &series,
+        |plot| {
             let (lo, hi) = log_bounds(
                 series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
                 1.5,
             );
-            let mut chart = ChartBuilder::on(&plot)
+            let mut chart = ChartBuilder::on(plot)
                 .caption(title, (FONT, 22))
                 .margin(12)
                 .x_label_area_size(40)
@@ -276,24 +297,19 @@ fn latency_chart(lines: &[Line]) -> Result<String, String> {
                     )
                     .map_err(|e| e.to_string())?;
             }
-            legend(&side, &series)?;
-        }
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+            Ok(())
+        },
+    )
 }
 
 fn throughput_chart(lines: &[Line]) -> Result<String, String> {
     let series = throughput_series(lines);
     let title = "dms bench: throughput per second by message size (log scales)";
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        if series.is_empty() {
-            empty(&root, title, "no throughput was measured in this run")?;
-        } else {
-            let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    svg_chart(
+        title,
+        "no throughput was measured in this run",
+        &series,
+        |plot| {
             let (x_lo, x_hi) = log_bounds(
                 series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
                 2.0,
@@ -302,7 +318,7 @@ fn throughput_chart(lines: &[Line]) -> Result<String, String> {
                 series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
                 1.5,
             );
-            let mut chart = ChartBuilder::on(&plot)
+            let mut chart = ChartBuilder::on(plot)
                 .caption(title, (FONT, 22))
                 .margin(12)
                 .x_label_area_size(40)
@@ -326,11 +342,9 @@ fn throughput_chart(lines: &[Line]) -> Result<String, String> {
                     .draw_series(s.points.iter().map(|p| Circle::new(*p, 4, c.filled())))
                     .map_err(|e| e.to_string())?;
             }
-            legend(&side, &series)?;
-        }
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+            Ok(())
+        },
+    )
 }
 
 #[cfg(test)]
@@ -368,9 +382,9 @@ mod tests {
         assert_eq!(
             labels,
             [
-                "memory discovery-churn watch_latency 70 B",
-                "tcp broadcast-8 round 64 B",
-                "tcp router-dealer 64 B"
+                "dms memory discovery-churn watch_latency 70 B",
+                "dms tcp broadcast-8 round 64 B",
+                "dms tcp router-dealer 64 B"
             ]
         );
         assert_eq!(latency[2].points, [(0.0, 12.5), (2.0, 12.5)]);
@@ -378,7 +392,10 @@ mod tests {
         let labels: Vec<&str> = throughput.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(
             labels,
-            ["tcp broadcast-8 (broadcasts/s)", "tcp router-dealer"]
+            [
+                "dms tcp broadcast-8 (broadcasts/s)",
+                "dms tcp router-dealer"
+            ]
         );
         assert_eq!(throughput[1].points, [(64.0, 12.5), (1024.0, 12.5)]);
     }

@@ -179,3 +179,32 @@ pub(crate) fn throughput_lines(
     })
     .collect()
 }
+
+/// The round trips of one latency measurement: 1,000 to warm up (not recorded), then as
+/// many as fit in the window (recorded), as the peers in `shared/peers` measure them.
+#[derive(Debug)]
+pub(crate) struct RoundTrips {
+    window: std::time::Duration,
+    warm_up_left: u32,
+    started: Option<std::time::Instant>,
+}
+
+impl RoundTrips {
+    pub(crate) fn new(window: std::time::Duration) -> Self {
+        Self {
+            window,
+            warm_up_left: 1000,
+            started: None,
+        }
+    }
+
+    /// Whether to make another round trip (`Some`), and whether to record it.
+    pub(crate) fn next_one(&mut self) -> Option<bool> {
+        if self.warm_up_left > 0 {
+            self.warm_up_left -= 1;
+            return Some(false);
+        }
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        (started.elapsed() < self.window).then_some(true)
+    }
+}

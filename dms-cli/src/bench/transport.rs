@@ -11,7 +11,7 @@ use dms_core::{Incoming, MessageMiddleware, PeerId, SendError};
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
 use hdrhistogram::Histogram;
 
-use super::report::{rtt_lines, throughput_lines};
+use super::report::{RoundTrips, rtt_lines, throughput_lines};
 use super::worker::{Worker, WorkerPeer, spawn};
 use super::{Line, fail};
 use crate::failure::Failure;
@@ -194,17 +194,15 @@ async fn round_trips(
 ) -> Result<Vec<Line>, Failure> {
     push(middleware, control(peer, "echo")).await?;
     let msg = Multipart::from_frames([peer.to_frame(), Bytes::from(vec![0x5a; size])]);
-    for _ in 0..1000 {
-        push(middleware, msg.clone()).await?;
-        next_message(middleware).await?;
-    }
     let mut histogram = Histogram::<u64>::new(3).map_err(|e| fail("histogram", e))?;
-    let start = Instant::now();
-    while start.elapsed() < window {
+    let mut round_trips = RoundTrips::new(window);
+    while let Some(record) = round_trips.next_one() {
         let sent = Instant::now();
         push(middleware, msg.clone()).await?;
         next_message(middleware).await?;
-        let _ = histogram.record(sent.elapsed().as_nanos() as u64);
+        if record {
+            let _ = histogram.record(sent.elapsed().as_nanos() as u64);
+        }
     }
     Ok(rtt_lines(TRANSPORT, "router-dealer", size, &histogram))
 }

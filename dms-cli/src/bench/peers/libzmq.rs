@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::{Measured, fail};
+use crate::bench::report::RoundTrips;
 use crate::failure::Failure;
 
 /// First bytes of control messages (data frames never start with them).
@@ -135,21 +136,13 @@ impl Client {
         let payload = vec![0x5a; size];
         let mut reply = zmq::Message::new();
         let mut histogram = super::histogram()?;
-        for warm_up in [true, false] {
-            let start = Instant::now();
-            let mut done = 0;
-            while if warm_up {
-                done < 1000
-            } else {
-                start.elapsed() < window
-            } {
-                let sent = Instant::now();
-                self.dealer.send(&payload[..], 0).map_err(zmq_fail)?;
-                self.dealer.recv(&mut reply, 0).map_err(zmq_fail)?;
-                if !warm_up {
-                    let _ = histogram.record(sent.elapsed().as_nanos() as u64);
-                }
-                done += 1;
+        let mut round_trips = RoundTrips::new(window);
+        while let Some(record) = round_trips.next_one() {
+            let sent = Instant::now();
+            self.dealer.send(&payload[..], 0).map_err(zmq_fail)?;
+            self.dealer.recv(&mut reply, 0).map_err(zmq_fail)?;
+            if record {
+                let _ = histogram.record(sent.elapsed().as_nanos() as u64);
             }
         }
         Ok(histogram)

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Measured, fail};
+use crate::bench::report::RoundTrips;
 use crate::failure::Failure;
 
 const DATA: u8 = 0;
@@ -230,24 +231,16 @@ impl Client {
         let mut out = BytesMut::new();
         put_frame(&mut out, DATA, &vec![0x5a; size]);
         let mut histogram = super::histogram()?;
-        for warm_up in [true, false] {
-            let start = Instant::now();
-            let mut done = 0;
-            while if warm_up {
-                done < 1000
-            } else {
-                start.elapsed() < window
-            } {
-                let sent = Instant::now();
-                self.stream
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| fail("raw-tcp write", e))?;
-                read_frame(&mut self.stream, &mut self.buf).await?;
-                if !warm_up {
-                    let _ = histogram.record(sent.elapsed().as_nanos() as u64);
-                }
-                done += 1;
+        let mut round_trips = RoundTrips::new(window);
+        while let Some(record) = round_trips.next_one() {
+            let sent = Instant::now();
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|e| fail("raw-tcp write", e))?;
+            read_frame(&mut self.stream, &mut self.buf).await?;
+            if record {
+                let _ = histogram.record(sent.elapsed().as_nanos() as u64);
             }
         }
         Ok(histogram)
