@@ -46,7 +46,12 @@ impl Metadata {
         self.properties.iter().map(|(n, v)| (n, v))
     }
 
-    /// Parses metadata, rejecting empty names, truncated properties and trailing bytes.
+    /// Properties a READY may carry at most: each costs two [`Bytes`] in memory (64
+    /// bytes) for as little as 6 bytes on the wire.
+    pub const MAX_PROPERTIES: usize = 256;
+
+    /// Parses metadata, rejecting empty names, truncated properties, trailing bytes and
+    /// more than [`MAX_PROPERTIES`](Self::MAX_PROPERTIES) properties.
     pub fn parse(mut data: Bytes) -> Result<Self, WireError> {
         const fn malformed(reason: &'static str) -> WireError {
             WireError::MalformedCommand {
@@ -56,6 +61,9 @@ impl Metadata {
         }
         let mut properties = Vec::new();
         while !data.is_empty() {
+            if properties.len() == Self::MAX_PROPERTIES {
+                return Err(malformed("more than 256 properties"));
+            }
             let name_len = usize::from(data[0]);
             if name_len == 0 {
                 return Err(malformed("property with an empty name"));

@@ -115,7 +115,7 @@ pub struct Handshake {
 impl Handshake {
     /// A handshake announcing `config`.
     pub fn new(config: HandshakeConfig) -> Self {
-        let frames = FrameCodec::new(config.limits);
+        let frames = FrameCodec::new(config.limits.for_handshake());
         Self {
             config,
             state: State::Greeting,
@@ -248,6 +248,36 @@ mod tests {
         assert_eq!(&info.identity[..], b"player-9");
         assert_eq!(info.minor_version, 1);
         assert_eq!(&input[..], &[0x00, 0x01, b'x']);
+    }
+
+    #[test]
+    fn a_ready_over_the_handshake_frame_limit_is_refused_before_it_is_buffered() {
+        let big = vec![b'x'; Limits::MAX_HANDSHAKE_FRAME_LEN as usize];
+        let input = ready(&[("Socket-Type", b"DEALER"), ("X-Padding", &big)]);
+        // Only the greeting and the READY header are needed to refuse it.
+        let header = BytesMut::from(&input[..GREETING_LEN + 9]);
+        assert!(matches!(
+            run(header),
+            Err(HandshakeError::Wire(WireError::FrameTooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_ready_of_too_many_properties_is_refused() {
+        let names: Vec<String> = (0..=Metadata::MAX_PROPERTIES)
+            .map(|i| format!("p{i}"))
+            .collect();
+        let mut props: Vec<(&str, &[u8])> = vec![("Socket-Type", b"DEALER")];
+        props.extend(names.iter().map(|n| (n.as_str(), &b""[..])));
+        assert!(matches!(
+            run(ready(&props)),
+            Err(HandshakeError::Wire(WireError::MalformedCommand { .. }))
+        ));
+        props.truncate(Metadata::MAX_PROPERTIES);
+        assert!(
+            run(ready(&props)).unwrap().is_some(),
+            "256 properties are fine"
+        );
     }
 
     #[test]

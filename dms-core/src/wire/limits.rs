@@ -38,6 +38,11 @@ impl Limits {
     /// Default time a peer has to complete the handshake: 5 s.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+    /// Largest frame a peer may send before its handshake is done (its READY): 64 KiB.
+    /// A READY holds a socket type, an identity of at most 255 bytes and a few properties;
+    /// a peer that has not proved anything yet must not make us buffer `max_frame_len`.
+    pub const MAX_HANDSHAKE_FRAME_LEN: u64 = 64 << 10;
+
     /// A builder starting from the defaults.
     pub fn builder() -> LimitsBuilder {
         LimitsBuilder(Self::default())
@@ -46,6 +51,15 @@ impl Limits {
     /// Largest frame body accepted, in bytes.
     pub fn max_frame_len(&self) -> u64 {
         self.max_frame_len
+    }
+
+    /// These limits during a handshake: frames up to
+    /// [`MAX_HANDSHAKE_FRAME_LEN`](Self::MAX_HANDSHAKE_FRAME_LEN) at most.
+    pub fn for_handshake(&self) -> Self {
+        Self {
+            max_frame_len: self.max_frame_len.min(Self::MAX_HANDSHAKE_FRAME_LEN),
+            ..*self
+        }
     }
 
     /// Largest number of frames in one message.
