@@ -75,14 +75,18 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    // The bench's two sides each run one flow of messages: one thread each avoids
-    // cross-thread wake-ups on their hot path (they cost ~20 µs on this machine).
-    let single_flow = matches!(cli.command, Commands::Bench(_) | Commands::BenchWorker(_));
-    let mut builder = if single_flow {
+    // The bench's two sides each run one flow of messages: one thread each (the default)
+    // avoids cross-thread wake-ups on their hot path (they cost ~20 µs on this machine).
+    let threads = match &cli.command {
+        Commands::Bench(args) => args.worker_threads(),
+        Commands::BenchWorker(args) => args.worker_threads(),
+        _ => 2,
+    };
+    let mut builder = if threads == 0 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(2);
+        builder.worker_threads(threads);
         builder
     };
     let runtime = match builder.enable_all().build() {

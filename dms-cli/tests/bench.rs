@@ -281,3 +281,10 @@ fn peers_run_in_the_same_run_with_the_same_schema_and_ratios_are_printed() {
         "{stderr}"
     );
 }
+
+#[test]
+fn both_sides_can_run_on_a_multi_thread_runtime() {
+    let lines = bench_for(0.05, &["--scenario", "request", "--worker-threads", "2"]);
+    lines.iter().for_each(check_schema);
+    assert!(keys(&lines).contains(&("request-reply".into(), "rtt_p50_us".into(), 64, 1)));
+}

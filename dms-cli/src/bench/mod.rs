@@ -73,6 +73,18 @@ pub(crate) struct BenchArgs {
     /// libzmq3-dev); then print DMS / peer for every metric both measured.
     #[arg(long)]
     peers: bool,
+    /// Tokio worker threads of each side (0: a current-thread runtime, the default: a
+    /// side's hot path then costs no cross-thread wake-up). Try 2 to see what a
+    /// multi-thread runtime costs on this machine.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    worker_threads: usize,
+}
+
+impl BenchArgs {
+    /// Worker threads of the runtime to run on (0: current thread).
+    pub(crate) fn worker_threads(&self) -> usize {
+        self.worker_threads
+    }
 }
 
 /// Options of the hidden worker a transport bench runs in a second process.
@@ -81,6 +93,16 @@ pub(crate) struct WorkerArgs {
     /// Which side to serve.
     #[arg(long, value_enum, default_value_t = WorkerPeer::Dms)]
     peer: WorkerPeer,
+    /// Tokio worker threads (0: current thread), as the bench's.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    worker_threads: usize,
+}
+
+impl WorkerArgs {
+    /// Worker threads of the runtime to run on (0: current thread).
+    pub(crate) fn worker_threads(&self) -> usize {
+        self.worker_threads
+    }
 }
 
 /// A bench failure: what failed and why.

@@ -43,8 +43,15 @@ pub(crate) async fn spawn(peer: WorkerPeer) -> Result<Worker, Failure> {
     let name = clap::ValueEnum::to_possible_value(&peer)
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
+    // The worker runs on the same kind of runtime as this side.
+    let handle = tokio::runtime::Handle::current();
+    let threads = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 0,
+        _ => handle.metrics().num_workers(),
+    };
     let mut child = Command::new(exe)
         .args(["bench-worker", "--peer", &name])
+        .args(["--worker-threads", &threads.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| fail("worker", e))?;
