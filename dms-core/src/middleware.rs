@@ -206,7 +206,8 @@ pub trait MessageMiddleware: Send + Sync + 'static {
     ///
     /// Never use it for messages whose order with data matters (a DISCONNECT must follow
     /// the data before it). The provided implementation is [`try_send`](Self::try_send)
-    /// (no priority); transports override it.
+    /// (no priority): a transport must override it to pass the conformance suite's
+    /// `urgent_messages_pass_queued_data`.
     fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
         self.try_send(msg)
     }

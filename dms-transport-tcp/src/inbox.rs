@@ -109,7 +109,12 @@ impl Inbox {
                 let mut queue = self.lock();
                 let taken = limit.max(1).min(queue.items.len());
                 queue.items.drain(..taken).for_each(&mut each);
-                let wake = taken > 0 && std::mem::take(&mut queue.producers_waiting);
+                // Producers are woken once the queue is down to half (not on every take:
+                // thousands of blocked readers would all wake for each message).
+                let wake = queue.producers_waiting && queue.items.len() <= self.capacity / 2;
+                if wake {
+                    queue.producers_waiting = false;
+                }
                 (taken, !queue.items.is_empty(), wake)
             };
             if wake_producers {

@@ -1,12 +1,13 @@
 //! One live link: its output buffer, its writer task and its reader task.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
 use dms_core::wire::{Command, Inbound, MessageCodec};
 use dms_core::{Endpoint, Incoming, LinkDownCause, Multipart, PeerId, Role, SendError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -34,11 +35,18 @@ enum OutboxState {
 struct Outbox {
     /// Data, in order.
     buf: BytesMut,
-    /// Heartbeats (ZMTP PONGs, DMS PING/PONG): written before `buf`, at a message
-    /// boundary, so they never wait behind queued data.
+    /// Message boundaries in `buf`, at least [`CHUNK`] bytes apart: the writer writes
+    /// `buf` chunk by chunk and may put urgent bytes between two chunks.
+    marks: VecDeque<usize>,
+    /// Heartbeats (ZMTP PONGs, DMS PING/PONG): written before `buf`, or between two
+    /// chunks of it, so they wait behind at most one chunk of data.
     urgent: BytesMut,
     state: OutboxState,
 }
+
+/// Bytes of data written, at least, between two chances for urgent bytes to go out (a
+/// chunk ends at a message boundary, so a single larger message is one chunk).
+const CHUNK: usize = 256 << 10;
 
 impl Outbox {
     fn is_empty(&self) -> bool {
@@ -95,6 +103,7 @@ impl Link {
             role,
             outbox: Mutex::new(Outbox {
                 buf: BytesMut::new(),
+                marks: VecDeque::new(),
                 urgent: BytesMut::new(),
                 state: OutboxState::Open,
             }),
@@ -157,6 +166,12 @@ impl Link {
             });
         }
         let encoded = codec.encode_frames(body, lane);
+        if !urgent {
+            let Outbox { buf, marks, .. } = &mut *outbox;
+            if buf.len() - marks.back().copied().unwrap_or(0) >= CHUNK {
+                marks.push_back(buf.len());
+            }
+        }
         drop(outbox);
         debug_assert!(encoded.is_ok(), "checked above");
         if was_empty {
@@ -218,13 +233,14 @@ impl Link {
             outbox.state = OutboxState::Closed;
             let dropped = outbox.buf.len() + outbox.urgent.len();
             outbox.buf = BytesMut::new();
+            outbox.marks.clear();
             outbox.urgent = BytesMut::new();
             (dropped, draining)
         };
-        // We asked to disconnect: the peer closing its side in answer (seen by the reader,
-        // possibly before the writer reports) is that disconnect, not a peer's close.
+        // We asked to disconnect and all was queued out: the peer closing its side in answer
+        // (seen by the reader, possibly before the writer reports) is that disconnect.
         let cause = match cause {
-            LinkDownCause::ClosedByPeer if draining => LinkDownCause::Disconnected,
+            LinkDownCause::ClosedByPeer if draining && dropped == 0 => LinkDownCause::Disconnected,
             cause => cause,
         };
         debug!(peer = %self.peer, %cause, "link down");
@@ -258,19 +274,63 @@ impl Link {
     }
 }
 
-/// Writes whatever senders queue, a whole buffer per syscall, until the link ends.
-pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket: OwnedWriteHalf) {
-    let mut spare = BytesMut::new();
-    let cause = loop {
+/// What the writer took out of the outbox: a buffer of data and its chunk marks, and a
+/// buffer of urgent bytes. Kept between rounds so that their capacity is reused.
+struct Taken {
+    data: BytesMut,
+    marks: VecDeque<usize>,
+    urgent: BytesMut,
+}
+
+impl Taken {
+    /// Takes the urgent bytes if there are any; true if it did.
+    fn urgent_from(&mut self, outbox: &mut Outbox) -> bool {
+        if outbox.urgent.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut outbox.urgent, &mut self.urgent);
+        true
+    }
+}
+
+/// Writes all of `bytes`, or stops when the link is cancelled (`None`).
+async fn write_all<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    cancel: &CancellationToken,
+    bytes: &[u8],
+) -> Option<std::io::Result<()>> {
+    tokio::select! {
+        result = socket.write_all(bytes) => Some(result),
+        () = cancel.cancelled() => None,
+    }
+}
+
+/// Writes whatever senders queue until the link ends: everything queued since the last
+/// write, chunk by chunk (a syscall per chunk of at least 64 KiB, or per buffer when
+/// less is queued), with urgent bytes first and between chunks.
+pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, socket: OwnedWriteHalf) {
+    if let Some(cause) = write_until_down(&link, socket).await {
+        link.fail(&shared, cause).await;
+    }
+}
+
+/// The writer's loop: `Some(cause)` when the link must go down, `None` when it already is.
+async fn write_until_down<W: AsyncWrite + Unpin>(
+    link: &Link,
+    mut socket: W,
+) -> Option<LinkDownCause> {
+    let mut taken = Taken {
+        data: BytesMut::new(),
+        marks: VecDeque::new(),
+        urgent: BytesMut::new(),
+    };
+    let cause = 'link: loop {
         let state = {
             let mut outbox = lock(&link.outbox);
-            if !outbox.urgent.is_empty() {
-                // Heartbeats first: they go between two buffers of data, at a message
-                // boundary, never behind what is queued.
-                std::mem::swap(&mut outbox.urgent, &mut spare);
-            } else if !outbox.buf.is_empty() {
-                std::mem::swap(&mut outbox.buf, &mut spare);
-            } else {
+            if !taken.urgent_from(&mut outbox) && !outbox.buf.is_empty() {
+                std::mem::swap(&mut outbox.buf, &mut taken.data);
+                std::mem::swap(&mut outbox.marks, &mut taken.marks);
+            } else if outbox.buf.is_empty() {
                 // Idle (after a burst): give the burst's memory back.
                 let Outbox { buf, urgent, .. } = &mut *outbox;
                 for lane in [buf, urgent] {
@@ -281,9 +341,11 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket:
             }
             outbox.state
         };
-        if spare.is_empty() {
-            if spare.capacity() > KEPT_WRITE_CAPACITY {
-                spare = BytesMut::new();
+        if taken.data.is_empty() && taken.urgent.is_empty() {
+            for lane in [&mut taken.data, &mut taken.urgent] {
+                if lane.capacity() > KEPT_WRITE_CAPACITY {
+                    *lane = BytesMut::new();
+                }
             }
             match state {
                 OutboxState::Open => {}
@@ -291,27 +353,47 @@ pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, mut socket:
                     let _ = socket.shutdown().await;
                     break LinkDownCause::Disconnected;
                 }
-                OutboxState::Closed => return,
+                OutboxState::Closed => return None,
             }
             tokio::select! {
                 () = link.wake_writer.notified() => continue,
-                () = link.cancel.cancelled() => return,
+                () = link.cancel.cancelled() => return None,
             }
         }
         link.room.notify_waiters();
-        trace!(peer = %link.peer, bytes = spare.len(), "write");
-        let written = tokio::select! {
-            result = socket.write_all(&spare) => result,
-            () = link.cancel.cancelled() => return,
-        };
-        if let Err(err) = written {
-            break LinkDownCause::Io(Arc::new(err));
+        // Urgent bytes first, then the data chunk by chunk, with urgent bytes queued
+        // meanwhile between two chunks.
+        let mut at = 0;
+        loop {
+            if !taken.urgent.is_empty() {
+                trace!(peer = %link.peer, bytes = taken.urgent.len(), "write urgent");
+                match write_all(&mut socket, &link.cancel, &taken.urgent).await {
+                    None => return None,
+                    Some(Err(err)) => break 'link LinkDownCause::Io(Arc::new(err)),
+                    Some(Ok(())) => taken.urgent.clear(),
+                }
+            }
+            if at == taken.data.len() {
+                break;
+            }
+            let end = taken.marks.pop_front().unwrap_or(taken.data.len());
+            let chunk = taken.data.get(at..end).unwrap_or_default();
+            trace!(peer = %link.peer, bytes = chunk.len(), "write");
+            match write_all(&mut socket, &link.cancel, chunk).await {
+                None => return None,
+                Some(Err(err)) => break 'link LinkDownCause::Io(Arc::new(err)),
+                Some(Ok(())) => at = end,
+            }
+            if at < taken.data.len() {
+                taken.urgent_from(&mut lock(&link.outbox));
+            }
         }
         // Capacity is kept while the link stays busy (no regrowth per write); it is given
         // back above when the link goes idle.
-        spare.clear();
+        taken.data.clear();
+        taken.marks.clear();
     };
-    link.fail(&shared, cause).await;
+    Some(cause)
 }
 
 /// Queues items of this link for `recv` (all, in order), unless the link is down
@@ -413,6 +495,80 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use tokio::sync::Semaphore;
+
+    fn test_link(queue_limit: usize) -> Link {
+        let slot = Arc::new(Semaphore::new(1)).try_acquire_owned();
+        let Ok(slot) = slot else {
+            panic!("a fresh semaphore has a permit");
+        };
+        Link::new(
+            PeerId::generated(1),
+            "tcp://127.0.0.1:1"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+            Role::Acceptor,
+            queue_limit,
+            CancellationToken::new(),
+            slot,
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_urgent_message_waits_behind_one_chunk_of_data_at_most() {
+        use dms_core::wire::Limits;
+        use tokio::io::AsyncReadExt;
+
+        let link = Arc::new(test_link(8 << 20));
+        let codec = MessageCodec::new(Limits::default());
+        let peer = link.peer.to_frame();
+        let payload = Bytes::from(vec![7u8; 8 << 10]);
+        let msg = Multipart::from_frames([peer.clone(), Bytes::from_static(b"d"), payload]);
+        let mut one = BytesMut::new();
+        codec
+            .encode_frames(msg.frames().get(1..).unwrap_or_default(), &mut one)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A chunk ends at the first message boundary at or after CHUNK bytes.
+        let per_chunk = CHUNK.div_ceil(one.len());
+        let total = 3 * per_chunk;
+        for _ in 0..total {
+            link.try_queue(&codec, msg.clone())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A peer that has room for 16 KiB until it reads: the writer takes every message
+        // (three chunks) and blocks in the first chunk.
+        let (writer_end, mut reader_end) = tokio::io::duplex(16 << 10);
+        let writer = tokio::spawn({
+            let link = link.clone();
+            async move { write_until_down(&link, writer_end).await }
+        });
+        tokio::task::yield_now().await;
+        let urgent = Multipart::from_frames([peer.clone(), Bytes::from_static(b"u")]);
+        link.try_queue_urgent(&codec, urgent)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut decoder = MessageCodec::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let (mut data_before_urgent, mut data) = (None, 0);
+        while data < total {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Inbound::Message(msg))) if &msg[0][..] == b"u" => {
+                    data_before_urgent = Some(data);
+                }
+                Ok(Some(Inbound::Message(_))) => data += 1,
+                Ok(_) => {
+                    let read = reader_end.read_buf(&mut buf).await;
+                    assert!(read.is_ok_and(|n| n > 0), "the writer stopped early");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        link.cancel.cancel();
+        let _ = writer.await;
+        assert_eq!(
+            data_before_urgent,
+            Some(per_chunk),
+            "the urgent message waited behind more than the chunk in progress"
+        );
+    }
 
     #[test]
     fn pongs_to_a_peer_that_never_reads_stay_bounded() {
