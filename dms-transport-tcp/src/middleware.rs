@@ -21,6 +21,10 @@ use crate::inbox::Inbox;
 use crate::link::Link;
 use crate::stats::{Counters, TcpStats};
 
+/// Bytes a send may encode while holding the link registry's read lock; bigger messages
+/// are encoded after it is released.
+const COPY_UNDER_LOCK: usize = 64 << 10;
+
 /// State shared by the handle and every task of one middleware.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -279,6 +283,12 @@ impl MessageMiddleware for TcpMiddleware {
     }
 
     fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
+        if msg.payload_len() > COPY_UNDER_LOCK {
+            // A big copy must not hold the registry: a waiting (un)registration would
+            // stall every other sender behind it.
+            let (link, msg) = self.route(msg, |link, msg| (link.clone(), msg))?;
+            return link.try_queue(&self.shared.encoder, msg);
+        }
         self.route(msg, |link, msg| link.try_queue(&self.shared.encoder, msg))?
     }
 
