@@ -8,10 +8,15 @@
 //!
 //! A send encodes the message straight into the link's output buffer under a short lock;
 //! there is no per-message channel hop. The link's writer task is woken only when the
-//! buffer goes from empty to non-empty, and then writes everything queued since in one
-//! syscall: an idle link costs one wake-up of a task on the same worker thread, a busy
-//! link batches many messages per write. The reader decodes every complete frame of each
-//! read, handing out zero-copy slices of the read buffer.
+//! buffer goes from empty to non-empty, and then writes everything queued since, in
+//! chunks of at least 256 KiB ending at message boundaries (one syscall per chunk, or per
+//! buffer when less is queued): an idle link costs one wake-up of a task on the same
+//! worker thread, a busy link batches many messages per write. Heartbeats
+//! ([`try_send_urgent`](dms_core::MessageMiddleware::try_send_urgent)) go out first and
+//! between chunks, so they wait behind one chunk at most, never behind the whole queue.
+//! The reader decodes every complete frame of each read, handing out zero-copy slices of
+//! the read buffer, and hands a read's worth of messages to `recv` under one lock and one
+//! wake-up ([`recv_many`](dms_core::MessageMiddleware::recv_many) takes them the same way).
 //!
 //! # Identity rule
 //!
