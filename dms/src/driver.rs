@@ -290,14 +290,13 @@ impl Driver {
         }
     }
 
-    /// A heartbeat: ahead of data queued on the link and of messages parked for it.
+    /// A heartbeat: ahead of data queued on the link and of messages parked for it. When
+    /// even the urgent lane is full (the peer has not read 64 KiB of heartbeats), it is
+    /// dropped rather than parked behind data: a late heartbeat proves nothing, and the
+    /// missing PONG is what the liveness check should see.
     fn transmit_urgent(&mut self, msg: Multipart) {
-        match self.middleware.try_send_urgent(msg) {
-            Ok(()) => {}
-            Err(SendError::Full { peer, msg }) => {
-                park(self.state.parked.entry(peer).or_default(), *msg);
-            }
-            Err(error) => debug!(%error, "heartbeat not sent"),
+        if let Err(error) = self.middleware.try_send_urgent(msg) {
+            debug!(%error, "heartbeat not sent");
         }
     }
 
