@@ -293,6 +293,13 @@ impl Taken {
     }
 }
 
+/// Frees an empty buffer that grew beyond [`KEPT_WRITE_CAPACITY`] (after a burst).
+fn give_back(lane: &mut BytesMut) {
+    if lane.capacity() > KEPT_WRITE_CAPACITY {
+        *lane = BytesMut::new();
+    }
+}
+
 /// Writes all of `bytes`, or stops when the link is cancelled (`None`).
 async fn write_all<W: AsyncWrite + Unpin>(
     socket: &mut W,
@@ -333,20 +340,14 @@ async fn write_until_down<W: AsyncWrite + Unpin>(
             } else if outbox.buf.is_empty() {
                 // Idle (after a burst): give the burst's memory back.
                 let Outbox { buf, urgent, .. } = &mut *outbox;
-                for lane in [buf, urgent] {
-                    if lane.capacity() > KEPT_WRITE_CAPACITY {
-                        *lane = BytesMut::new();
-                    }
-                }
+                give_back(buf);
+                give_back(urgent);
             }
             outbox.state
         };
         if taken.data.is_empty() && taken.urgent.is_empty() {
-            for lane in [&mut taken.data, &mut taken.urgent] {
-                if lane.capacity() > KEPT_WRITE_CAPACITY {
-                    *lane = BytesMut::new();
-                }
-            }
+            give_back(&mut taken.data);
+            give_back(&mut taken.urgent);
             match state {
                 OutboxState::Open => {}
                 OutboxState::Draining => {
