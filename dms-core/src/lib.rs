@@ -24,6 +24,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod backoff;
 pub mod dispatch;
 pub mod endpoint;
 #[cfg(feature = "fuzzing")]
@@ -36,6 +38,8 @@ pub mod proto;
 pub mod route;
 pub mod wire;
 
+pub use auth::{AuthError, Rejection};
+pub use backoff::Backoff;
 pub use endpoint::{Endpoint, EndpointError};
 pub use middleware::{
     Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Role, SendError,

@@ -19,14 +19,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::wire::{HandshakeError, WireError};
-use crate::{Endpoint, EndpointError, Multipart, PeerId};
+use crate::{AuthError, Endpoint, EndpointError, Multipart, PeerId};
 
 /// Which side opened a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// We accepted it on a bound endpoint.
     Acceptor,
-    /// We connected to the peer's endpoint (the middleware reconnects it when it drops).
+    /// We connected to the peer's endpoint.
     Connector,
 }
 
@@ -152,6 +152,9 @@ pub enum MiddlewareError {
     /// The ZMTP handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
+    /// The peer's credentials were not accepted, or it refused ours (secured transports).
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
     /// The handshake did not finish in time.
     #[error("handshake did not complete within {0:?}")]
     HandshakeTimeout(std::time::Duration),
@@ -187,9 +190,12 @@ pub trait MessageMiddleware: Send + Sync + 'static {
         endpoint: &Endpoint,
     ) -> impl Future<Output = Result<Endpoint, MiddlewareError>> + Send;
 
-    /// Opens a link to `endpoint` and completes the handshake; returns the peer's id. The
-    /// middleware keeps the link: if it drops, it is reconnected with capped exponential
-    /// backoff until [`disconnect`](Self::disconnect).
+    /// Opens a link to `endpoint` and completes the handshake; returns the peer's id.
+    ///
+    /// One attempt, one link. Whether a lost link is dialled again is the middleware's
+    /// configured policy (TCP redials by default, as libzmq does, and can be told not to;
+    /// QUIC never does): a caller that owns redialling itself, as the DMS kernel does,
+    /// uses a middleware that does not redial, so there is one reconnect policy, not two.
     fn connect(
         &self,
         endpoint: &Endpoint,
@@ -234,6 +240,11 @@ pub trait MessageMiddleware: Send + Sync + 'static {
             Ok(1)
         }
     }
+
+    /// Closes every link and listener at once, without flushing (use
+    /// [`disconnect`](Self::disconnect) per peer for that). Pending and later calls fail
+    /// with `Closed`.
+    fn close(&self);
 
     /// Closes the link to `peer` after writing everything already queued on it, and stops
     /// reconnecting it. Resolves when the link is closed.

@@ -34,6 +34,7 @@ pub struct TcpConfig {
     pub(crate) read_buffer: usize,
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_cap: Duration,
+    pub(crate) redial: bool,
     pub(crate) drain_timeout: Duration,
 }
 
@@ -86,6 +87,11 @@ impl TcpConfig {
     pub fn link_queue_bytes(&self) -> usize {
         self.link_queue_bytes
     }
+
+    /// Whether connected links are dialled again when they drop.
+    pub fn redials(&self) -> bool {
+        self.redial
+    }
 }
 
 impl Default for TcpConfig {
@@ -99,6 +105,7 @@ impl Default for TcpConfig {
             read_buffer: Self::DEFAULT_READ_BUFFER,
             reconnect_initial: Duration::from_millis(100),
             reconnect_cap: Duration::from_secs(5),
+            redial: true,
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -152,6 +159,14 @@ impl TcpConfigBuilder {
     pub fn reconnect(mut self, initial: Duration, cap: Duration) -> Self {
         self.config.reconnect_initial = initial;
         self.config.reconnect_cap = cap.max(initial);
+        self
+    }
+
+    /// Whether a link opened by [`connect`](dms_core::MessageMiddleware::connect) is
+    /// dialled again when it drops (default: yes, as libzmq does). A caller that owns
+    /// redialling, like the DMS kernel, turns it off: one reconnect policy, not two.
+    pub fn redial(mut self, redial: bool) -> Self {
+        self.config.redial = redial;
         self
     }
 

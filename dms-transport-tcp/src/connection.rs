@@ -12,11 +12,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Backoff;
 use crate::address::{endpoint_of, host_port};
 use crate::link::{Link, run_reader, run_writer};
 use crate::middleware::Shared;
 use crate::stats::Counters;
+use dms_core::Backoff;
 
 /// Runs the ZMTP handshake on a fresh connection, within the handshake timeout.
 /// Returns the peer's READY and the bytes that followed it.

@@ -54,7 +54,6 @@
 #![forbid(unsafe_code)]
 
 mod address;
-mod backoff;
 mod config;
 mod connection;
 mod inbox;
@@ -62,7 +61,6 @@ mod link;
 mod middleware;
 mod stats;
 
-pub use backoff::Backoff;
 pub use config::{ConfigError, TcpConfig, TcpConfigBuilder};
 pub use middleware::TcpMiddleware;
 pub use stats::TcpStats;

@@ -192,12 +192,6 @@ impl TcpMiddleware {
             .collect()
     }
 
-    /// Closes every link and listener at once (queued data is not flushed; use
-    /// [`disconnect`](MessageMiddleware::disconnect) per peer for that).
-    pub fn close(&self) {
-        self.shared.close();
-    }
-
     fn check_open(&self) -> Result<(), MiddlewareError> {
         if self.shared.is_closed() {
             Err(MiddlewareError::Closed)
@@ -276,6 +270,9 @@ impl MessageMiddleware for TcpMiddleware {
         self.check_open()?;
         let link = dial(&self.shared, endpoint, None).await?;
         let peer = link.peer.clone();
+        if !self.shared.config.redial {
+            return Ok(peer);
+        }
         let stop = Arc::new(self.shared.shutdown.child_token());
         self.shared.track_supervisor(&peer, &stop);
         tokio::spawn(supervise(self.shared.clone(), endpoint.clone(), link, stop));
@@ -326,6 +323,10 @@ impl MessageMiddleware for TcpMiddleware {
             taken = self.shared.inbox.take(items, limit) => Ok(taken),
             () = self.shared.shutdown.cancelled() => Err(MiddlewareError::Closed),
         }
+    }
+
+    fn close(&self) {
+        self.shared.close();
     }
 
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {

@@ -6,13 +6,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dms_core::Backoff;
 use dms_core::dispatch::{Candidate, DispatchPolicy};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::control::{Reason, codes};
 use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId};
 use dms_core::{Endpoint, Incoming, MessageMiddleware, Multipart, PeerId, SendError};
 use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
-use dms_transport_tcp::{Backoff, TcpMiddleware};
+use dms_transport_tcp::TcpMiddleware;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 

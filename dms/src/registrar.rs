@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use dms_core::Backoff;
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_discovery::{Discovery, DiscoveryError, Lease};
-use dms_transport_tcp::Backoff;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 

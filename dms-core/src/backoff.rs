@@ -8,7 +8,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use dms_transport_tcp::Backoff;
+/// use dms_core::Backoff;
 ///
 /// let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// for _ in 0..100 {

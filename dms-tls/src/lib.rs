@@ -1,0 +1,2 @@
+//! DMS TLS (to be written).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! DMS over QUIC (to be written).
+#![forbid(unsafe_code)]
