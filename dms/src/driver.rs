@@ -11,15 +11,15 @@ use dms_core::dispatch::{Candidate, DispatchPolicy};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::control::{Reason, codes};
 use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId};
-use dms_core::{Endpoint, Incoming, MessageMiddleware, Multipart, PeerId, SendError};
+use dms_core::{Incoming, Multipart, PeerId, SendError};
 use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
-use dms_transport_tcp::TcpMiddleware;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registrar::Release;
 use crate::registration::{Registration, cluster_key};
+use crate::transport::Transports;
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 
 /// Messages waiting for room in one full link, at most (beyond, they are dropped and
@@ -102,7 +102,7 @@ struct Waiter {
 
 pub(crate) struct Driver {
     pub(crate) proto: Protocol,
-    pub(crate) middleware: TcpMiddleware,
+    pub(crate) transports: Transports,
     /// Dropping it makes the registrar drop the lease: the registration vanishes.
     pub(crate) registered: Option<oneshot::Sender<Release>>,
     pub(crate) local: ServicePath,
@@ -181,10 +181,12 @@ impl Driver {
                         return;
                     }
                 },
-                taken = self.middleware.recv_many(&mut inbox, INBOX_BATCH) => match taken {
-                    Ok(_) => {
+                taken = self.transports.recv_many(&mut inbox, INBOX_BATCH) => match taken {
+                    Ok(medium) => {
                         for item in inbox.drain(..) {
-                            self.on_incoming(item);
+                            if self.transports.observe(medium, &item) {
+                                self.on_incoming(item);
+                            }
                         }
                     }
                     Err(error) => {
@@ -224,7 +226,7 @@ impl Driver {
     /// registration), then `done` is told.
     #[cfg(feature = "fault-injection")]
     async fn die(&mut self, done: oneshot::Sender<()>) {
-        self.middleware.close();
+        self.transports.close();
         self.deregister(false).await;
         let _ = done.send(());
     }
@@ -282,7 +284,7 @@ impl Driver {
             // Behind what is already waiting for that link, to keep its order.
             return park(queue, msg);
         }
-        match self.middleware.try_send(msg) {
+        match self.transports.try_send(msg) {
             Ok(()) => {}
             Err(SendError::Full { peer, msg }) => {
                 park(self.state.parked.entry(peer).or_default(), *msg);
@@ -296,16 +298,16 @@ impl Driver {
     /// dropped rather than parked behind data: a late heartbeat proves nothing, and the
     /// missing PONG is what the liveness check should see.
     fn transmit_urgent(&mut self, msg: Multipart) {
-        if let Err(error) = self.middleware.try_send_urgent(msg) {
+        if let Err(error) = self.transports.try_send_urgent(msg) {
             debug!(%error, "heartbeat not sent");
         }
     }
 
     fn retry_parked(&mut self) {
-        let middleware = &self.middleware;
+        let transports = &self.transports;
         self.state.parked.retain(|_, queue| {
             while let Some(msg) = queue.pop_front() {
-                match middleware.try_send(msg) {
+                match transports.try_send(msg) {
                     Ok(()) => {}
                     Err(SendError::Full { msg, .. }) => {
                         queue.push_front(*msg);
@@ -444,9 +446,8 @@ impl Driver {
                 }
             }
         }
-        // The session is over but the link may be up (a silent peer): close it, which also
-        // stops the middleware from redialling an old endpoint. The driver redials the
-        // instance itself while it is registered.
+        // The session is over but the link may be up (a silent peer): close it. The driver
+        // redials the instance itself while it is registered (transports never redial).
         self.close_link(peer);
         if let Some(path) = path {
             if self.state.deregistered.contains(&path) {
@@ -477,10 +478,12 @@ impl Driver {
         if !self.state.closing.insert(peer.clone()) {
             return;
         }
-        let middleware = self.middleware.clone();
+        let dialer = self.transports.dialer_of(&peer);
         let report = self.closed_tx.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, middleware.disconnect(&peer)).await;
+            if let Some(dialer) = dialer {
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, dialer.disconnect(&peer)).await;
+            }
             if let Some(report) = report {
                 let _ = report.send(peer).await;
             }
@@ -737,23 +740,15 @@ impl Driver {
         if registration.targets(&self.local.cluster()) && *path < self.local {
             return;
         }
-        let endpoint: Option<Endpoint> = registration
-            .endpoints
-            .iter()
-            .find_map(|e| e.parse::<Endpoint>().ok().filter(|e| e.scheme() == "tcp"));
-        let Some(endpoint) = endpoint else {
-            warn!(instance = %path, "no usable endpoint in its registration");
+        let Some((endpoint, dialer)) = self.transports.dialable(&registration.endpoints) else {
+            warn!(instance = %path, endpoints = ?registration.endpoints, "no endpoint in its registration that this node can dial");
             return;
         };
         self.state.connecting.insert(path.clone());
-        let middleware = self.middleware.clone();
         let path = path.clone();
         let report = connected_tx.clone();
         tokio::spawn(async move {
-            let result = middleware
-                .connect(&endpoint)
-                .await
-                .map_err(|e| e.to_string());
+            let result = dialer.connect(&endpoint).await.map_err(|e| e.to_string());
             let _ = report.send(Connected { path, result }).await;
         });
     }
@@ -819,16 +814,15 @@ impl Driver {
         // Every link flushes at once: shutdown takes at most SHUTDOWN_FLUSH, whatever the
         // number of peers.
         let mut flushing = tokio::task::JoinSet::new();
-        for peer in self.middleware.peers() {
-            let middleware = self.middleware.clone();
-            flushing.spawn(async move { middleware.disconnect(&peer).await });
+        for (peer, dialer) in self.transports.peers() {
+            flushing.spawn(async move { dialer.disconnect(&peer).await });
         }
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, flushing.join_all()).await;
         for (_, waiter) in self.state.waiting.drain() {
             let _ = waiter.done.send(Err(RequestError::Closed));
         }
         self.deregister(true).await;
-        self.middleware.close();
+        self.transports.close();
     }
 }
 

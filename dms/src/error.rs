@@ -11,9 +11,13 @@ pub enum StartError {
     /// Binding an endpoint failed.
     #[error("cannot bind: {0}")]
     Bind(#[source] MiddlewareError),
-    /// An endpoint's scheme has no transport in this build (enable its cargo feature).
-    #[error("no transport for endpoint {0} in this build")]
+    /// An endpoint's scheme has no transport in this build (enable its cargo feature), or
+    /// its transport is not configured (QUIC without TLS credentials).
+    #[error("cannot bind {0}")]
     UnsupportedEndpoint(String),
+    /// A transport's configuration is invalid.
+    #[error("transport configuration: {0}")]
+    Transport(String),
     /// Discovery failed (unreachable, refused).
     #[error("discovery: {0}")]
     Discovery(#[from] DiscoveryError),

@@ -18,6 +18,7 @@ mod incoming;
 mod node;
 mod registrar;
 pub mod registration;
+mod transport;
 
 pub use dms_core::path::{ClusterPath, PathError, ServicePath};
 pub use dms_core::{Endpoint, Multipart};
@@ -26,3 +27,4 @@ pub use dms_discovery::memory::MemoryDiscovery;
 pub use error::{RequestError, StartError};
 pub use incoming::IncomingRequest;
 pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};
+pub use transport::DEFAULT_PREFERENCE;

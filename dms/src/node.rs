@@ -7,14 +7,16 @@ use std::time::Duration;
 use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{ProtoConfig, Protocol};
-use dms_core::{Endpoint, MessageMiddleware, MiddlewareError, Multipart, Role};
+use dms_core::{Endpoint, Multipart, Role};
 use dms_discovery::Discovery;
 use dms_discovery::memory::MemoryDiscovery;
-use dms_transport_tcp::{TcpConfig, TcpMiddleware};
+#[cfg(feature = "tcp")]
+use dms_transport_tcp::TcpConfigBuilder;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
 use crate::registrar::{Registrant, keep_registered};
+use crate::transport::{TransportSettings, Transports};
 use crate::{IncomingRequest, RequestError, StartError};
 
 /// A successful reply.
@@ -137,6 +139,7 @@ struct Settings {
     incoming_queue: usize,
     reconnect: (Duration, Duration),
     policy: Arc<dyn DispatchPolicy>,
+    transports: TransportSettings,
 }
 
 impl NodeBuilder<MemoryDiscovery> {
@@ -155,6 +158,7 @@ impl NodeBuilder<MemoryDiscovery> {
                 incoming_queue: 1024,
                 reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
                 policy: Arc::new(JumpHash),
+                transports: TransportSettings::default(),
             },
         }
     }
@@ -172,9 +176,41 @@ impl<D: Discovery> NodeBuilder<D> {
         }
     }
 
-    /// An endpoint to accept links on (default `tcp://127.0.0.1:0`).
+    /// An endpoint to accept links on; call it once per endpoint (several schemes may be
+    /// bound at once: `tcp://` for libzmq peers, `quic://` across networks). Every bound
+    /// endpoint is published in the registration. Default: `tcp://127.0.0.1:0` (or
+    /// `quic://127.0.0.1:0` in a build without TCP).
     pub fn bind(mut self, endpoint: Endpoint) -> Self {
         self.settings.binds.push(endpoint);
+        self
+    }
+
+    /// Schemes this node dials, most preferred first (default
+    /// [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE): `shm`, `quic`, `tcp`). For each
+    /// peer the first scheme it published and this node can dial is used; schemes not
+    /// listed are never dialled.
+    ///
+    /// ```
+    /// # let path: dms::ServicePath = "/demo/cn/android/w1/g1/Lobby/lobby-1".parse().unwrap();
+    /// let builder = dms::Node::builder(path).prefer(["tcp"]); // TCP only, even to QUIC peers
+    /// ```
+    pub fn prefer<S: Into<String>>(mut self, schemes: impl IntoIterator<Item = S>) -> Self {
+        self.settings.transports.prefer = schemes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Settings of the TCP transport (queues, peer limit, wire limits). The node sets the
+    /// identity (its service path) and turns the transport's own redial off: the kernel
+    /// redials lost instances itself (see [`reconnect`](Self::reconnect)).
+    ///
+    /// ```
+    /// use dms_transport_tcp::TcpConfig;
+    /// # let path: dms::ServicePath = "/demo/cn/android/w1/g1/Lobby/lobby-1".parse().unwrap();
+    /// let builder = dms::Node::builder(path).tcp(TcpConfig::builder().max_peers(256));
+    /// ```
+    #[cfg(feature = "tcp")]
+    pub fn tcp(mut self, config: TcpConfigBuilder) -> Self {
+        self.settings.transports.tcp = config;
         self
     }
 
@@ -236,21 +272,14 @@ async fn start<D: Discovery>(
     discovery: D,
     settings: Settings,
 ) -> Result<Node, StartError> {
-    let tcp = TcpConfig::builder()
-        .identity(path.as_str().to_owned())
-        .build()
-        .map_err(|e| StartError::Bind(MiddlewareError::Io(std::io::Error::other(e))))?;
-    let middleware = TcpMiddleware::new(tcp);
+    let transports = Transports::new(&path, settings.transports)?;
     let mut binds = settings.binds;
     if binds.is_empty() {
-        binds.push(Endpoint::new("tcp", "127.0.0.1:0").map_err(|e| StartError::Bind(e.into()))?);
+        binds.extend(transports.default_bind());
     }
     let mut endpoints = Vec::new();
     for endpoint in &binds {
-        if endpoint.scheme() != middleware.scheme() {
-            return Err(StartError::UnsupportedEndpoint(endpoint.to_string()));
-        }
-        endpoints.push(middleware.bind(endpoint).await.map_err(StartError::Bind)?);
+        endpoints.push(transports.bind(endpoint).await?);
     }
 
     let registrant = Registrant {
@@ -289,7 +318,7 @@ async fn start<D: Discovery>(
     }
     let driver = Driver {
         proto: Protocol::new(proto),
-        middleware,
+        transports,
         registered: Some(registered),
         local: path.clone(),
         targets,

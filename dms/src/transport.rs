@@ -1,0 +1,338 @@
+//! The media a node speaks: the only module of the kernel that names a transport, and the
+//! only one with transport `cfg`s.
+//!
+//! A node holds one middleware per medium compiled in and configured (`tcp`, `quic`), all
+//! of them behind [`Transports`], which the driver uses as it would one middleware: it
+//! binds by scheme, sends by peer (to the medium that peer's link is on), receives from
+//! every medium and knows which one each item came from. Calls are statically
+//! dispatched: a `match` on [`Medium`], no trait object on the path of a message.
+//!
+//! # Which endpoint is dialled
+//!
+//! An instance publishes every endpoint it bound. A dialler takes the first scheme of its
+//! preference list ([`NodeBuilder::prefer`](crate::NodeBuilder::prefer), default
+//! [`DEFAULT_PREFERENCE`]) that the peer published and that it can dial itself (the
+//! medium is compiled in and configured: QUIC needs TLS credentials). Ties within a scheme
+//! go to the endpoint listed first.
+//!
+//! # One link per peer
+//!
+//! A peer has at most one link, on one medium. A link that comes up for a peer that has
+//! one on another medium already is closed at once and not reported to the protocol;
+//! items of a medium that is not the peer's current one are dropped.
+
+use std::collections::HashMap;
+
+use dms_core::path::ServicePath;
+use dms_core::{
+    Endpoint, Incoming, MessageMiddleware, MiddlewareError, Multipart, PeerId, SendError,
+};
+#[cfg(feature = "tcp")]
+use dms_transport_tcp::{TcpConfigBuilder, TcpMiddleware};
+
+use crate::StartError;
+
+#[cfg(not(any(feature = "tcp", feature = "quic")))]
+compile_error!("dms needs at least one transport: enable the feature `tcp` or `quic`");
+
+/// Schemes in the order a node dials them by default: shared memory (same host only),
+/// then QUIC, then TCP.
+pub const DEFAULT_PREFERENCE: &[&str] = &["shm", "quic", "tcp"];
+
+/// One medium compiled into this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Medium {
+    /// ZMTP 3.1 over TCP.
+    #[cfg(feature = "tcp")]
+    Tcp,
+}
+
+impl Medium {
+    /// The URL scheme of the medium.
+    pub(crate) fn scheme(self) -> &'static str {
+        match self {
+            #[cfg(feature = "tcp")]
+            Self::Tcp => "tcp",
+        }
+    }
+
+    fn from_scheme(scheme: &str) -> Option<Self> {
+        match scheme {
+            #[cfg(feature = "tcp")]
+            "tcp" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+
+/// How a node's links are carried: the settings of each medium and the dial preference.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportSettings {
+    /// TCP settings (the kernel sets the identity and turns the transport's redial off).
+    #[cfg(feature = "tcp")]
+    pub(crate) tcp: TcpConfigBuilder,
+    /// Schemes to dial, most preferred first.
+    pub(crate) prefer: Vec<String>,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            #[cfg(feature = "tcp")]
+            tcp: dms_transport_tcp::TcpConfig::builder(),
+            prefer: DEFAULT_PREFERENCE.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// A middleware of one medium, cloned into a task that dials.
+#[derive(Debug, Clone)]
+pub(crate) enum Dialer {
+    #[cfg(feature = "tcp")]
+    Tcp(TcpMiddleware),
+}
+
+impl Dialer {
+    /// Opens one link to `endpoint` (no redial: the driver owns that).
+    pub(crate) async fn connect(&self, endpoint: &Endpoint) -> Result<PeerId, MiddlewareError> {
+        match self {
+            #[cfg(feature = "tcp")]
+            Self::Tcp(m) => m.connect(endpoint).await,
+        }
+    }
+
+    /// Closes the link to `peer` after flushing it.
+    pub(crate) async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {
+        match self {
+            #[cfg(feature = "tcp")]
+            Self::Tcp(m) => m.disconnect(peer).await,
+        }
+    }
+}
+
+/// Every medium of one node, used by the driver as one middleware.
+#[derive(Debug)]
+pub(crate) struct Transports {
+    #[cfg(feature = "tcp")]
+    tcp: Option<TcpMiddleware>,
+    /// The medium of every live link (from `LinkUp` to `LinkDown`).
+    links: HashMap<PeerId, Medium>,
+    /// The only medium, when there is one: sends need no lookup.
+    single: Option<Medium>,
+    /// Schemes to dial, most preferred first, restricted to the media we have.
+    prefer: Vec<Medium>,
+}
+
+impl Transports {
+    /// The media for a node named `local`, none bound yet.
+    pub(crate) fn new(
+        local: &ServicePath,
+        settings: TransportSettings,
+    ) -> Result<Self, StartError> {
+        #[cfg(feature = "tcp")]
+        let tcp = {
+            let config = settings
+                .tcp
+                .identity(local.as_str().to_owned())
+                .redial(false)
+                .build()
+                .map_err(|e| StartError::Transport(e.to_string()))?;
+            Some(TcpMiddleware::new(config))
+        };
+        #[cfg(not(feature = "tcp"))]
+        let _ = local;
+        let mut transports = Self {
+            #[cfg(feature = "tcp")]
+            tcp,
+            links: HashMap::new(),
+            single: None,
+            prefer: Vec::new(),
+        };
+        let present = transports.present();
+        if present.is_empty() {
+            return Err(StartError::Transport(
+                "no transport in this build (enable the dms features tcp or quic)".into(),
+            ));
+        }
+        transports.single = (present.len() == 1).then(|| present[0]);
+        transports.prefer = settings
+            .prefer
+            .iter()
+            .filter_map(|s| Medium::from_scheme(s))
+            .filter(|m| present.contains(m))
+            .collect();
+        Ok(transports)
+    }
+
+    /// The media configured, in a fixed order.
+    fn present(&self) -> Vec<Medium> {
+        let mut present = Vec::new();
+        #[cfg(feature = "tcp")]
+        if self.tcp.is_some() {
+            present.push(Medium::Tcp);
+        }
+        present
+    }
+
+    /// The endpoint a node binds when it is given none.
+    pub(crate) fn default_bind(&self) -> Option<Endpoint> {
+        let medium = self.present().into_iter().next()?;
+        Endpoint::new(medium.scheme(), "127.0.0.1:0").ok()
+    }
+
+    /// Binds `endpoint` on the medium of its scheme.
+    pub(crate) async fn bind(&self, endpoint: &Endpoint) -> Result<Endpoint, StartError> {
+        let unsupported = || {
+            let why = match Medium::from_scheme(endpoint.scheme()) {
+                Some(_) => "that transport is not configured",
+                None => "no transport for that scheme in this build (see the dms cargo features)",
+            };
+            StartError::UnsupportedEndpoint(format!("{endpoint}: {why}"))
+        };
+        let medium = Medium::from_scheme(endpoint.scheme()).ok_or_else(unsupported)?;
+        let bound = match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => match &self.tcp {
+                Some(m) => m.bind(endpoint).await,
+                None => return Err(unsupported()),
+            },
+        };
+        bound.map_err(StartError::Bind)
+    }
+
+    /// The endpoint to dial among those an instance published, and the middleware to
+    /// dial it with (see the [module docs](self)).
+    pub(crate) fn dialable(&self, published: &[String]) -> Option<(Endpoint, Dialer)> {
+        let endpoints: Vec<Endpoint> = published.iter().filter_map(|e| e.parse().ok()).collect();
+        self.prefer.iter().find_map(|medium| {
+            let endpoint = endpoints
+                .iter()
+                .find(|e| e.scheme() == medium.scheme())?
+                .clone();
+            Some((endpoint, self.dialer(*medium)?))
+        })
+    }
+
+    fn dialer(&self, medium: Medium) -> Option<Dialer> {
+        match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => self.tcp.clone().map(Dialer::Tcp),
+        }
+    }
+
+    /// The middleware of the link to `peer`, if it has one.
+    pub(crate) fn dialer_of(&self, peer: &PeerId) -> Option<Dialer> {
+        self.dialer(*self.links.get(peer)?)
+    }
+
+    /// The medium a message for `peer` goes to.
+    fn medium_of(&self, peer: &[u8]) -> Option<Medium> {
+        self.single.or_else(|| self.links.get(peer).copied())
+    }
+
+    /// Queues `msg` on its peer's link if it has room now.
+    pub(crate) fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
+        let (medium, msg) = self.route(msg)?;
+        match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => self.tcp.as_ref().ok_or(SendError::Closed)?.try_send(msg),
+        }
+    }
+
+    /// Queues a heartbeat ahead of queued data.
+    pub(crate) fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
+        let (medium, msg) = self.route(msg)?;
+        match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => self
+                .tcp
+                .as_ref()
+                .ok_or(SendError::Closed)?
+                .try_send_urgent(msg),
+        }
+    }
+
+    /// The medium of the link `msg` goes to (its first frame names the peer).
+    fn route(&self, msg: Multipart) -> Result<(Medium, Multipart), SendError> {
+        let first = msg.first().ok_or(SendError::NoPeerFrame)?;
+        if let Some(medium) = self.medium_of(first) {
+            return Ok((medium, msg));
+        }
+        match PeerId::new(first.clone()) {
+            Ok(peer) => Err(SendError::UnknownPeer {
+                peer,
+                msg: Box::new(msg),
+            }),
+            Err(_) => Err(SendError::NoPeerFrame),
+        }
+    }
+
+    /// Waits for the next items of any medium; returns the medium they all came from.
+    /// Cancel-safe.
+    pub(crate) async fn recv_many(
+        &self,
+        items: &mut Vec<Incoming>,
+        limit: usize,
+    ) -> Result<Medium, MiddlewareError> {
+        match self.single {
+            #[cfg(feature = "tcp")]
+            Some(Medium::Tcp) => {
+                let tcp = self.tcp.as_ref().ok_or(MiddlewareError::Closed)?;
+                tcp.recv_many(items, limit).await.map(|_| Medium::Tcp)
+            }
+            _ => Err(MiddlewareError::Closed),
+        }
+    }
+
+    /// Records which medium each link is on; false when `item` must not reach the
+    /// protocol (it belongs to a second link of a peer that has one on another medium).
+    pub(crate) fn observe(&mut self, medium: Medium, item: &Incoming) -> bool {
+        match item {
+            Incoming::Message(msg) => {
+                self.single.is_some()
+                    || msg
+                        .first()
+                        .and_then(|peer| self.links.get(peer.as_ref()))
+                        .is_some_and(|m| *m == medium)
+            }
+            Incoming::LinkUp { peer, .. } => match self.links.get(peer) {
+                Some(current) if *current != medium => {
+                    if let Some(dialer) = self.dialer(medium) {
+                        let peer = peer.clone();
+                        tokio::spawn(async move { dialer.disconnect(&peer).await });
+                    }
+                    false
+                }
+                _ => {
+                    self.links.insert(peer.clone(), medium);
+                    true
+                }
+            },
+            Incoming::LinkDown { peer, .. } => {
+                if self.links.get(peer) == Some(&medium) {
+                    self.links.remove(peer);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => true,
+        }
+    }
+
+    /// Peers with a live link, and the middleware of each.
+    pub(crate) fn peers(&self) -> Vec<(PeerId, Dialer)> {
+        self.links
+            .iter()
+            .filter_map(|(peer, medium)| Some((peer.clone(), self.dialer(*medium)?)))
+            .collect()
+    }
+
+    /// Closes every medium at once, without flushing.
+    pub(crate) fn close(&self) {
+        #[cfg(feature = "tcp")]
+        if let Some(m) = &self.tcp {
+            m.close();
+        }
+    }
+}
