@@ -77,6 +77,47 @@ impl Endpoint {
     pub fn as_str(&self) -> &str {
         &self.url
     }
+
+    /// The `host:port` of a socket transport's endpoint, checked and ready for a resolver
+    /// (`*` stands for every IPv4 interface, ZeroMQ style). Fails when the scheme is not
+    /// `scheme` or the address is not `host:port` with a port from 0 to 65535.
+    ///
+    /// ```
+    /// use dms_core::Endpoint;
+    ///
+    /// let ep: Endpoint = "quic://*:7000".parse().unwrap();
+    /// assert_eq!(ep.host_port("quic").unwrap(), "0.0.0.0:7000");
+    /// assert!(ep.host_port("tcp").is_err());
+    /// ```
+    pub fn host_port(&self, scheme: &str) -> Result<String, crate::MiddlewareError> {
+        if self.scheme() != scheme {
+            return Err(crate::MiddlewareError::UnsupportedEndpoint(self.clone()));
+        }
+        let address = self.address();
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(self.invalid("expected host:port"));
+        };
+        if port.parse::<u16>().is_err() {
+            return Err(self.invalid("port is not a number from 0 to 65535"));
+        }
+        match host {
+            "" => Err(self.invalid("host is empty")),
+            "*" => Ok(format!("0.0.0.0:{port}")),
+            _ => Ok(address.to_owned()),
+        }
+    }
+
+    /// The endpoint of a socket address under `scheme` (a bound or remote address).
+    pub fn from_socket_addr(scheme: &str, addr: std::net::SocketAddr) -> Result<Self, EndpointError> {
+        Self::new(scheme, &addr.to_string())
+    }
+
+    fn invalid(&self, reason: &'static str) -> crate::MiddlewareError {
+        crate::MiddlewareError::InvalidEndpoint(EndpointError::InvalidAddress {
+            endpoint: self.to_string(),
+            reason,
+        })
+    }
 }
 
 impl std::str::FromStr for Endpoint {
@@ -131,6 +172,21 @@ mod tests {
         assert_eq!(ep.scheme(), "tcp");
         assert_eq!(ep.address(), "[::1]:0");
         assert_eq!(ep.to_string(), "tcp://[::1]:0");
+    }
+
+    #[test]
+    fn host_ports() {
+        let ep = |s: &str| s.parse::<Endpoint>().unwrap();
+        assert_eq!(ep("tcp://127.0.0.1:0").host_port("tcp").unwrap(), "127.0.0.1:0");
+        assert_eq!(ep("tcp://*:5555").host_port("tcp").unwrap(), "0.0.0.0:5555");
+        assert_eq!(ep("quic://[::1]:7").host_port("quic").unwrap(), "[::1]:7");
+        for bad in ["quic://a", "quic://a:x", "quic://:1", "quic://a:70000"] {
+            assert!(ep(bad).host_port("quic").is_err(), "{bad}");
+        }
+        assert!(matches!(
+            ep("tcp://a:1").host_port("quic"),
+            Err(crate::MiddlewareError::UnsupportedEndpoint(_))
+        ));
     }
 
     #[test]
