@@ -207,6 +207,7 @@ impl LinkSet {
                     refuse(&mut writer, "identity does not match the certificate").await;
                     let announced = match announced {
                         Ok(id) => id.to_string(),
+                        Err(_) if info.identity.is_empty() => "no identity".to_owned(),
                         Err(_) => String::from_utf8_lossy(&info.identity).into_owned(),
                     };
                     return Err(MiddlewareError::Auth(AuthError::PathMismatch {
@@ -457,5 +458,122 @@ impl LinkSet {
             }
             () = self.shutdown.cancelled() => Err(MiddlewareError::Closed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(identity: Option<&'static str>) -> Arc<LinkSet> {
+        let mut config = LinkConfig::builder();
+        if let Some(identity) = identity {
+            config = config.identity(identity);
+        }
+        LinkSet::new(config.build().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn id(name: &'static str) -> PeerId {
+        PeerId::try_from(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Establishes a link between `client` and `server` over a pipe; the server binds it
+    /// to `certified`.
+    async fn pair(
+        client: &Arc<LinkSet>,
+        server: &Arc<LinkSet>,
+        certified: Option<PeerId>,
+    ) -> (
+        Result<LinkHandle, MiddlewareError>,
+        Result<LinkHandle, MiddlewareError>,
+    ) {
+        let (client_end, server_end) = tokio::io::duplex(64 << 10);
+        let (client_read, client_write) = tokio::io::split(client_end);
+        let (server_read, server_write) = tokio::io::split(server_end);
+        let endpoint: Endpoint = "mem://pipe".parse().unwrap_or_else(|_| unreachable!());
+        let client_slot = client.take_slot().unwrap_or_else(|e| panic!("{e}"));
+        let server_slot = server.take_slot().unwrap_or_else(|e| panic!("{e}"));
+        tokio::join!(
+            client.establish(
+                client_read,
+                client_write,
+                endpoint.clone(),
+                Role::Connector,
+                client_slot,
+                None,
+                None,
+            ),
+            server.establish(
+                server_read,
+                server_write,
+                endpoint,
+                Role::Acceptor,
+                server_slot,
+                None,
+                certified,
+            ),
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_certified_peer_announcing_its_identity_is_known_by_it() {
+        let (client, server) = (set(Some("alice")), set(None));
+        let (_to_server, to_client) = pair(&client, &server, Some(id("alice"))).await;
+        let to_client = to_client.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(to_client.peer(), &id("alice"));
+        assert_eq!(server.peers(), vec![id("alice")]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_peer_announcing_another_identity_than_its_certificate_is_refused() {
+        let (client, server) = (set(Some("mallory")), set(None));
+        let (to_server, to_client) = pair(&client, &server, Some(id("alice"))).await;
+        match to_client {
+            Err(MiddlewareError::Auth(AuthError::PathMismatch {
+                certified,
+                announced,
+            })) => {
+                assert_eq!(certified, "alice");
+                assert_eq!(announced, "mallory");
+            }
+            other => panic!("expected PathMismatch, got {other:?}"),
+        }
+        assert!(server.peers().is_empty());
+        assert_eq!(server.stats().handshake_failures, 1);
+        assert_eq!(server.stats().links_up, 0);
+        // The client is told why, and its link goes down.
+        let to_server = to_server.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::timeout(std::time::Duration::from_secs(5), to_server.finished())
+            .await
+            .unwrap_or_else(|_| panic!("the client's link stayed up"));
+        assert!(
+            matches!(to_server.cause(), Some(LinkDownCause::Refused(reason)) if reason.contains("certificate")),
+            "{:?}",
+            to_server.cause()
+        );
+        // A peer announcing no identity does not match a certificate either.
+        let anonymous = set(None);
+        let (_, to_anonymous) = pair(&anonymous, &server, Some(id("alice"))).await;
+        assert!(matches!(
+            to_anonymous,
+            Err(MiddlewareError::Auth(AuthError::PathMismatch { .. }))
+        ));
+        // Refused links hold no slot.
+        assert_eq!(server.slots.available_permits(), server.config.max_peers);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_second_link_under_a_live_identity_is_refused() {
+        let server = set(None);
+        let (first, second) = (set(Some("bob")), set(Some("bob")));
+        let (_, live) = pair(&first, &server, None).await;
+        assert!(live.is_ok());
+        let (_, duplicate) = pair(&second, &server, None).await;
+        assert!(matches!(
+            duplicate,
+            Err(MiddlewareError::DuplicateIdentity(peer)) if peer == id("bob")
+        ));
+        assert_eq!(server.stats().duplicate_identities, 1);
+        assert_eq!(server.peers(), vec![id("bob")]);
     }
 }
