@@ -386,6 +386,7 @@ impl LinkSet {
 
     /// [`MessageMiddleware::try_send`](dms_core::MessageMiddleware::try_send): encodes
     /// `msg` (peer frame first) into its link's buffer if it has room.
+    #[inline] // the transport's trait impl is a one-line forward: no extra call
     pub fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
         if msg.payload_len() > COPY_UNDER_LOCK {
             // A big copy must not hold the registry: a waiting (un)registration would
@@ -399,6 +400,7 @@ impl LinkSet {
     /// [`MessageMiddleware::try_send_urgent`](dms_core::MessageMiddleware::try_send_urgent):
     /// as [`try_send`](Self::try_send), into the link's urgent lane (written before data
     /// and between chunks of it).
+    #[inline] // the transport's trait impl is a one-line forward: no extra call
     pub fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
         self.route(msg, |link, msg| link.try_queue_urgent(&self.encoder, msg))?
     }
