@@ -1,2 +1,113 @@
-//! DMS link commons (being extracted from dms-transport-tcp).
+//! DMS link commons: the transport-neutral engine of the stream transports.
+//!
+//! A stream transport (TCP, QUIC, ...) turns connections into byte streams; this crate
+//! turns byte streams into ZMTP 3.1 links (NULL mechanism, `Socket-Type: ROUTER`) and
+//! does everything a [`MessageMiddleware`](dms_core::MessageMiddleware) does with them:
+//! the handshake and identity rule, the registry of live links by peer id, peer slots,
+//! the outbox with its urgent lane, the reader and writer tasks, the inbox `recv` takes
+//! from, and the counters. It is the pattern of zenoh's `zenoh-link-commons`.
+//!
+//! A transport keeps what is specific to it: listening and accepting, dialling (and
+//! its timeout), socket options, TLS and stream opening, address parsing, and a
+//! reconnect supervisor if it has one. Its
+//! [`MessageMiddleware`](dms_core::MessageMiddleware) impl forwards to a [`LinkSet`]:
+//!
+//! * a listener or dialler takes a [`Slot`] ([`LinkSet::take_slot`]), opens a connection
+//!   and hands its two directions to [`LinkSet::establish`], which returns a
+//!   [`LinkHandle`] (a failed incoming connection is reported with
+//!   [`LinkSet::emit_refused`]); accept loops stop on [`LinkSet::closed`];
+//! * `try_send`, `try_send_urgent`, `send`, `recv`, `recv_many`, `disconnect` and
+//!   `close` are one-line forwards to the methods of the same name;
+//! * the transport closes the set when its last handle goes.
+//!
+//! The reader and writer are generic over [`tokio::io::AsyncRead`] and
+//! [`tokio::io::AsyncWrite`] (a TCP socket's halves, a QUIC stream's two sides, an
+//! in-memory pipe). A TLS transport passes the identity its peer's certificate is for as
+//! `certified`: a peer announcing anything else is refused with
+//! [`AuthError::PathMismatch`](dms_core::AuthError::PathMismatch).
+//!
+//! # Hot path
+//!
+//! A send encodes the message straight into the link's output buffer under a short lock
+//! (the link is found under the registry's read lock, in a foldhash map; a message over
+//! 64 KiB is encoded after that lock is released); there is no per-message channel hop.
+//! The link's writer task is woken only when the buffer goes from empty to non-empty, and
+//! then writes everything queued since, in chunks of at least 256 KiB ending at message
+//! boundaries (one write call per chunk, or per buffer when less is queued, and one flush
+//! per round): an idle link costs one wake-up of a task on the same worker thread, a busy
+//! link batches many messages per write. Heartbeats
+//! ([`try_send_urgent`](LinkSet::try_send_urgent)) go out first and between chunks, so
+//! they wait behind one chunk at most, never behind the whole queue. The reader decodes
+//! every complete frame of each read, handing out zero-copy slices of the read buffer,
+//! and hands a read's worth of messages to `recv` under one lock and one wake-up
+//! ([`recv_many`](LinkSet::recv_many) takes them the same way). `LinkDown` is always a
+//! link's last item.
+//!
+//! # Identity rule
+//!
+//! A peer that announces a non-empty `Identity` in READY is known by it. A peer that
+//! announces none gets a generated id (a zero byte and a counter, as libzmq does); a link
+//! we connected keeps its generated id across reconnects (the `assigned` argument of
+//! [`establish`](LinkSet::establish)). **One live link per identity**: a second
+//! connection claiming an identity that has a live link is refused with a ZMTP ERROR
+//! command (`duplicate identity`) and closed; the live link is untouched. A peer that
+//! restarts with its old identity is accepted as soon as its old link is down.
+//!
+//! # Example
+//!
+//! Two sets linked by an in-memory pipe:
+//!
+//! ```
+//! use dms_core::{Endpoint, Incoming, Multipart, Role};
+//! use dms_link::{LinkConfig, LinkSet};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = LinkSet::new(LinkConfig::builder().identity("server").build()?);
+//! let client = LinkSet::new(LinkConfig::default());
+//! let (client_end, server_end) = tokio::io::duplex(64 << 10);
+//! let (client_read, client_write) = tokio::io::split(client_end);
+//! let (server_read, server_write) = tokio::io::split(server_end);
+//! let endpoint: Endpoint = "mem://pipe".parse()?;
+//! let (to_server, to_client) = tokio::join!(
+//!     client.establish(
+//!         client_read, client_write, endpoint.clone(), Role::Connector,
+//!         client.take_slot()?, None, None,
+//!     ),
+//!     server.establish(
+//!         server_read, server_write, endpoint, Role::Acceptor,
+//!         server.take_slot()?, None, None,
+//!     ),
+//! );
+//! let (to_server, to_client) = (to_server?, to_client?);
+//! assert_eq!(to_server.peer().to_string(), "server");
+//! assert!(to_client.peer().is_generated()); // the client announced no identity
+//!
+//! client.send(Multipart::from_frames([to_server.peer().to_frame(), "ping".into()])).await?;
+//! loop {
+//!     match server.recv().await? {
+//!         Incoming::LinkUp { peer, .. } => assert_eq!(&peer, to_client.peer()),
+//!         Incoming::Message(msg) => {
+//!             assert_eq!(&msg[1][..], b"ping"); // msg[0] is the client's id
+//!             break;
+//!         }
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//! }
+//! client.close();
+//! server.close();
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+
+mod config;
+mod handshake;
+mod inbox;
+mod link;
+mod registry;
+mod stats;
+
+pub use config::{ConfigError, LinkConfig, LinkConfigBuilder};
+pub use registry::{LinkHandle, LinkSet, Slot};
+pub use stats::LinkStats;

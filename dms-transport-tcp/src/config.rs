@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use dms_core::PeerId;
-use dms_core::peer_id::PeerIdError;
 use dms_core::wire::Limits;
+use dms_link::{ConfigError, LinkConfig, LinkConfigBuilder};
 
 /// Configuration of a [`TcpMiddleware`](crate::TcpMiddleware). Every bound has a safe
-/// default.
+/// default. It is a [`LinkConfig`] (what the link engine needs) plus the TCP-only
+/// reconnect policy.
 ///
 /// ```
 /// use std::time::Duration;
@@ -26,87 +27,71 @@ use dms_core::wire::Limits;
 /// ```
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
-    pub(crate) identity: Option<PeerId>,
-    pub(crate) limits: Limits,
-    pub(crate) max_peers: usize,
-    pub(crate) link_queue_bytes: usize,
-    pub(crate) inbound_queue: usize,
-    pub(crate) read_buffer: usize,
+    pub(crate) link: LinkConfig,
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_cap: Duration,
     pub(crate) redial: bool,
-    pub(crate) drain_timeout: Duration,
-}
-
-/// A configuration value is out of range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The identity is not a valid peer id.
-    #[error("invalid identity: {0}")]
-    Identity(#[from] PeerIdError),
-    /// Generated ids start with a zero byte; a configured identity must not.
-    #[error("a configured identity must not start with a zero byte")]
-    ReservedIdentity,
 }
 
 impl TcpConfig {
     /// Default peer limit: 10,000 links (handshaking ones included).
-    pub const DEFAULT_MAX_PEERS: usize = 10_000;
+    pub const DEFAULT_MAX_PEERS: usize = LinkConfig::DEFAULT_MAX_PEERS;
     /// Default bytes queued per link before sends see `Full`: 8 MiB.
-    pub const DEFAULT_LINK_QUEUE_BYTES: usize = 8 << 20;
+    pub const DEFAULT_LINK_QUEUE_BYTES: usize = LinkConfig::DEFAULT_LINK_QUEUE_BYTES;
     /// Default inbound queue (messages and events waiting for `recv`): 4,096.
-    pub const DEFAULT_INBOUND_QUEUE: usize = 4096;
+    pub const DEFAULT_INBOUND_QUEUE: usize = LinkConfig::DEFAULT_INBOUND_QUEUE;
     /// Default read size: 64 KiB.
-    pub const DEFAULT_READ_BUFFER: usize = 64 << 10;
+    pub const DEFAULT_READ_BUFFER: usize = LinkConfig::DEFAULT_READ_BUFFER;
 
     /// A builder starting from the defaults.
     pub fn builder() -> TcpConfigBuilder {
+        let defaults = Self::default();
         TcpConfigBuilder {
-            config: Self::default(),
-            identity: None,
+            link: LinkConfig::builder(),
+            reconnect_initial: defaults.reconnect_initial,
+            reconnect_cap: defaults.reconnect_cap,
+            redial: defaults.redial,
         }
     }
 
     /// Our identity, announced in READY (`None`: peers name us themselves).
     pub fn identity(&self) -> Option<&PeerId> {
-        self.identity.as_ref()
+        self.link.identity()
     }
 
     /// Limits on what peers send (and on what we send them).
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        self.link.limits()
     }
 
     /// Most links at once, handshaking ones included.
     pub fn max_peers(&self) -> usize {
-        self.max_peers
+        self.link.max_peers()
     }
 
     /// Bytes a link queues before `try_send` returns `Full` and `send` waits.
     pub fn link_queue_bytes(&self) -> usize {
-        self.link_queue_bytes
+        self.link.link_queue_bytes()
     }
 
     /// Whether connected links are dialled again when they drop.
     pub fn redials(&self) -> bool {
         self.redial
     }
+
+    /// The link engine's part of the configuration.
+    pub fn link(&self) -> &LinkConfig {
+        &self.link
+    }
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
         Self {
-            identity: None,
-            limits: Limits::default(),
-            max_peers: Self::DEFAULT_MAX_PEERS,
-            link_queue_bytes: Self::DEFAULT_LINK_QUEUE_BYTES,
-            inbound_queue: Self::DEFAULT_INBOUND_QUEUE,
-            read_buffer: Self::DEFAULT_READ_BUFFER,
+            link: LinkConfig::default(),
             reconnect_initial: Duration::from_millis(100),
             reconnect_cap: Duration::from_secs(5),
             redial: true,
-            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -114,51 +99,53 @@ impl Default for TcpConfig {
 /// Builds a [`TcpConfig`].
 #[derive(Debug, Clone)]
 pub struct TcpConfigBuilder {
-    config: TcpConfig,
-    identity: Option<bytes::Bytes>,
+    link: LinkConfigBuilder,
+    reconnect_initial: Duration,
+    reconnect_cap: Duration,
+    redial: bool,
 }
 
 impl TcpConfigBuilder {
     /// Our identity (1..=255 bytes, not starting with a zero byte).
     pub fn identity(mut self, identity: impl Into<bytes::Bytes>) -> Self {
-        self.identity = Some(identity.into());
+        self.link = self.link.identity(identity);
         self
     }
 
     /// Wire limits.
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.config.limits = limits;
+        self.link = self.link.limits(limits);
         self
     }
 
     /// Most links at once (at least 1).
     pub fn max_peers(mut self, max: usize) -> Self {
-        self.config.max_peers = max.max(1);
+        self.link = self.link.max_peers(max);
         self
     }
 
     /// Bytes a link queues before sends are pushed back (at least 1).
     pub fn link_queue_bytes(mut self, bytes: usize) -> Self {
-        self.config.link_queue_bytes = bytes.max(1);
+        self.link = self.link.link_queue_bytes(bytes);
         self
     }
 
     /// Messages and events waiting for `recv` before readers stop reading (at least 1).
     pub fn inbound_queue(mut self, items: usize) -> Self {
-        self.config.inbound_queue = items.max(1);
+        self.link = self.link.inbound_queue(items);
         self
     }
 
     /// Bytes read per syscall (at least 4 KiB).
     pub fn read_buffer(mut self, bytes: usize) -> Self {
-        self.config.read_buffer = bytes.max(4096);
+        self.link = self.link.read_buffer(bytes);
         self
     }
 
     /// Reconnect backoff of connected links: first delay ceiling and cap.
     pub fn reconnect(mut self, initial: Duration, cap: Duration) -> Self {
-        self.config.reconnect_initial = initial;
-        self.config.reconnect_cap = cap.max(initial);
+        self.reconnect_initial = initial;
+        self.reconnect_cap = cap.max(initial);
         self
     }
 
@@ -166,7 +153,7 @@ impl TcpConfigBuilder {
     /// dialled again when it drops (default: yes, as libzmq does). A caller that owns
     /// redialling, like the DMS kernel, turns it off: one reconnect policy, not two.
     pub fn redial(mut self, redial: bool) -> Self {
-        self.config.redial = redial;
+        self.redial = redial;
         self
     }
 
@@ -174,19 +161,17 @@ impl TcpConfigBuilder {
     /// cannot hold a link, its slot and its identity forever; what is left is dropped and
     /// counted.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.config.drain_timeout = timeout;
+        self.link = self.link.drain_timeout(timeout);
         self
     }
 
     /// The configuration.
-    pub fn build(mut self) -> Result<TcpConfig, ConfigError> {
-        if let Some(identity) = self.identity.take() {
-            let id = PeerId::new(identity)?;
-            if id.is_generated() {
-                return Err(ConfigError::ReservedIdentity);
-            }
-            self.config.identity = Some(id);
-        }
-        Ok(self.config)
+    pub fn build(self) -> Result<TcpConfig, ConfigError> {
+        Ok(TcpConfig {
+            link: self.link.build()?,
+            reconnect_initial: self.reconnect_initial,
+            reconnect_cap: self.reconnect_cap,
+            redial: self.redial,
+        })
     }
 }

@@ -6,17 +6,14 @@
 //!
 //! # Hot path
 //!
-//! A send encodes the message straight into the link's output buffer under a short lock;
-//! there is no per-message channel hop. The link's writer task is woken only when the
-//! buffer goes from empty to non-empty, and then writes everything queued since, in
-//! chunks of at least 256 KiB ending at message boundaries (one syscall per chunk, or per
-//! buffer when less is queued): an idle link costs one wake-up of a task on the same
-//! worker thread, a busy link batches many messages per write. Heartbeats
-//! ([`try_send_urgent`](dms_core::MessageMiddleware::try_send_urgent)) go out first and
-//! between chunks, so they wait behind one chunk at most, never behind the whole queue.
-//! The reader decodes every complete frame of each read, handing out zero-copy slices of
-//! the read buffer, and hands a read's worth of messages to `recv` under one lock and one
-//! wake-up ([`recv_many`](dms_core::MessageMiddleware::recv_many) takes them the same way).
+//! The link engine is [`dms_link`], shared with the other stream transports: this crate
+//! keeps the listener, dialling (bounded by the handshake timeout), `TCP_NODELAY`,
+//! address parsing and the reconnect supervisor, and hands each connection's two halves
+//! to [`dms_link::LinkSet::establish`]. A send encodes straight into the link's output
+//! buffer, with no per-message channel hop; the writer batches what is queued into
+//! chunked writes with heartbeats between chunks, and the reader hands a read's worth of
+//! messages to `recv` at once. The [`dms_link` crate docs](dms_link#hot-path) describe
+//! it in full.
 //!
 //! # Identity rule
 //!
@@ -56,11 +53,13 @@
 mod address;
 mod config;
 mod connection;
-mod inbox;
-mod link;
 mod middleware;
-mod stats;
+mod state;
 
-pub use config::{ConfigError, TcpConfig, TcpConfigBuilder};
+pub use config::{TcpConfig, TcpConfigBuilder};
+pub use dms_link::ConfigError;
 pub use middleware::TcpMiddleware;
-pub use stats::TcpStats;
+
+/// Counters of what a [`TcpMiddleware`] refused or lost, so that no drop is silent (the
+/// link engine's [`LinkStats`](dms_link::LinkStats)).
+pub type TcpStats = dms_link::LinkStats;

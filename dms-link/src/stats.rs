@@ -1,17 +1,18 @@
-//! Counters of what a [`TcpMiddleware`](crate::TcpMiddleware) refused or lost, so that no
-//! drop is silent.
+//! Counters of what a [`LinkSet`](crate::LinkSet) refused or lost, so that no drop is
+//! silent.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A snapshot of a middleware's counters.
+/// A snapshot of a [`LinkSet`](crate::LinkSet)'s counters (the transport's stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TcpStats {
+pub struct LinkStats {
     /// Links that completed the handshake (both roles, reconnects included).
     pub links_up: u64,
     /// Links that went down for any reason.
     pub links_down: u64,
-    /// Connections dropped because the handshake failed or timed out.
+    /// Connections dropped because the handshake failed or timed out (or announced
+    /// another identity than their certificate's).
     pub handshake_failures: u64,
     /// Connections refused because their identity had a live link.
     pub duplicate_identities: u64,
@@ -23,7 +24,8 @@ pub struct TcpStats {
     pub bytes_dropped_on_link_down: u64,
     /// `Refused` events not queued because the inbound queue was full.
     pub events_dropped: u64,
-    /// Reconnect attempts of connected links.
+    /// Reconnect attempts of connected links (counted by the transport's supervisor with
+    /// [`LinkSet::count_reconnect_attempt`](crate::LinkSet::count_reconnect_attempt)).
     pub reconnect_attempts: u64,
 }
 
@@ -45,8 +47,8 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> TcpStats {
-        TcpStats {
+    pub(crate) fn snapshot(&self) -> LinkStats {
+        LinkStats {
             links_up: self.links_up.load(Relaxed),
             links_down: self.links_down.load(Relaxed),
             handshake_failures: self.handshake_failures.load(Relaxed),

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::BytesMut;
 use dms_core::wire::{Command, Inbound, MessageCodec};
 use dms_core::{Endpoint, Incoming, LinkDownCause, Multipart, PeerId, Role, SendError};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
-use crate::middleware::Shared;
+use crate::registry::LinkSet;
 use crate::stats::Counters;
 
 /// Capacity a link keeps in each of its two output buffers while idle; larger buffers
@@ -223,7 +222,7 @@ impl Link {
 
     /// Takes the link down once: drops what was queued (counted), stops its tasks, wakes
     /// waiting senders, frees its peer slot, reports `LinkDown`, then unregisters it.
-    pub(crate) async fn fail(self: &Arc<Self>, shared: &Shared, cause: LinkDownCause) {
+    pub(crate) async fn fail(self: &Arc<Self>, shared: &LinkSet, cause: LinkDownCause) {
         if self.down.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -312,10 +311,25 @@ async fn write_all<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Flushes the stream, or stops when the link is cancelled (`None`).
+async fn flush<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    cancel: &CancellationToken,
+) -> Option<std::io::Result<()>> {
+    tokio::select! {
+        result = socket.flush() => Some(result),
+        () = cancel.cancelled() => None,
+    }
+}
+
 /// Writes whatever senders queue until the link ends: everything queued since the last
-/// write, chunk by chunk (a syscall per chunk of at least 64 KiB, or per buffer when
-/// less is queued), with urgent bytes first and between chunks.
-pub(crate) async fn run_writer(shared: Arc<Shared>, link: Arc<Link>, socket: OwnedWriteHalf) {
+/// write, chunk by chunk (a syscall per chunk of at least 256 KiB, or per buffer when
+/// less is queued), with urgent bytes first and between chunks, then one flush per round.
+pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
+    shared: Arc<LinkSet>,
+    link: Arc<Link>,
+    socket: W,
+) {
     if let Some(cause) = write_until_down(&link, socket).await {
         link.fail(&shared, cause).await;
     }
@@ -389,6 +403,12 @@ async fn write_until_down<W: AsyncWrite + Unpin>(
                 taken.urgent_from(&mut lock(&link.outbox));
             }
         }
+        // A no-op on a TCP socket; a buffering stream (TLS) must not sit on the round.
+        match flush(&mut socket, &link.cancel).await {
+            None => return None,
+            Some(Err(err)) => break 'link LinkDownCause::Io(Arc::new(err)),
+            Some(Ok(())) => {}
+        }
         // Capacity is kept while the link stays busy (no regrowth per write); it is given
         // back above when the link goes idle.
         taken.data.clear();
@@ -399,7 +419,7 @@ async fn write_until_down<W: AsyncWrite + Unpin>(
 
 /// Queues items of this link for `recv` (all, in order), unless the link is down
 /// (false: stop reading). `items` is left empty either way.
-async fn report(shared: &Shared, link: &Link, items: &mut Vec<Incoming>) -> bool {
+async fn report(shared: &LinkSet, link: &Link, items: &mut Vec<Incoming>) -> bool {
     let queued = async {
         let _turn = link.reporting.lock().await;
         if link.down.load(Ordering::Acquire) {
@@ -425,10 +445,10 @@ const REPORT_BATCH: usize = 128;
 /// Reports the link up, then decodes everything the peer sends until the link ends.
 /// Messages are handed to `recv` a read's worth at a time (one lock and one wake-up per
 /// batch, not per message).
-pub(crate) async fn run_reader(
-    shared: Arc<Shared>,
+pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
+    shared: Arc<LinkSet>,
     link: Arc<Link>,
-    mut socket: OwnedReadHalf,
+    mut socket: R,
     mut buf: BytesMut,
     mut codec: MessageCodec,
 ) {
