@@ -354,12 +354,13 @@ impl TlsIdentity {
         warn_dev("building a TLS identity");
         let ca = DevCa::load_or_create(dir)?;
         let files = node_files(dir, path);
-        if files.cert.exists() && files.key.exists() {
-            if let Ok(identity) = Self::from_pem_files(&files.cert, &files.key, &files.ca) {
-                if identity.path() == path && still_valid(&identity) {
-                    return Ok(identity);
-                }
-            }
+        if files.cert.exists()
+            && files.key.exists()
+            && let Ok(identity) = Self::from_pem_files(&files.cert, &files.key, &files.ca)
+            && identity.path() == path
+            && still_valid(&identity)
+        {
+            return Ok(identity);
         }
         let (_, issued) = ca.write_node_issued(dir, path)?;
         // From memory, not from the files: a concurrent writer may have replaced them.

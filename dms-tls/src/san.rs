@@ -60,15 +60,15 @@ pub fn certified_path(cert: &CertificateDer<'_>) -> Result<ServicePath, AuthErro
     };
     let mut found: Option<&str> = None;
     for name in &san.value.general_names {
-        if let GeneralName::URI(uri) = name {
-            if let Some(rest) = uri.strip_prefix(SAN_PREFIX) {
-                if found.is_some() {
-                    return Err(AuthError::NoServicePath(format!(
-                        "the certificate has more than one {SAN_PREFIX} URI SAN"
-                    )));
-                }
-                found = Some(rest);
+        if let GeneralName::URI(uri) = name
+            && let Some(rest) = uri.strip_prefix(SAN_PREFIX)
+        {
+            if found.is_some() {
+                return Err(AuthError::NoServicePath(format!(
+                    "the certificate has more than one {SAN_PREFIX} URI SAN"
+                )));
             }
+            found = Some(rest);
         }
     }
     let Some(path) = found else {

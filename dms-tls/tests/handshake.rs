@@ -1,6 +1,7 @@
 //! Real rustls handshakes in memory between DMS identities: success, and each failure
 //! with its typed error on both sides and the alert rustls actually sent.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 mod common;
 
 use std::time::{Duration, SystemTime};

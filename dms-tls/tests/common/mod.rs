@@ -1,5 +1,5 @@
 //! Shared helpers: in-memory rustls handshakes and raw rcgen certificates.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -62,10 +62,10 @@ pub fn handshake_named(client: ClientConfig, server: ServerConfig, name: &str) -
             }
             progressed = true;
             let _ = server.read_tls(&mut &buf[..]);
-            if server_error.is_none() {
-                if let Err(e) = server.process_new_packets() {
-                    server_error = Some(e);
-                }
+            if server_error.is_none()
+                && let Err(e) = server.process_new_packets()
+            {
+                server_error = Some(e);
             }
         }
         while server.wants_write() {
@@ -75,10 +75,10 @@ pub fn handshake_named(client: ClientConfig, server: ServerConfig, name: &str) -
             }
             progressed = true;
             let _ = client.read_tls(&mut &buf[..]);
-            if client_error.is_none() {
-                if let Err(e) = client.process_new_packets() {
-                    client_error = Some(e);
-                }
+            if client_error.is_none()
+                && let Err(e) = client.process_new_packets()
+            {
+                client_error = Some(e);
             }
         }
         if !progressed {
