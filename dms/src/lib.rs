@@ -24,6 +24,15 @@ pub use dms_core::path::{ClusterPath, PathError, ServicePath};
 pub use dms_core::{Endpoint, Multipart};
 pub use dms_discovery::Discovery;
 pub use dms_discovery::memory::MemoryDiscovery;
+/// TLS identities: certificates bound to service paths (feature `quic`).
+#[cfg(feature = "quic")]
+pub use dms_tls as tls;
+/// The QUIC transport (feature `quic`).
+#[cfg(feature = "quic")]
+pub use dms_transport_quic as quic;
+/// The TCP transport (feature `tcp`).
+#[cfg(feature = "tcp")]
+pub use dms_transport_tcp as tcp;
 pub use error::{RequestError, StartError};
 pub use incoming::IncomingRequest;
 pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};

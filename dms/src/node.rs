@@ -214,6 +214,43 @@ impl<D: Discovery> NodeBuilder<D> {
         self
     }
 
+    /// Turns QUIC on, with its TLS identity and bounds: the node can then bind
+    /// `quic://` endpoints and dial peers that publish one. The certificate must be for
+    /// this node's service path (checked at start); the node sets the announced identity
+    /// and derives QUIC's idle timeout and keep-alive from its heartbeat (see
+    /// [`QuicConfigBuilder::liveness`](dms_transport_quic::QuicConfigBuilder::liveness)).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use dms::quic::QuicConfig;
+    /// use dms::tls::TlsIdentity;
+    /// let path: dms::ServicePath = "/demo/cn/android/w1/g1/Battle/battle-1".parse()?;
+    /// let tls = TlsIdentity::from_pem_files(
+    ///     "battle-1.pem".as_ref(), "battle-1.key".as_ref(), "ca.pem".as_ref())?;
+    /// let node = dms::Node::builder(path)
+    ///     .quic(QuicConfig::builder(tls))
+    ///     .bind("quic://0.0.0.0:7000".parse()?)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "quic")]
+    pub fn quic(mut self, config: dms_transport_quic::QuicConfigBuilder) -> Self {
+        self.settings.transports.quic = Some(config);
+        self
+    }
+
+    /// **Development only, never in production**: turns QUIC on with a certificate for
+    /// this node's path, issued at start by a development CA kept in `dir` (created there
+    /// if missing; see [`dms_tls::dev`]). Every node given the same `dir` trusts the
+    /// others. [`quic`](Self::quic) takes precedence.
+    #[cfg(feature = "quic")]
+    pub fn quic_dev_certificates(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.settings.transports.quic_dev = Some(dir.into());
+        self
+    }
+
     /// A cluster this node sends to: watched, dialled and probed.
     pub fn target(mut self, cluster: ClusterPath) -> Self {
         self.settings.targets.push(cluster);
@@ -272,7 +309,12 @@ async fn start<D: Discovery>(
     discovery: D,
     settings: Settings,
 ) -> Result<Node, StartError> {
-    let transports = Transports::new(&path, settings.transports)?;
+    let transports = Transports::new(
+        &path,
+        settings.transports,
+        settings.ping_interval,
+        settings.missed_pongs,
+    )?;
     let mut binds = settings.binds;
     if binds.is_empty() {
         binds.extend(transports.default_bind());
@@ -369,12 +411,18 @@ struct Inner {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A build without TCP runs this over QUIC with development certificates.
+/// # #[cfg(not(feature = "tcp"))]
+/// # let dev = std::env::temp_dir().join(format!("dms-doc-node-{}", std::process::id()));
+/// # let builder = |path| Node::builder(path);
+/// # #[cfg(not(feature = "tcp"))]
+/// # let builder = |path| Node::builder(path).quic_dev_certificates(&dev);
 /// let discovery = MemoryDiscovery::new();
-/// let battle = Node::builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
+/// let battle = builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
 ///     .discovery(discovery.clone())
 ///     .start()
 ///     .await?;
-/// let lobby = Node::builder("/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?)
+/// let lobby = builder("/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?)
 ///     .discovery(discovery.clone())
 ///     .target("/demo/cn/android/w1/g1/Battle".parse()?)
 ///     .start()

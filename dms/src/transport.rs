@@ -27,6 +27,8 @@ use dms_core::path::ServicePath;
 use dms_core::{
     Endpoint, Incoming, MessageMiddleware, MiddlewareError, Multipart, PeerId, SendError,
 };
+#[cfg(feature = "quic")]
+use dms_transport_quic::{QuicConfigBuilder, QuicMiddleware};
 #[cfg(feature = "tcp")]
 use dms_transport_tcp::{TcpConfigBuilder, TcpMiddleware};
 
@@ -45,6 +47,9 @@ pub(crate) enum Medium {
     /// ZMTP 3.1 over TCP.
     #[cfg(feature = "tcp")]
     Tcp,
+    /// ZMTP 3.1 on one QUIC stream, mutual TLS.
+    #[cfg(feature = "quic")]
+    Quic,
 }
 
 impl Medium {
@@ -53,6 +58,8 @@ impl Medium {
         match self {
             #[cfg(feature = "tcp")]
             Self::Tcp => "tcp",
+            #[cfg(feature = "quic")]
+            Self::Quic => "quic",
         }
     }
 
@@ -60,6 +67,8 @@ impl Medium {
         match scheme {
             #[cfg(feature = "tcp")]
             "tcp" => Some(Self::Tcp),
+            #[cfg(feature = "quic")]
+            "quic" => Some(Self::Quic),
             _ => None,
         }
     }
@@ -71,6 +80,14 @@ pub(crate) struct TransportSettings {
     /// TCP settings (the kernel sets the identity and turns the transport's redial off).
     #[cfg(feature = "tcp")]
     pub(crate) tcp: TcpConfigBuilder,
+    /// QUIC settings with the TLS identity; no QUIC without them (the kernel derives the
+    /// idle timeout from the heartbeat).
+    #[cfg(feature = "quic")]
+    pub(crate) quic: Option<QuicConfigBuilder>,
+    /// DEVELOPMENT ONLY: a directory with a development CA that issues this node's
+    /// certificate at start (when `quic` is not set).
+    #[cfg(feature = "quic")]
+    pub(crate) quic_dev: Option<std::path::PathBuf>,
     /// Schemes to dial, most preferred first.
     pub(crate) prefer: Vec<String>,
 }
@@ -80,6 +97,10 @@ impl Default for TransportSettings {
         Self {
             #[cfg(feature = "tcp")]
             tcp: dms_transport_tcp::TcpConfig::builder(),
+            #[cfg(feature = "quic")]
+            quic: None,
+            #[cfg(feature = "quic")]
+            quic_dev: None,
             prefer: DEFAULT_PREFERENCE.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -90,6 +111,8 @@ impl Default for TransportSettings {
 pub(crate) enum Dialer {
     #[cfg(feature = "tcp")]
     Tcp(TcpMiddleware),
+    #[cfg(feature = "quic")]
+    Quic(QuicMiddleware),
 }
 
 impl Dialer {
@@ -98,6 +121,8 @@ impl Dialer {
         match self {
             #[cfg(feature = "tcp")]
             Self::Tcp(m) => m.connect(endpoint).await,
+            #[cfg(feature = "quic")]
+            Self::Quic(m) => m.connect(endpoint).await,
         }
     }
 
@@ -106,6 +131,8 @@ impl Dialer {
         match self {
             #[cfg(feature = "tcp")]
             Self::Tcp(m) => m.disconnect(peer).await,
+            #[cfg(feature = "quic")]
+            Self::Quic(m) => m.disconnect(peer).await,
         }
     }
 }
@@ -115,6 +142,8 @@ impl Dialer {
 pub(crate) struct Transports {
     #[cfg(feature = "tcp")]
     tcp: Option<TcpMiddleware>,
+    #[cfg(feature = "quic")]
+    quic: Option<QuicMiddleware>,
     /// The medium of every live link (from `LinkUp` to `LinkDown`).
     links: HashMap<PeerId, Medium>,
     /// The only medium, when there is one: sends need no lookup.
@@ -124,10 +153,13 @@ pub(crate) struct Transports {
 }
 
 impl Transports {
-    /// The media for a node named `local`, none bound yet.
+    /// The media for a node named `local` whose heartbeats are `ping_interval` ×
+    /// `missed`, none bound yet.
     pub(crate) fn new(
         local: &ServicePath,
         settings: TransportSettings,
+        ping_interval: std::time::Duration,
+        missed: u32,
     ) -> Result<Self, StartError> {
         #[cfg(feature = "tcp")]
         let tcp = {
@@ -139,11 +171,45 @@ impl Transports {
                 .map_err(|e| StartError::Transport(e.to_string()))?;
             Some(TcpMiddleware::new(config))
         };
-        #[cfg(not(feature = "tcp"))]
-        let _ = local;
+        #[cfg(feature = "quic")]
+        let quic_settings = match (settings.quic, settings.quic_dev) {
+            (Some(builder), _) => Some(builder),
+            (None, Some(dir)) => {
+                let tls = dms_tls::TlsIdentity::dev(&dir, local)
+                    .map_err(|e| StartError::Transport(e.to_string()))?;
+                tracing::warn!(node = %local, dir = %dir.display(), "QUIC with a DEVELOPMENT certificate: never in production");
+                Some(dms_transport_quic::QuicConfig::builder(tls))
+            }
+            (None, None) => None,
+        };
+        #[cfg(feature = "quic")]
+        let quic = match quic_settings {
+            Some(builder) => {
+                let config = builder
+                    .identity(local.peer_id())
+                    .liveness(ping_interval, missed)
+                    .build()
+                    .map_err(|e| StartError::Transport(e.to_string()))?;
+                if config.tls().path() != local {
+                    return Err(StartError::Transport(format!(
+                        "the TLS certificate is for {}, not for this node ({local})",
+                        config.tls().path()
+                    )));
+                }
+                Some(
+                    QuicMiddleware::new(config)
+                        .map_err(|e| StartError::Transport(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "quic"))]
+        let _ = (ping_interval, missed);
         let mut transports = Self {
             #[cfg(feature = "tcp")]
             tcp,
+            #[cfg(feature = "quic")]
+            quic,
             links: HashMap::new(),
             single: None,
             prefer: Vec::new(),
@@ -171,6 +237,10 @@ impl Transports {
         if self.tcp.is_some() {
             present.push(Medium::Tcp);
         }
+        #[cfg(feature = "quic")]
+        if self.quic.is_some() {
+            present.push(Medium::Quic);
+        }
         present
     }
 
@@ -196,6 +266,11 @@ impl Transports {
                 Some(m) => m.bind(endpoint).await,
                 None => return Err(unsupported()),
             },
+            #[cfg(feature = "quic")]
+            Medium::Quic => match &self.quic {
+                Some(m) => m.bind(endpoint).await,
+                None => return Err(unsupported()),
+            },
         };
         bound.map_err(StartError::Bind)
     }
@@ -217,6 +292,8 @@ impl Transports {
         match medium {
             #[cfg(feature = "tcp")]
             Medium::Tcp => self.tcp.clone().map(Dialer::Tcp),
+            #[cfg(feature = "quic")]
+            Medium::Quic => self.quic.clone().map(Dialer::Quic),
         }
     }
 
@@ -236,6 +313,8 @@ impl Transports {
         match medium {
             #[cfg(feature = "tcp")]
             Medium::Tcp => self.tcp.as_ref().ok_or(SendError::Closed)?.try_send(msg),
+            #[cfg(feature = "quic")]
+            Medium::Quic => self.quic.as_ref().ok_or(SendError::Closed)?.try_send(msg),
         }
     }
 
@@ -246,6 +325,12 @@ impl Transports {
             #[cfg(feature = "tcp")]
             Medium::Tcp => self
                 .tcp
+                .as_ref()
+                .ok_or(SendError::Closed)?
+                .try_send_urgent(msg),
+            #[cfg(feature = "quic")]
+            Medium::Quic => self
+                .quic
                 .as_ref()
                 .ok_or(SendError::Closed)?
                 .try_send_urgent(msg),
@@ -268,20 +353,33 @@ impl Transports {
     }
 
     /// Waits for the next items of any medium; returns the medium they all came from.
-    /// Cancel-safe.
+    /// Cancel-safe (each medium's `recv_many` is, and only one of them completes).
     pub(crate) async fn recv_many(
         &self,
         items: &mut Vec<Incoming>,
         limit: usize,
     ) -> Result<Medium, MiddlewareError> {
-        match self.single {
-            #[cfg(feature = "tcp")]
-            Some(Medium::Tcp) => {
-                let tcp = self.tcp.as_ref().ok_or(MiddlewareError::Closed)?;
-                tcp.recv_many(items, limit).await.map(|_| Medium::Tcp)
-            }
-            _ => Err(MiddlewareError::Closed),
+        #[cfg(all(feature = "tcp", feature = "quic"))]
+        if let (Some(tcp), Some(quic)) = (&self.tcp, &self.quic) {
+            let mut from_quic = Vec::new();
+            return tokio::select! {
+                taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
+                taken = quic.recv_many(&mut from_quic, limit) => {
+                    items.append(&mut from_quic);
+                    taken.map(|_| Medium::Quic)
+                }
+            };
         }
+        #[cfg(feature = "tcp")]
+        if let Some(tcp) = &self.tcp {
+            return tcp.recv_many(items, limit).await.map(|_| Medium::Tcp);
+        }
+        #[cfg(feature = "quic")]
+        if let Some(quic) = &self.quic {
+            return quic.recv_many(items, limit).await.map(|_| Medium::Quic);
+        }
+        let _ = (items, limit);
+        Err(MiddlewareError::Closed)
     }
 
     /// Records which medium each link is on; false when `item` must not reach the
@@ -332,6 +430,10 @@ impl Transports {
     pub(crate) fn close(&self) {
         #[cfg(feature = "tcp")]
         if let Some(m) = &self.tcp {
+            m.close();
+        }
+        #[cfg(feature = "quic")]
+        if let Some(m) = &self.quic {
             m.close();
         }
     }

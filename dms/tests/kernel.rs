@@ -1,4 +1,5 @@
-//! The kernel end to end, in one process: real TCP on loopback, the in-memory discovery.
+//! The kernel end to end, in one process: real TCP on loopback (QUIC with development
+//! certificates in a build without TCP), the in-memory discovery.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{HashMap, HashSet};
@@ -13,6 +14,21 @@ fn cluster(name: &str) -> ClusterPath {
     format!("{WORLD}/{name}").parse().unwrap()
 }
 
+/// A node builder on the medium of this build: TCP, or QUIC with development
+/// certificates when TCP is not compiled in.
+fn node_builder(path: ServicePath) -> dms::NodeBuilder {
+    #[cfg(not(feature = "tcp"))]
+    {
+        static DEV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let dir = DEV.get_or_init(|| {
+            std::env::temp_dir().join(format!("dms-kernel-tests-{}", std::process::id()))
+        });
+        Node::builder(path).quic_dev_certificates(dir)
+    }
+    #[cfg(feature = "tcp")]
+    Node::builder(path)
+}
+
 fn instance(cluster_name: &str, name: &str) -> ServicePath {
     format!("{WORLD}/{cluster_name}/{name}").parse().unwrap()
 }
@@ -23,7 +39,7 @@ async fn echo(
     path: ServicePath,
     configure: impl FnOnce(dms::NodeBuilder) -> dms::NodeBuilder,
 ) -> Node {
-    let builder = configure(Node::builder(path).heartbeat(Duration::from_millis(100), 3));
+    let builder = configure(node_builder(path).heartbeat(Duration::from_millis(100), 3));
     let node = builder.discovery(discovery.clone()).start().await.unwrap();
     let server = node.clone();
     tokio::spawn(async move {
@@ -38,7 +54,7 @@ async fn echo(
 
 async fn lobby(discovery: &MemoryDiscovery, targets: &[&str]) -> Node {
     let mut builder =
-        Node::builder(instance("Lobby", "lobby-1")).heartbeat(Duration::from_millis(100), 3);
+        node_builder(instance("Lobby", "lobby-1")).heartbeat(Duration::from_millis(100), 3);
     for t in targets {
         builder = builder.target(cluster(t));
     }
@@ -98,7 +114,7 @@ async fn requests_by_key_stick_to_one_instance_and_spread() {
     assert_eq!(used.len(), 3, "keys spread over every instance");
 
     // A second requester (a fresh process would do the same) agrees on every key.
-    let other = Node::builder(instance("Lobby", "lobby-2"))
+    let other = node_builder(instance("Lobby", "lobby-2"))
         .target(cluster("Battle"))
         .discovery(discovery.clone())
         .start()
@@ -122,7 +138,7 @@ async fn broadcast_reaches_every_live_instance() {
         let mut v = Vec::new();
         for i in 1..=2 {
             v.push(
-                Node::builder(instance("Club", &format!("club-{i}")))
+                node_builder(instance("Club", &format!("club-{i}")))
                     .discovery(discovery.clone())
                     .start()
                     .await
@@ -253,7 +269,7 @@ async fn errors_are_reported_not_silent() {
             .await,
         Err(RequestError::NotATarget(_))
     ));
-    let silent = Node::builder(instance("Battle", "battle-1"))
+    let silent = node_builder(instance("Battle", "battle-1"))
         .discovery(discovery.clone())
         .start()
         .await
@@ -281,7 +297,7 @@ async fn errors_are_reported_not_silent() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        Node::builder(instance("Battle", "battle-1"))
+        node_builder(instance("Battle", "battle-1"))
             .discovery(discovery.clone())
             .start()
             .await,
