@@ -9,6 +9,9 @@
 //! [`discovery`] is the same for every [`Discovery`] backend; [`etcd`] runs real etcd
 //! servers and clusters for the etcd backend's tests.
 //!
+//! [`udp_proxy`] loses and reorders datagrams between a client and a server, for fault
+//! tests of datagram transports.
+//!
 //! [`MessageMiddleware`]: dms_core::MessageMiddleware
 //! [`Discovery`]: dms_discovery::Discovery
 //! [`Factory`]: middleware::Factory
@@ -17,4 +20,5 @@ pub mod allocations;
 pub mod discovery;
 pub mod etcd;
 pub mod middleware;
+pub mod udp_proxy;
 pub mod wait;
