@@ -67,6 +67,17 @@ pub async fn link_up_of(m: &QuicMiddleware, peer: &PeerId) {
     }
 }
 
+/// The next message of `m`, which must come from `peer` (link events skipped).
+pub async fn message_from(m: &QuicMiddleware, peer: &PeerId) -> Multipart {
+    let msg = message(m).await;
+    assert_eq!(
+        &msg[0][..],
+        &peer.to_frame()[..],
+        "message from another peer"
+    );
+    msg
+}
+
 /// A fresh client `name` connects to `server` at `endpoint` and a message goes there and
 /// back: the node still serves. Returns the client (the link stays up while it lives).
 pub async fn assert_serves(
