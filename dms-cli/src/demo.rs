@@ -22,6 +22,63 @@ pub(crate) struct DemoArgs {
     /// Number of players whose requests are routed.
     #[arg(long, default_value_t = 200)]
     players: u32,
+    /// The medium of every link: tcp, or quic (mutual TLS with DEVELOPMENT certificates
+    /// made for the demo in a temporary directory).
+    #[arg(long, value_enum, default_value_t = DemoTransport::Tcp)]
+    transport: DemoTransport,
+}
+
+/// The medium the demo runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DemoTransport {
+    /// ZMTP over TCP loopback.
+    Tcp,
+    /// ZMTP over QUIC on loopback, mutual TLS (development certificates).
+    Quic,
+}
+
+/// How the demo's nodes are built: on which medium, with which certificates.
+struct Network {
+    transport: DemoTransport,
+    /// The development CA of a QUIC demo (removed at the end).
+    dev_certs: std::path::PathBuf,
+}
+
+impl Network {
+    fn new(transport: DemoTransport) -> Self {
+        let dev_certs =
+            std::env::temp_dir().join(format!("dms-demo-dev-certs-{}", std::process::id()));
+        Self {
+            transport,
+            dev_certs,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.transport {
+            DemoTransport::Tcp => "real TCP loopback",
+            DemoTransport::Quic => "real QUIC loopback, mutual TLS (development certificates)",
+        }
+    }
+
+    fn builder(&self, path: ServicePath) -> Res<dms::NodeBuilder> {
+        let builder = Node::builder(path);
+        Ok(match self.transport {
+            DemoTransport::Tcp => builder,
+            DemoTransport::Quic => builder
+                .quic_dev_certificates(&self.dev_certs)
+                .bind("quic://127.0.0.1:0".parse()?)
+                .prefer(["quic"]),
+        })
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if self.transport == DemoTransport::Quic {
+            let _ = std::fs::remove_dir_all(&self.dev_certs);
+        }
+    }
 }
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -73,12 +130,14 @@ struct Broadcasts {
 /// A Battle or Club instance: answers every request with the payload and its own path,
 /// and counts the broadcasts it receives.
 async fn start_service(
+    network: &Network,
     discovery: &MemoryDiscovery,
     path: ServicePath,
     heartbeat: Duration,
     broadcasts: Arc<Broadcasts>,
 ) -> Res<Node> {
-    let node = Node::builder(path)
+    let node = network
+        .builder(path)?
         .discovery(discovery.clone())
         .heartbeat(heartbeat, 3)
         .start()
@@ -150,16 +209,19 @@ pub(crate) async fn run(args: DemoArgs) -> Res<ExitCode> {
     let club = cluster("Club")?;
     let tally = Arc::new(Tally::default());
     let broadcasts = Arc::new(Broadcasts::default());
+    let network = Network::new(args.transport);
 
     println!(
-        "== 1. Registration: 7 instances under {WORLD}/ on the embedded discovery, real TCP loopback"
+        "== 1. Registration: 7 instances under {WORLD}/ on the embedded discovery, {}",
+        network.describe()
     );
     let mut services: HashMap<String, Node> = HashMap::new();
     for (name, count) in [("Battle", 3), ("Club", 2)] {
         for i in 1..=count {
             let path: ServicePath =
                 format!("{WORLD}/{name}/{}-{i}", name.to_lowercase()).parse()?;
-            let node = start_service(&discovery, path, heartbeat, broadcasts.clone()).await?;
+            let node =
+                start_service(&network, &discovery, path, heartbeat, broadcasts.clone()).await?;
             println!(
                 "   {:<40} bucket {}  {}",
                 node.path().to_string(),
@@ -171,7 +233,8 @@ pub(crate) async fn run(args: DemoArgs) -> Res<ExitCode> {
     }
     let mut lobbies = Vec::new();
     for i in 1..=2 {
-        let lobby = Node::builder(format!("{WORLD}/Lobby/lobby-{i}").parse()?)
+        let lobby = network
+            .builder(format!("{WORLD}/Lobby/lobby-{i}").parse()?)?
             .discovery(discovery.clone())
             .heartbeat(heartbeat, 3)
             .target(battle.clone())
@@ -322,6 +385,7 @@ pub(crate) async fn run(args: DemoArgs) -> Res<ExitCode> {
     println!("\n== 6. battle-2 dies for good and a new process takes its place");
     victim.kill().await;
     let restarted = start_service(
+        &network,
         &discovery,
         victim.path().clone(),
         heartbeat,

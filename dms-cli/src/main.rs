@@ -10,6 +10,7 @@ mod failure;
 mod ls;
 mod node;
 mod request;
+mod transport_args;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -54,9 +55,21 @@ enum Commands {
     /// discovery churn), with `--peers` also raw TCP and libzmq in the same run, and prints
     /// a table or, with `--json`, lines comparable with shared/peers.
     Bench(bench::BenchArgs),
+    /// Certificates for QUIC: `dms certs dev DIR --service PATH` makes a DEVELOPMENT CA
+    /// and node certificates (never in production).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// The second process of `dms bench` (internal).
     #[command(hide = true)]
     BenchWorker(bench::WorkerArgs),
+}
+
+/// `dms certs` subcommands.
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// DEVELOPMENT ONLY: creates (or reuses) a development CA in DIR and issues a
+    /// certificate for each --service; prints the --tls-* options to start each node with.
+    Dev(transport_args::DevCertsArgs),
 }
 
 /// Prints a line on stdout and flushes it (output is read by scripts and tests as it
@@ -115,6 +128,7 @@ fn main() -> ExitCode {
             Commands::Watch(args) => ls::watch(args).await,
             Commands::Bench(args) => bench::run(args).await,
             Commands::BenchWorker(args) => bench::worker(args).await,
+            Commands::Certs(CertsCommand::Dev(args)) => transport_args::dev_certs(&args),
         }
     });
     match result {

@@ -7,6 +7,7 @@ use dms::{ClusterPath, Discovery, Endpoint, Multipart, Node, ServicePath};
 
 use crate::discovery_url::{DiscoveryUrl, with_discovery};
 use crate::failure::Failure;
+use crate::transport_args::TransportArgs;
 
 /// Options of `dms node`.
 #[derive(Debug, clap::Args)]
@@ -17,9 +18,12 @@ pub(crate) struct NodeArgs {
     /// This instance's service path: /App/Area/Platform/World/Group/Cluster/Instance.
     #[arg(long)]
     service: ServicePath,
-    /// Endpoint to accept links on (repeatable; port 0 picks a free port).
+    /// Endpoint to accept links on (repeatable, several schemes at once: tcp://, and
+    /// quic:// with --tls-* or --tls-dev; port 0 picks a free port).
     #[arg(long, default_value = "tcp://127.0.0.1:0")]
     bind: Vec<Endpoint>,
+    #[command(flatten)]
+    transport: TransportArgs,
     /// Cluster path this instance sends to (repeatable).
     #[arg(long)]
     target: Vec<ClusterPath>,
@@ -48,8 +52,10 @@ async fn serve<D: Discovery>(
     url: &DiscoveryUrl,
     args: NodeArgs,
 ) -> Result<(), Failure> {
-    let mut builder = Node::builder(args.service.clone())
-        .discovery(discovery)
+    let builder = Node::builder(args.service.clone()).discovery(discovery);
+    let mut builder = args
+        .transport
+        .apply(builder)?
         .heartbeat(Duration::from_millis(args.heartbeat_ms.max(10)), 3)
         .lease_ttl(Duration::from_secs(args.lease_ttl_s.max(1)));
     for endpoint in args.bind {

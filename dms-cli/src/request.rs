@@ -6,6 +6,7 @@ use dms::{ClusterPath, Discovery, Multipart, Node, ServicePath};
 
 use crate::discovery_url::{DiscoveryUrl, with_discovery};
 use crate::failure::Failure;
+use crate::transport_args::TransportArgs;
 
 /// Options of `dms request`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +42,8 @@ pub(crate) struct RequestArgs {
     /// One JSON object per line: {"instance","payload","rtt_us","frames"} or {"error",...}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 /// Options of `dms broadcast`.
@@ -61,6 +64,8 @@ pub(crate) struct BroadcastArgs {
     /// One JSON object: {"reached": [...]}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 /// Where a request goes.
@@ -97,16 +102,22 @@ async fn requester<D: Discovery>(
     cluster: &ClusterPath,
     heartbeat: Duration,
     settle: Duration,
+    transport: &TransportArgs,
 ) -> Result<Node, Failure> {
     let group = cluster.as_str().rsplit_once('/').map_or("", |(g, _)| g);
-    let path: ServicePath = format!(
-        "{group}/dms-cli/cli-{}-{:08x}",
-        std::process::id(),
-        fastrand_u32()
-    )
-    .parse()
-    .map_err(|e| Failure::Usage(format!("cannot name the requester: {e}")))?;
-    let node = Node::builder(path)
+    // With a production certificate the requester is the instance it names.
+    let path: ServicePath = match transport.certified_path()? {
+        Some(path) => path,
+        None => format!(
+            "{group}/dms-cli/cli-{}-{:08x}",
+            std::process::id(),
+            fastrand_u32()
+        )
+        .parse()
+        .map_err(|e| Failure::Usage(format!("cannot name the requester: {e}")))?,
+    };
+    let node = transport
+        .apply(Node::builder(path))?
         .discovery(discovery)
         .target(cluster.clone())
         .heartbeat(heartbeat, 3)
@@ -150,6 +161,7 @@ async fn requests<D: Discovery>(
         &to.cluster(),
         Duration::from_millis(args.heartbeat_ms.max(10)),
         Duration::from_millis(args.discover_ms),
+        &args.transport,
     )
     .await?;
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -232,6 +244,7 @@ async fn broadcast_with<D: Discovery>(
         &args.to,
         Duration::from_secs(1),
         Duration::from_millis(args.discover_ms),
+        &args.transport,
     )
     .await?;
     let result = node
