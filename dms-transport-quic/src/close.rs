@@ -74,7 +74,9 @@ pub(crate) fn from_connection(error: &ConnectionError) -> MiddlewareError {
                 Ok(codes::NO_SERVICE_PATH) => {
                     MiddlewareError::Auth(AuthError::RejectedByPeer(Rejection::Other(reason)))
                 }
-                Ok(codes::REFUSED) => MiddlewareError::Handshake(HandshakeError::Refused { reason }),
+                Ok(codes::REFUSED) => {
+                    MiddlewareError::Handshake(HandshakeError::Refused { reason })
+                }
                 _ => io(error),
             }
         }
@@ -118,7 +120,10 @@ mod tests {
             certified: "/a/b/c/d/e/F/f".into(),
             announced: "/a/b/c/d/e/F/g".into(),
         });
-        assert_eq!(close_for(&mismatch).0, VarInt::from_u32(codes::PATH_MISMATCH));
+        assert_eq!(
+            close_for(&mismatch).0,
+            VarInt::from_u32(codes::PATH_MISMATCH)
+        );
         let refused = MiddlewareError::PeerLimit { max: 1 };
         assert_eq!(close_for(&refused).0, VarInt::from_u32(codes::REFUSED));
     }

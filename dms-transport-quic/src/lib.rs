@@ -20,8 +20,9 @@
 //! announces in READY must be that path, or the link is refused
 //! ([`AuthError::PathMismatch`](dms_core::AuthError::PathMismatch) here,
 //! [`Rejection::PathMismatch`](dms_core::Rejection::PathMismatch) on the peer, from the
-//! application close code [`codes::PATH_MISMATCH`]). The DNS name is not checked: a node
-//! is named by its path. ALPN is `dms/1`.
+//! application close code [`codes::PATH_MISMATCH`]). The acceptor checks the dialler's
+//! READY before it sends its own, so a dialler refused for its identity never sees its
+//! link up. The DNS name is not checked: a node is named by its path. ALPN is `dms/1`.
 //!
 //! # Bounds
 //!

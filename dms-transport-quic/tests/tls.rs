@@ -209,6 +209,8 @@ async fn acceptor_refuses_a_dialler_announcing_another_path() {
         }
     );
     assert_eq!(dialler, AuthError::RejectedByPeer(Rejection::PathMismatch));
+    assert_eq!(server.stats().links.handshake_failures, 1);
+    assert!(server.peers().is_empty());
 }
 
 /// The acceptor announces another path than its certificate's: the dialler refuses it.
