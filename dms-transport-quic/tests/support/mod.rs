@@ -116,6 +116,19 @@ pub async fn round_trip(client: &QuicMiddleware, server_id: &PeerId, server: &Qu
     assert_eq!(&answer[1][..], b"yes");
 }
 
+/// `client` sends `text` to the echo server `server_id` and gets it back.
+pub async fn round_trip_echo(client: &QuicMiddleware, server_id: &PeerId, text: &str) {
+    client
+        .send(Multipart::from_frames([
+            server_id.to_frame(),
+            Bytes::copy_from_slice(text.as_bytes()),
+        ]))
+        .await
+        .unwrap();
+    let echo = message_from(client, server_id).await;
+    assert_eq!(&echo[1][..], text.as_bytes());
+}
+
 /// A raw quinn client endpoint on loopback (no DMS on top).
 pub fn raw_endpoint() -> quinn::Endpoint {
     quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap()
