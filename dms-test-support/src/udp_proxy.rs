@@ -260,10 +260,9 @@ async fn front_loop(
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, client) = match front.recv_from(&mut buf).await {
-            Ok(received) => received,
-            // ICMP errors (a client went away) surface here on some systems: keep going.
-            Err(_) => continue,
+        // ICMP errors (a client went away) surface here on some systems: keep going.
+        let Ok((n, client)) = front.recv_from(&mut buf).await else {
+            continue;
         };
         let datagram = Bytes::copy_from_slice(&buf[..n]);
         let index = clients.len() as u64;

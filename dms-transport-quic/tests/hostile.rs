@@ -148,7 +148,7 @@ async fn garbage_on_the_stream_closes_that_connection() {
         .unwrap();
     let connection = within("a valid TLS handshake", connecting).await.unwrap();
     let (mut send, _recv) = connection.open_bi().await.unwrap();
-    let mut junk = Rand::new(0x6a_72b4_6e).bytes(4096);
+    let mut junk = Rand::new(0x6a72_b46e).bytes(4096);
     junk[0] = 0x42; // not the greeting's first byte (0xff), so the refusal is fixed
     send.write_all(&junk).await.unwrap();
     let refused = s.refused().await;
