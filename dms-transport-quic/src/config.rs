@@ -201,9 +201,7 @@ impl QuicConfigBuilder {
 
     /// The configuration.
     pub fn build(self) -> Result<QuicConfig, QuicConfigError> {
-        let identity = self
-            .identity
-            .unwrap_or_else(|| self.tls.path().peer_id());
+        let identity = self.identity.unwrap_or_else(|| self.tls.path().peer_id());
         let link = self.link.identity(identity.to_frame()).build()?;
         let keep_alive = self.keep_alive.unwrap_or(self.idle_timeout / 3);
         Ok(QuicConfig {

@@ -73,6 +73,10 @@ pub(crate) struct BenchArgs {
     /// libzmq3-dev); then print DMS / peer for every metric both measured.
     #[arg(long)]
     peers: bool,
+    /// The medium of the transport scenario (default: every medium built in, TCP then
+    /// QUIC).
+    #[arg(long, value_enum)]
+    transport: Option<transport::Medium>,
     /// Tokio worker threads of each side (0: a current-thread runtime, the default: a
     /// side's hot path then costs no cross-thread wake-up). Try 2 to see what a
     /// multi-thread runtime costs on this machine.
@@ -119,7 +123,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let mut lines = Vec::new();
     let mut sink = |line| emit(&args, line, &mut lines);
     if args.scenario.runs(Scenario::Transport) {
-        transport::run(window, args.in_process, &mut sink).await?;
+        let media = match args.transport {
+            Some(medium) => vec![medium],
+            None => transport::Medium::ALL.to_vec(),
+        };
+        for medium in media {
+            transport::run(medium, window, args.in_process, &mut sink).await?;
+        }
         if args.peers {
             peers::run(window, &mut sink).await?;
         }
@@ -173,7 +183,8 @@ fn emit(args: &BenchArgs, line: Line, lines: &mut Vec<Line>) {
 /// `dms bench-worker`: the transport scenario's second process.
 pub(crate) async fn worker(args: WorkerArgs) -> Result<(), Failure> {
     match args.peer {
-        WorkerPeer::Dms => transport::worker_process().await,
+        WorkerPeer::Dms => transport::worker_process(transport::Medium::Tcp).await,
+        WorkerPeer::DmsQuic => transport::worker_process(transport::Medium::Quic).await,
         WorkerPeer::DmsNode => request::worker_process().await,
         peer => peers::worker(peer).await,
     }

@@ -1,11 +1,12 @@
-//! The `transport` scenario: a TCP `MessageMiddleware` alone between two peers (two
-//! processes by default). One-way throughput is timed at the receiver, from its first to
+//! The `transport` scenario: a `MessageMiddleware` (TCP, or QUIC with development
+//! certificates) alone between two peers (two processes by default). One-way throughput is timed at the receiver, from its first to
 //! its last message; round trips are timed at the sender after a warm-up, as the peers in
 //! `shared/peers` do.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dms::quic::{QuicConfig, QuicMiddleware};
 use dms::{Endpoint, Multipart};
 use dms_core::{Incoming, MessageMiddleware, PeerId, SendError};
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
@@ -18,7 +19,51 @@ use crate::failure::Failure;
 
 /// First bytes of the worker's control messages (data frames never start with them).
 const CONTROL: &[u8] = b"\0dms-bench:";
-const TRANSPORT: &str = "tcp";
+
+/// The medium a transport bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Medium {
+    /// ZMTP over TCP.
+    Tcp,
+    /// ZMTP over one QUIC stream, mutual TLS (development certificates).
+    Quic,
+}
+
+impl Medium {
+    /// Every medium, in the order `--scenario all` measures them.
+    pub(crate) const ALL: [Self; 2] = [Self::Tcp, Self::Quic];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Quic => "quic",
+        }
+    }
+
+    fn worker(self) -> WorkerPeer {
+        match self {
+            Self::Tcp => WorkerPeer::Dms,
+            Self::Quic => WorkerPeer::DmsQuic,
+        }
+    }
+}
+
+/// The development CA both processes of a QUIC bench share (development only).
+fn dev_certs() -> std::path::PathBuf {
+    std::env::temp_dir().join("dms-bench-dev-certs")
+}
+
+/// A QUIC middleware named `name` with a development certificate.
+fn quic(name: &str) -> Result<QuicMiddleware, Failure> {
+    let path = format!("/bench/local/any/w1/g1/Bench/{name}-{}", std::process::id())
+        .parse()
+        .map_err(|e| fail("quic", e))?;
+    let tls = dms::tls::TlsIdentity::dev(&dev_certs(), &path).map_err(|e| fail("quic", e))?;
+    let config = QuicConfig::builder(tls)
+        .build()
+        .map_err(|e| fail("quic", e))?;
+    QuicMiddleware::new(config).map_err(|e| fail("quic", e))
+}
 /// The payload bytes of throughput messages (the largest size measured).
 static PAYLOAD: [u8; 65536] = [0x5a; 65536];
 
@@ -30,7 +75,7 @@ fn control(peer: &PeerId, command: &str) -> Multipart {
 
 /// The bench's other side: echoes data messages, or counts them between `count` and `end`
 /// and answers `done:<elapsed ns from first to last>:<count>`.
-async fn serve(middleware: TcpMiddleware) -> Result<(), Failure> {
+async fn serve<M: MessageMiddleware>(middleware: M) -> Result<(), Failure> {
     let mut counting = false;
     let (mut first, mut last, mut count) = (None::<Instant>, Instant::now(), 0u64);
     let mut items = Vec::with_capacity(256);
@@ -73,33 +118,49 @@ async fn serve(middleware: TcpMiddleware) -> Result<(), Failure> {
 }
 
 /// `dms bench-worker`: binds a loopback port, prints it, serves until the bench leaves.
-pub(crate) async fn worker_process() -> Result<(), Failure> {
-    let middleware = TcpMiddleware::new(TcpConfig::default());
+pub(crate) async fn worker_process(medium: Medium) -> Result<(), Failure> {
+    match medium {
+        Medium::Tcp => serve_process(TcpMiddleware::new(TcpConfig::default())).await,
+        Medium::Quic => serve_process(quic("worker")?).await,
+    }
+}
+
+async fn serve_process<M: MessageMiddleware>(middleware: M) -> Result<(), Failure> {
     let endpoint = bind(&middleware).await?;
     crate::print_line(&format!("endpoint {endpoint}"));
     serve(middleware).await
 }
 
-async fn bind(middleware: &TcpMiddleware) -> Result<Endpoint, Failure> {
-    let any: Endpoint = "tcp://127.0.0.1:0".parse().map_err(|e| fail("bind", e))?;
+async fn bind<M: MessageMiddleware>(middleware: &M) -> Result<Endpoint, Failure> {
+    let any = Endpoint::new(middleware.scheme(), "127.0.0.1:0").map_err(|e| fail("bind", e))?;
     middleware.bind(&any).await.map_err(|e| fail("bind", e))
 }
 
 /// Starts the other side: a second `dms` process, or a task here.
-async fn start_worker(in_process: bool) -> Result<(Endpoint, Option<Worker>), Failure> {
+async fn start_worker(
+    medium: Medium,
+    in_process: bool,
+) -> Result<(Endpoint, Option<Worker>), Failure> {
     if in_process {
-        let middleware = TcpMiddleware::new(TcpConfig::default());
-        let endpoint = bind(&middleware).await?;
-        tokio::spawn(serve(middleware));
+        let endpoint = match medium {
+            Medium::Tcp => spawn_serve(TcpMiddleware::new(TcpConfig::default())).await?,
+            Medium::Quic => spawn_serve(quic("worker")?).await?,
+        };
         return Ok((endpoint, None));
     }
-    let worker = spawn(WorkerPeer::Dms).await?;
+    let worker = spawn(medium.worker()).await?;
     let endpoint = worker.endpoint.parse().map_err(|e| fail("worker", e))?;
     Ok((endpoint, Some(worker)))
 }
 
+async fn spawn_serve<M: MessageMiddleware>(middleware: M) -> Result<Endpoint, Failure> {
+    let endpoint = bind(&middleware).await?;
+    tokio::spawn(serve(middleware));
+    Ok(endpoint)
+}
+
 /// The next message, skipping link events.
-async fn next_message(middleware: &TcpMiddleware) -> Result<Multipart, Failure> {
+async fn next_message<M: MessageMiddleware>(middleware: &M) -> Result<Multipart, Failure> {
     loop {
         let item = tokio::time::timeout(Duration::from_secs(30), middleware.recv())
             .await
@@ -114,7 +175,10 @@ async fn next_message(middleware: &TcpMiddleware) -> Result<Multipart, Failure> 
 }
 
 /// Sends without waiting while the link has room; gives the message back when it is full.
-fn try_push(middleware: &TcpMiddleware, msg: Multipart) -> Result<Option<Multipart>, Failure> {
+fn try_push<M: MessageMiddleware>(
+    middleware: &M,
+    msg: Multipart,
+) -> Result<Option<Multipart>, Failure> {
     match middleware.try_send(msg) {
         Ok(()) => Ok(None),
         Err(SendError::Full { msg, .. }) => Ok(Some(*msg)),
@@ -123,12 +187,12 @@ fn try_push(middleware: &TcpMiddleware, msg: Multipart) -> Result<Option<Multipa
 }
 
 /// Sends, waiting for room if the link is full.
-async fn push(middleware: &TcpMiddleware, msg: Multipart) -> Result<(), Failure> {
+async fn push<M: MessageMiddleware>(middleware: &M, msg: Multipart) -> Result<(), Failure> {
     middleware.send(msg).await.map_err(|e| fail("send", e))
 }
 
-async fn throughput(
-    middleware: &TcpMiddleware,
+async fn throughput<M: MessageMiddleware>(
+    middleware: &M,
     peer: &PeerId,
     peer_frame: &'static [u8],
     size: usize,
@@ -186,8 +250,8 @@ async fn throughput(
     ))
 }
 
-async fn round_trips(
-    middleware: &TcpMiddleware,
+async fn round_trips<M: MessageMiddleware>(
+    middleware: &M,
     peer: &PeerId,
     size: usize,
     window: Duration,
@@ -204,46 +268,81 @@ async fn round_trips(
             let _ = histogram.record(sent.elapsed().as_nanos() as u64);
         }
     }
-    Ok(rtt_lines(TRANSPORT, "router-dealer", size, &histogram))
+    Ok(rtt_lines("tcp", "router-dealer", size, &histogram))
 }
 
 pub(crate) async fn run(
+    medium: Medium,
     window: Duration,
     in_process: bool,
     emit: &mut impl FnMut(Line),
 ) -> Result<(), Failure> {
     eprintln!(
-        "transport: tcp, {} ...",
+        "transport: {}, {} ...",
+        medium.name(),
         if in_process {
             "in one process"
         } else {
             "two processes"
         }
     );
-    let (endpoint, child) = start_worker(in_process).await?;
-    let result = async {
-        let middleware = TcpMiddleware::new(TcpConfig::default());
-        let peer = middleware
-            .connect(&endpoint)
+    let (endpoint, child) = start_worker(medium, in_process).await?;
+    let mut emit = |mut line: Line| {
+        line.transport = medium.name();
+        emit(line);
+    };
+    let result = match medium {
+        Medium::Tcp => {
+            measure(
+                TcpMiddleware::new(TcpConfig::default()),
+                &endpoint,
+                window,
+                &mut emit,
+            )
             .await
-            .map_err(|e| fail("connect", e))?;
-        // The peer frame of throughput messages, in static memory like their payload
-        // (leaked once per run: a few bytes).
-        let peer_frame: &'static [u8] = Box::leak(peer.to_frame().to_vec().into_boxed_slice());
-        for (size, frames) in [(64, 1), (1024, 1), (65536, 1), (64, 3)] {
-            for line in throughput(&middleware, &peer, peer_frame, size, frames, window).await? {
-                emit(line);
-            }
         }
-        for size in [64, 1024] {
-            for line in round_trips(&middleware, &peer, size, window).await? {
-                emit(line);
-            }
-        }
-        let _ = middleware.disconnect(&peer).await;
-        Ok(())
-    }
-    .await;
+        Medium::Quic => measure(quic("bench")?, &endpoint, window, &mut emit).await,
+    };
     drop(child);
     result
+}
+
+/// Every measurement of the scenario from a fresh `middleware` to the worker at
+/// `endpoint`, the connect (handshake) time first.
+async fn measure<M: MessageMiddleware>(
+    middleware: M,
+    endpoint: &Endpoint,
+    window: Duration,
+    emit: &mut impl FnMut(Line),
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let peer = middleware
+        .connect(endpoint)
+        .await
+        .map_err(|e| fail("connect", e))?;
+    emit(Line {
+        peer: "dms",
+        transport: "tcp",
+        pattern: "connect".to_owned(),
+        metric: "handshake_us",
+        msg_size: 0,
+        value: started.elapsed().as_secs_f64() * 1e6,
+        n: 1,
+        frames: 0,
+    });
+    // The peer frame of throughput messages, in static memory like their payload
+    // (leaked once per run: a few bytes).
+    let peer_frame: &'static [u8] = Box::leak(peer.to_frame().to_vec().into_boxed_slice());
+    for (size, frames) in [(64, 1), (1024, 1), (65536, 1), (64, 3)] {
+        for line in throughput(&middleware, &peer, peer_frame, size, frames, window).await? {
+            emit(line);
+        }
+    }
+    for size in [64, 1024] {
+        for line in round_trips(&middleware, &peer, size, window).await? {
+            emit(line);
+        }
+    }
+    let _ = middleware.disconnect(&peer).await;
+    Ok(())
 }

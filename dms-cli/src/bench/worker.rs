@@ -12,6 +12,8 @@ use crate::failure::Failure;
 pub(crate) enum WorkerPeer {
     /// DMS's TCP `MessageMiddleware`.
     Dms,
+    /// DMS's QUIC `MessageMiddleware` (development certificates).
+    DmsQuic,
     /// A DMS kernel node answering requests (the request scenario).
     DmsNode,
     /// Raw tokio TCP, length-prefixed frames.
