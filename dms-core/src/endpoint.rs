@@ -108,7 +108,10 @@ impl Endpoint {
     }
 
     /// The endpoint of a socket address under `scheme` (a bound or remote address).
-    pub fn from_socket_addr(scheme: &str, addr: std::net::SocketAddr) -> Result<Self, EndpointError> {
+    pub fn from_socket_addr(
+        scheme: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<Self, EndpointError> {
         Self::new(scheme, &addr.to_string())
     }
 
@@ -177,7 +180,10 @@ mod tests {
     #[test]
     fn host_ports() {
         let ep = |s: &str| s.parse::<Endpoint>().unwrap();
-        assert_eq!(ep("tcp://127.0.0.1:0").host_port("tcp").unwrap(), "127.0.0.1:0");
+        assert_eq!(
+            ep("tcp://127.0.0.1:0").host_port("tcp").unwrap(),
+            "127.0.0.1:0"
+        );
         assert_eq!(ep("tcp://*:5555").host_port("tcp").unwrap(), "0.0.0.0:5555");
         assert_eq!(ep("quic://[::1]:7").host_port("quic").unwrap(), "[::1]:7");
         for bad in ["quic://a", "quic://a:x", "quic://:1", "quic://a:70000"] {
