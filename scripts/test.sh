@@ -13,4 +13,7 @@ else
   cargo test --workspace --all-features --locked --no-fail-fast
 fi
 cargo test --doc --workspace --all-features --locked
+# The kernel with each transport alone (the workspace run above has both compiled in).
+cargo test -p dms --no-default-features --features tcp --locked
+cargo test -p dms --no-default-features --features quic --locked
 cargo build -p dms-fuzz --bins --locked
