@@ -128,8 +128,18 @@ async fn requester<D: Discovery>(
     let instances = node.settle(cluster, settle).await;
     if !instances.iter().any(dms::InstanceStatus::is_ready) {
         node.shutdown().await;
+        // QUIC-only instances cannot be dialled without QUIC credentials: say so.
+        let quic_only = instances.iter().any(|i| {
+            !i.endpoints.is_empty() && i.endpoints.iter().all(|e| e.starts_with("quic://"))
+        });
+        let hint = if quic_only {
+            "; they publish only quic:// endpoints: dialling them needs QUIC credentials \
+             from their CA (--tls-dev DIR, or --tls-cert/--tls-key/--tls-ca)"
+        } else {
+            ""
+        };
         return Err(Failure::NoInstance(format!(
-            "no live instance of {cluster} ({} registered)",
+            "no live instance of {cluster} ({} registered){hint}",
             instances.len()
         )));
     }

@@ -279,10 +279,14 @@ fn quic_nodes_answer_tls_requesters_and_refuse_plain_ones_cleanly() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(
-        stderr.contains("no live instance") && stderr.contains(CLUSTER),
+        stderr.contains("no live instance")
+            && stderr.contains(CLUSTER)
+            && stderr.contains("only quic:// endpoints")
+            && stderr.contains("--tls-dev"),
         "stderr explains: {stderr}"
     );
     assert!(out.stdout.is_empty(), "no reply line printed");
+    println!("a requester without TLS options says: {stderr}");
 
     // A node on TCP and QUIC at once is reachable over TCP without TLS options.
     drop(nodes);
