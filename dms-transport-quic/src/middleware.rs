@@ -165,7 +165,10 @@ impl QuicMiddleware {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
         server
             .transport_config(Arc::new(transport(&config, true)?))
-            .max_incoming(config.max_handshakes)
+            // Connections not yet taken by the accept loop: room beyond `max_handshakes`
+            // so that the loop refuses the excess at once (quinn silently drops what
+            // exceeds this bound, and those clients would wait out their idle timeout).
+            .max_incoming(config.max_handshakes.saturating_mul(2).saturating_add(16))
             .incoming_buffer_size(config.incoming_buffer)
             .incoming_buffer_size_total(config.incoming_buffer.saturating_mul(64))
             .migration(false);
