@@ -41,7 +41,12 @@ fn check_schema(line: &serde_json::Value) {
         "{line}"
     );
     assert!(!line["pattern"].as_str().unwrap().is_empty(), "{line}");
-    assert!(line["msg_size"].as_u64().unwrap() > 0, "{line}");
+    // A handshake time has no payload; every other line measures messages.
+    let payload_free = line["metric"] == "handshake_us";
+    assert!(
+        payload_free || line["msg_size"].as_u64().unwrap() > 0,
+        "{line}"
+    );
     assert!(line["frames"].as_u64().unwrap() >= 1, "{line}");
     assert!(line["n"].as_u64().unwrap() > 0, "{line}");
     let value = line["value"].as_f64().unwrap();
@@ -70,6 +75,14 @@ fn transport_lines_match_the_peers_schema() {
         let lines = bench(&args);
         lines.iter().for_each(check_schema);
         let keys = keys(&lines);
+        for transport in ["tcp", "quic"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l["transport"] == transport && l["metric"] == "handshake_us"),
+                "{transport} handshake time"
+            );
+        }
         for size in [64, 1024, 65536] {
             for metric in ["throughput_msgs_per_s", "throughput_MB_per_s"] {
                 assert!(

@@ -325,10 +325,11 @@ async fn measure<M: MessageMiddleware>(
         transport: "tcp",
         pattern: "connect".to_owned(),
         metric: "handshake_us",
+        // No payload: the time from dialling to a link ready for messages.
         msg_size: 0,
         value: started.elapsed().as_secs_f64() * 1e6,
         n: 1,
-        frames: 0,
+        frames: 1,
     });
     // The peer frame of throughput messages, in static memory like their payload
     // (leaked once per run: a few bytes).
