@@ -146,6 +146,13 @@ pub enum DiscoveryError {
         /// The oldest revision a watch could resume from.
         oldest: Revision,
     },
+    /// `replace` found the key written since the revision it expected (or deleted):
+    /// someone else changed it first. Read it again before deciding.
+    #[error("key {key} changed since the revision expected")]
+    Conflict {
+        /// The key.
+        key: Key,
+    },
     /// The key is not a valid [`Key`].
     #[error("invalid key: {0}")]
     InvalidKey(#[from] KeyError),
@@ -213,6 +220,18 @@ pub trait Discovery: Clone + Send + Sync + 'static {
     fn set(
         &self,
         key: &Key,
+        value: Bytes,
+        lease: Option<&Self::Lease>,
+    ) -> impl Future<Output = Result<Revision, DiscoveryError>> + Send;
+
+    /// Overwrites `key` only if its last write is revision `expected` (compare-and-swap
+    /// on [`Entry::mod_revision`]), attached to `lease` if given; returns the revision of
+    /// the write. Fails with [`DiscoveryError::Conflict`] if the key was written since, or
+    /// does not exist: of two processes replacing the same entry, exactly one wins.
+    fn replace(
+        &self,
+        key: &Key,
+        expected: Revision,
         value: Bytes,
         lease: Option<&Self::Lease>,
     ) -> impl Future<Output = Result<Revision, DiscoveryError>> + Send;

@@ -221,16 +221,38 @@ impl MemoryDiscovery {
         key: &Key,
         value: Bytes,
         lease: Option<&MemoryLease>,
-        create: bool,
+        condition: Condition,
     ) -> Result<Revision, DiscoveryError> {
         let mut state = self.shared.lock();
         let lease = self.lease_id(&state, lease)?;
-        if create && state.entries.contains_key(key) {
-            debug!(%key, "discovery create: key already exists");
-            return Err(DiscoveryError::AlreadyExists { key: key.clone() });
+        let current = state
+            .entries
+            .get(key)
+            .map(|stored| stored.entry(key).mod_revision);
+        match (condition, current) {
+            (Condition::Absent, Some(_)) => {
+                debug!(%key, "discovery create: key already exists");
+                return Err(DiscoveryError::AlreadyExists { key: key.clone() });
+            }
+            (Condition::Revision(expected), current) if current != Some(expected) => {
+                debug!(%key, expected, ?current, "discovery replace: key changed");
+                return Err(DiscoveryError::Conflict { key: key.clone() });
+            }
+            _ => {}
         }
         Ok(state.put(&self.shared.config, key, value, lease))
     }
+}
+
+/// When a write may happen.
+#[derive(Debug, Clone, Copy)]
+enum Condition {
+    /// Always (`set`).
+    Any,
+    /// Only if the key does not exist (`create`).
+    Absent,
+    /// Only if the key's last write is this revision (`replace`).
+    Revision(Revision),
 }
 
 impl Default for MemoryDiscovery {
@@ -410,7 +432,7 @@ impl Discovery for MemoryDiscovery {
         value: Bytes,
         lease: Option<&MemoryLease>,
     ) -> Result<Revision, DiscoveryError> {
-        self.write(key, value, lease, true)
+        self.write(key, value, lease, Condition::Absent)
     }
 
     async fn set(
@@ -419,7 +441,17 @@ impl Discovery for MemoryDiscovery {
         value: Bytes,
         lease: Option<&MemoryLease>,
     ) -> Result<Revision, DiscoveryError> {
-        self.write(key, value, lease, false)
+        self.write(key, value, lease, Condition::Any)
+    }
+
+    async fn replace(
+        &self,
+        key: &Key,
+        expected: Revision,
+        value: Bytes,
+        lease: Option<&MemoryLease>,
+    ) -> Result<Revision, DiscoveryError> {
+        self.write(key, value, lease, Condition::Revision(expected))
     }
 
     async fn delete(&self, key: &Key) -> Result<Option<Revision>, DiscoveryError> {

@@ -735,6 +735,95 @@ pub async fn create_is_atomic_under_contention<F: DiscoveryFactory>(factory: &F)
     );
 }
 
+/// `replace` writes only over the revision it expects: a stale revision, or a key deleted
+/// since, is a `Conflict` that changes nothing; racing replacers of one revision have
+/// exactly one winner; the replacement takes the new lease (it outlives the old one).
+pub async fn replace_is_compare_and_swap<F: DiscoveryFactory>(factory: &F) {
+    const TASKS: usize = 8;
+    let d = factory.create();
+    let ns = namespace("replace_is_compare_and_swap");
+    let k = child(&ns, "owner");
+    let old_lease = within("lease", d.lease(Duration::from_secs(30)))
+        .await
+        .expect("lease");
+    let first = within("create", d.create(&k, bytes("old"), Some(&old_lease)))
+        .await
+        .expect("create");
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|n| {
+            let (d, k) = (d.clone(), k.clone());
+            tokio::spawn(async move {
+                let lease = d.lease(Duration::from_secs(30)).await.expect("lease");
+                let result = d
+                    .replace(&k, first, bytes(&n.to_string()), Some(&lease))
+                    .await;
+                (n, result, lease)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut leases: Vec<(usize, _)> = Vec::new();
+    for task in tasks {
+        let (n, result, lease) = within("a racing replace", task).await.expect("task");
+        match result {
+            Ok(revision) => winners.push((n, revision)),
+            Err(DiscoveryError::Conflict { key }) => assert_eq!(key, k),
+            Err(other) => panic!("racing replace: {other}"),
+        }
+        leases.push((n, lease));
+    }
+    let [(winner, revision)] = winners[..] else {
+        panic!("exactly one replace wins: {winners:?}");
+    };
+    assert!(revision > first);
+    let entry = get(&d, &k).await.entry.expect("replaced");
+    assert_eq!(
+        (
+            entry.value.clone(),
+            entry.create_revision,
+            entry.mod_revision
+        ),
+        (bytes(&winner.to_string()), first, revision),
+        "the winner's value, same key life"
+    );
+    // The stale revision no longer matches.
+    match within("stale replace", d.replace(&k, first, bytes("late"), None)).await {
+        Err(DiscoveryError::Conflict { key }) => assert_eq!(key, k),
+        other => panic!("replace over a stale revision: {other:?}"),
+    }
+    // The replacement hangs on the winner's lease: ending the old lease (seen through
+    // the deletion of a sentinel key it also held) leaves it.
+    let sentinel = child(&ns, "sentinel");
+    create(&d, &sentinel, "s", Some(&old_lease)).await;
+    let mut w = watch(&d, &ns, None).await;
+    drop(old_lease);
+    // The losers' leases hold nothing; the winner's is kept.
+    let (kept, losers): (Vec<_>, Vec<_>) = leases.into_iter().partition(|(n, _)| *n == winner);
+    drop(losers);
+    match &events(&mut w, 1).await[..] {
+        [WatchEvent::Delete { key, .. }] => assert_eq!(key, &sentinel),
+        other => panic!("the old lease's end deletes only its sentinel: {other:?}"),
+    }
+    assert_eq!(
+        get(&d, &k).await.entry.map(|e| e.value),
+        Some(bytes(&winner.to_string())),
+        "the old lease no longer owns the key"
+    );
+    // A deleted key cannot be replaced.
+    let deleted = delete(&d, &k).await.expect("existed");
+    drop(kept);
+    match within(
+        "replace of a deleted key",
+        d.replace(&k, revision, bytes("x"), None),
+    )
+    .await
+    {
+        Err(DiscoveryError::Conflict { .. }) => {}
+        other => panic!("replace after delete (at {deleted}): {other:?}"),
+    }
+    assert_eq!(get(&d, &k).await.entry, None);
+}
+
 /// Concurrent writers: a watcher sees every write exactly once, in strictly increasing
 /// revision order, with each write's own revision.
 pub async fn concurrent_writes_are_totally_ordered<F: DiscoveryFactory>(factory: &F) {
@@ -793,7 +882,7 @@ macro_rules! discovery_conformance_tests {
             watch_prefix_is_segment_aware, ephemeral_vanishes_when_lease_dropped,
             set_reassigns_lease, compacted_is_reported, invalid_keys_rejected,
             clones_share_the_store, create_is_atomic_under_contention,
-            concurrent_writes_are_totally_ordered);
+            replace_is_compare_and_swap, concurrent_writes_are_totally_ordered);
     };
     (@each $factory:expr; $($check:ident),*) => {
         $(

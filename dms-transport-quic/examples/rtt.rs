@@ -66,6 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    println!("{rounds} round trips of 64 B over QUIC: p50 {:.1} us, p99 {:.1} us", at(0.5), at(0.99));
+    println!(
+        "{rounds} round trips of 64 B over QUIC: p50 {:.1} us, p99 {:.1} us",
+        at(0.5),
+        at(0.99)
+    );
     Ok(())
 }

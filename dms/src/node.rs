@@ -304,6 +304,9 @@ impl<D: Discovery> NodeBuilder<D> {
     }
 }
 
+/// Longest a start waits for each endpoint of a registration it finds under its own path.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn start<D: Discovery>(
     path: ServicePath,
     discovery: D,
@@ -331,7 +334,15 @@ async fn start<D: Discovery>(
         acl: settings.acl.clone(),
         lease_ttl: settings.lease_ttl,
     };
-    let (lease, bucket) = registrant.register(&discovery).await?;
+    // A registration left by a crashed predecessor is taken over once its endpoints
+    // prove it dead (see `Registrant::register`).
+    let media = &transports;
+    let (lease, bucket) = registrant
+        .register(&discovery, |published| {
+            let path = path.clone();
+            async move { media.probe(&published, &path, PROBE_TIMEOUT).await }
+        })
+        .await?;
     let (registered, stop_registrar) = oneshot::channel();
     tokio::spawn(keep_registered(
         discovery.clone(),

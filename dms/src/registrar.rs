@@ -1,6 +1,7 @@
 //! Keeping an instance registered: the lease, the bucket claim and the registration, and
 //! registering again (with a new lease) when the lease is lost.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,41 +27,188 @@ pub(crate) struct Registrant {
     pub(crate) lease_ttl: Duration,
 }
 
+/// What a probe of a registration's endpoints found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// An endpoint answered as this very path: another live process holds it.
+    Alive,
+    /// Every endpoint refused the connection or answered as another instance: the
+    /// process that registered is gone (a crash within its lease).
+    Dead,
+    /// No endpoint answered either way (a frozen process, a lost network): the
+    /// registration may still be live.
+    Unknown,
+}
+
+/// Longest a start waits for a registration it cannot probe to expire, beyond the lease
+/// TTL of this instance (the old one's may differ).
+const STALE_WAIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// A registration found under our path at start.
+struct Found {
+    mod_revision: dms_discovery::Revision,
+    registration: Option<Registration>,
+}
+
 impl Registrant {
-    /// Takes a lease, claims the lowest free bucket and creates the registration, all
-    /// attached to the lease.
-    pub(crate) async fn register<D: Discovery>(
+    /// Takes a lease, claims a bucket and creates the registration, all attached to the
+    /// lease.
+    ///
+    /// If the path is registered already, `probe` decides: a live holder is refused
+    /// ([`StartError::AlreadyRegistered`]: never two live processes on one path); a dead
+    /// one (a crash restarted within its lease) is replaced atomically — compare-and-swap
+    /// on the registration's revision, so of two restarts racing exactly one wins — and
+    /// its bucket claim moves to our lease, so the instance gets its keys back at once;
+    /// one that cannot be probed either way is waited out (its lease expires) while a
+    /// warning says so.
+    pub(crate) async fn register<D, P, F>(
         &self,
         discovery: &D,
-    ) -> Result<(D::Lease, u32), StartError> {
+        probe: P,
+    ) -> Result<(D::Lease, u32), StartError>
+    where
+        D: Discovery,
+        P: Fn(Vec<String>) -> F,
+        F: Future<Output = Liveness>,
+    {
         let lease = discovery.lease(self.lease_ttl).await?;
+        let key = instance_key(&self.path)?;
+        let mut takeover = None;
+        for _attempt in 0..2 {
+            let Some(found) = self.found(discovery, &key).await? else {
+                break;
+            };
+            let endpoints = found
+                .registration
+                .as_ref()
+                .map(|r| r.endpoints.clone())
+                .unwrap_or_default();
+            match probe(endpoints).await {
+                Liveness::Alive => return Err(StartError::AlreadyRegistered(self.path.clone())),
+                Liveness::Dead => {
+                    info!(node = %self.path, "registered by a process that is gone: taking the registration over");
+                    takeover = Some(found);
+                    break;
+                }
+                Liveness::Unknown => self.wait_out(discovery, &key, found.mod_revision).await?,
+            }
+        }
         let cluster = self.path.cluster();
         let owner = Bytes::copy_from_slice(self.path.as_str().as_bytes());
-        let bucket = self
-            .claim_lowest(discovery, &cluster, &owner, &lease)
-            .await?;
+        let previous = takeover
+            .as_ref()
+            .and_then(|found| found.registration.as_ref())
+            .map(|r| r.bucket);
+        let bucket = match previous {
+            Some(bucket) => {
+                self.claim(discovery, &cluster, bucket, &owner, &lease)
+                    .await?
+            }
+            None => {
+                self.claim_lowest(discovery, &cluster, &owner, &lease)
+                    .await?
+            }
+        };
         let registration = Registration::new(
             self.endpoints.clone(),
             bucket,
             &self.targets,
             self.acl.as_deref(),
         );
-        match discovery
-            .create(
-                &instance_key(&self.path)?,
-                registration.encode(),
-                Some(&lease),
-            )
-            .await
-        {
+        let written = match &takeover {
+            Some(found) => {
+                discovery
+                    .replace(
+                        &key,
+                        found.mod_revision,
+                        registration.encode(),
+                        Some(&lease),
+                    )
+                    .await
+            }
+            None => {
+                discovery
+                    .create(&key, registration.encode(), Some(&lease))
+                    .await
+            }
+        };
+        match written {
             Ok(_) => {}
-            Err(DiscoveryError::AlreadyExists { .. }) => {
+            Err(DiscoveryError::AlreadyExists { .. } | DiscoveryError::Conflict { .. }) => {
                 return Err(StartError::AlreadyRegistered(self.path.clone()));
             }
             Err(error) => return Err(error.into()),
         }
         info!(node = %self.path, bucket, endpoints = ?registration.endpoints, "registered");
         Ok((lease, bucket))
+    }
+
+    /// The registration under `key`, if there is one.
+    async fn found<D: Discovery>(
+        &self,
+        discovery: &D,
+        key: &dms_discovery::Key,
+    ) -> Result<Option<Found>, StartError> {
+        Ok(discovery.get(key).await?.entry.map(|entry| Found {
+            mod_revision: entry.mod_revision,
+            registration: Registration::decode(&entry.value),
+        }))
+    }
+
+    /// Waits until the registration written at `revision` is gone (its lease expired),
+    /// at most our lease TTL and a margin.
+    async fn wait_out<D: Discovery>(
+        &self,
+        discovery: &D,
+        key: &dms_discovery::Key,
+        revision: dms_discovery::Revision,
+    ) -> Result<(), StartError> {
+        warn!(node = %self.path, "registered by a process that does not answer: waiting for its lease to expire");
+        let limit = self.lease_ttl + STALE_WAIT_MARGIN;
+        let gone = async {
+            let mut watch = discovery.watch(key, Some(revision)).await?;
+            // The first change after the registration seen decides: a deletion (its lease
+            // expired) frees the path; a write means its holder is live after all.
+            match dms_discovery::next_event(&mut watch).await {
+                Some(Ok(dms_discovery::WatchEvent::Delete { .. })) => Ok(()),
+                Some(Ok(_)) => Err(StartError::AlreadyRegistered(self.path.clone())),
+                Some(Err(error)) => Err(error.into()),
+                None => Err(StartError::Discovery(DiscoveryError::Closed)),
+            }
+        };
+        match tokio::time::timeout(limit, gone).await {
+            Ok(result) => result,
+            Err(_) => Err(StartError::AlreadyRegistered(self.path.clone())),
+        }
+    }
+
+    /// Claims `bucket` if it is free or ours (a claim left by our previous process moves
+    /// to `lease`), else the lowest free one.
+    async fn claim<D: Discovery>(
+        &self,
+        discovery: &D,
+        cluster: &ClusterPath,
+        bucket: u32,
+        owner: &Bytes,
+        lease: &D::Lease,
+    ) -> Result<u32, StartError> {
+        let claim = bucket_key(cluster, bucket)?;
+        let taken = match discovery.get(&claim).await?.entry {
+            Some(entry) if entry.value == *owner => discovery
+                .replace(&claim, entry.mod_revision, owner.clone(), Some(lease))
+                .await
+                .is_ok(),
+            None => discovery
+                .create(&claim, owner.clone(), Some(lease))
+                .await
+                .is_ok(),
+            Some(_) => false,
+        };
+        if taken {
+            Ok(bucket)
+        } else {
+            self.claim_lowest(discovery, cluster, owner, lease).await
+        }
     }
 }
 
@@ -76,24 +224,9 @@ impl Registrant {
         let lease = discovery.lease(self.lease_ttl).await?;
         let cluster = self.path.cluster();
         let owner = Bytes::copy_from_slice(self.path.as_str().as_bytes());
-        let claim = bucket_key(&cluster, bucket)?;
-        let bucket = match discovery.get(&claim).await?.entry {
-            Some(entry) if entry.value == owner => {
-                discovery.set(&claim, owner.clone(), Some(&lease)).await?;
-                bucket
-            }
-            None if discovery
-                .create(&claim, owner.clone(), Some(&lease))
-                .await
-                .is_ok() =>
-            {
-                bucket
-            }
-            _ => {
-                self.claim_lowest(discovery, &cluster, &owner, &lease)
-                    .await?
-            }
-        };
+        let bucket = self
+            .claim(discovery, &cluster, bucket, &owner, &lease)
+            .await?;
         let key = instance_key(&self.path)?;
         let registration = Registration::new(
             self.endpoints.clone(),

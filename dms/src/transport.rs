@@ -33,6 +33,7 @@ use dms_transport_quic::{QuicConfigBuilder, QuicMiddleware};
 use dms_transport_tcp::{TcpConfigBuilder, TcpMiddleware};
 
 use crate::StartError;
+use crate::registrar::Liveness;
 
 #[cfg(not(any(feature = "tcp", feature = "quic")))]
 compile_error!("dms needs at least one transport: enable the feature `tcp` or `quic`");
@@ -286,6 +287,51 @@ impl Transports {
                 .clone();
             Some((endpoint, self.dialer(*medium)?))
         })
+    }
+
+    /// Whether the process that published `published` under `path` is alive: each
+    /// endpoint this node can dial is tried once (within `timeout`) in preference order.
+    /// An answer as `path` is alive; a refused connection or an answer as another
+    /// instance is dead; anything else (no answer, a failed handshake) proves nothing.
+    pub(crate) async fn probe(
+        &self,
+        published: &[String],
+        path: &ServicePath,
+        timeout: std::time::Duration,
+    ) -> Liveness {
+        let endpoints: Vec<Endpoint> = published.iter().filter_map(|e| e.parse().ok()).collect();
+        let mut verdict = None;
+        for medium in &self.prefer {
+            let Some(dialer) = self.dialer(*medium) else {
+                continue;
+            };
+            for endpoint in endpoints.iter().filter(|e| e.scheme() == medium.scheme()) {
+                let seen = match tokio::time::timeout(timeout, dialer.connect(endpoint)).await {
+                    Ok(Ok(peer)) => {
+                        let alive = peer == path.peer_id();
+                        let _ = tokio::time::timeout(timeout, dialer.disconnect(&peer)).await;
+                        if alive {
+                            Liveness::Alive
+                        } else {
+                            Liveness::Dead
+                        }
+                    }
+                    Ok(Err(MiddlewareError::Io(e)))
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+                    {
+                        Liveness::Dead
+                    }
+                    _ => Liveness::Unknown,
+                };
+                tracing::debug!(%endpoint, ?seen, "probed a registration's endpoint");
+                verdict = Some(match (verdict, seen) {
+                    (_, Liveness::Alive) => return Liveness::Alive,
+                    (None | Some(Liveness::Dead), Liveness::Dead) => Liveness::Dead,
+                    _ => Liveness::Unknown,
+                });
+            }
+        }
+        verdict.unwrap_or(Liveness::Unknown)
     }
 
     fn dialer(&self, medium: Medium) -> Option<Dialer> {

@@ -593,6 +593,43 @@ impl Discovery for EtcdDiscovery {
         header_revision(response.header())
     }
 
+    async fn replace(
+        &self,
+        key: &Key,
+        expected: Revision,
+        value: Bytes,
+        lease: Option<&EtcdLease>,
+    ) -> Result<Revision, DiscoveryError> {
+        let lease_id = self.lease_id(lease);
+        let name = key.as_str();
+        let value = Vec::from(value);
+        let expected =
+            i64::try_from(expected).map_err(|_| DiscoveryError::Conflict { key: key.clone() })?;
+        let response = self
+            .request(
+                "replace",
+                Retry::IfNotSent,
+                self.options().request_timeout,
+                |client| {
+                    let mut kv = client.kv_client();
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(name, CompareOp::Equal, expected)])
+                        .and_then([TxnOp::put(
+                            name,
+                            value.clone(),
+                            Some(PutOptions::new().with_lease(lease_id)),
+                        )]);
+                    async move { kv.txn(txn).await }
+                },
+            )
+            .await?;
+        if !response.succeeded() {
+            debug!(%key, expected, "etcd replace: key changed");
+            return Err(DiscoveryError::Conflict { key: key.clone() });
+        }
+        header_revision(response.header())
+    }
+
     async fn delete(&self, key: &Key) -> Result<Option<Revision>, DiscoveryError> {
         let response = self
             .request(
