@@ -187,7 +187,7 @@ async fn requests<D: Discovery>(
                 };
                 node.request_timeout(cluster, key, body, timeout).await
             }
-            To::Instance(instance) => node.request_instance(instance, body).await,
+            To::Instance(instance) => node.request_instance_timeout(instance, body, timeout).await,
         };
         let rtt = start.elapsed();
         match result {

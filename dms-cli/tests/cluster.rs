@@ -237,6 +237,65 @@ fn crashed_node_restarted_within_its_lease_takes_its_place_back() {
     assert_eq!(request_all(&discovery, KEYS).len(), KEYS as usize);
 }
 
+/// Every request to one instance ends by its own deadline, whatever the target: a
+/// requester sending to an instance that freezes (SIGSTOP) mid-stream gets each answer or
+/// failure within `--timeout-ms` (400 ms here), not after the 5 s default.
+#[test]
+fn requests_to_a_frozen_instance_end_by_their_own_timeout() {
+    let etcd = EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let (node, _) = start_node_with(&discovery, "battle-1", 10);
+    let mut requester = dms()
+        .args(["request", "--discovery", &discovery, "--json", "--to"])
+        .arg(format!("{CLUSTER}/battle-1"))
+        .args([
+            "--count",
+            "12",
+            "--interval-ms",
+            "50",
+            "--timeout-ms",
+            "400",
+        ])
+        .args(["--heartbeat-ms", "1000", "--data", "hi"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = requester.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut last, first) = rx.recv_timeout(DEADLINE).expect("a first reply");
+    assert!(
+        first.contains("\"instance\""),
+        "answered before the freeze: {first}"
+    );
+    let pid = node.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut timeouts = 0;
+    while let Ok((at, line)) = rx.recv_timeout(DEADLINE) {
+        // 400 ms timeout + 50 ms pause, with room for a loaded machine; the bug made
+        // this 5 s.
+        let gap = at - last;
+        assert!(gap < Duration::from_millis(2500), "{gap:?} before {line}");
+        timeouts += usize::from(line.contains("timed out") || line.contains("timeout"));
+        last = at;
+    }
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = requester.wait();
+    assert!(timeouts >= 1, "requests to the frozen instance timed out");
+}
+
 /// A restart beside a holder that cannot be probed (SIGSTOPped: its port accepts, it never
 /// answers) does not take over a registration that may be live: it waits for the frozen
 /// holder's lease to expire, then registers, and serves.

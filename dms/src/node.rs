@@ -524,9 +524,19 @@ impl Node {
         instance: &ServicePath,
         body: Multipart,
     ) -> Result<Reply, RequestError> {
-        let to = Destination::Instance(instance.clone());
-        self.send_request(to, body, self.inner.request_timeout)
+        self.request_instance_timeout(instance, body, self.inner.request_timeout)
             .await
+    }
+
+    /// As [`request_instance`](Self::request_instance), with its own timeout.
+    pub async fn request_instance_timeout(
+        &self,
+        instance: &ServicePath,
+        body: Multipart,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        let to = Destination::Instance(instance.clone());
+        self.send_request(to, body, timeout).await
     }
 
     async fn send_request(
