@@ -289,6 +289,8 @@ impl Driver {
             Err(SendError::Full { peer, msg }) => {
                 park(self.state.parked.entry(peer).or_default(), *msg);
             }
+            // Requests and notifications are checked before they are queued; what fails
+            // here is the protocol's own traffic to a link that just went down.
             Err(error) => debug!(%error, "message not sent"),
         }
     }
@@ -498,25 +500,30 @@ impl Driver {
                 body,
                 timeout,
                 done,
-            } => match self.pick(&to) {
-                Ok((peer, path)) => match self.proto.request(now, &peer, body, timeout) {
-                    Ok(id) => {
+            } => {
+                let result = self.pick(&to).and_then(|(peer, path)| {
+                    self.check_size(&peer, &body)?;
+                    self.proto
+                        .request(now, &peer, body, timeout)
+                        .map(|id| (id, path.clone()))
+                        .map_err(|e| not_sent(e, &path))
+                });
+                match result {
+                    Ok((id, path)) => {
                         self.state.waiting.insert(id, Waiter { to: path, done });
                     }
-                    Err(_) => {
-                        let _ = done.send(Err(RequestError::TooManyPending));
+                    Err(error) => {
+                        let _ = done.send(Err(error));
                     }
-                },
-                Err(error) => {
-                    let _ = done.send(Err(error));
                 }
-            },
+            }
             Command::Notify { to, body, done } => {
                 let result = self.pick(&to).and_then(|(peer, path)| {
+                    self.check_size(&peer, &body)?;
                     self.proto
                         .notify(&peer, body, false)
-                        .map(|()| path)
-                        .map_err(|e| RequestError::NoInstance(e.to_string()))
+                        .map(|()| path.clone())
+                        .map_err(|e| not_sent(e, &path))
                 });
                 let _ = done.send(result);
             }
@@ -569,6 +576,15 @@ impl Driver {
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
             Command::Suspend | Command::Kill { .. } => {}
+        }
+    }
+
+    /// `TooLarge` when `body` breaks the wire limits of `peer`'s link: refused before it
+    /// is queued (it would be dropped at the link, its caller left to time out).
+    fn check_size(&self, peer: &PeerId, body: &Multipart) -> Result<(), RequestError> {
+        match self.transports.too_large(peer, body) {
+            Some(why) => Err(RequestError::TooLarge(why)),
+            None => Ok(()),
         }
     }
 
@@ -823,6 +839,15 @@ impl Driver {
         }
         self.deregister(true).await;
         self.transports.close();
+    }
+}
+
+/// A request or notification the protocol refused to queue (certainly not sent).
+fn not_sent(error: dms_core::proto::ProtoError, path: &ServicePath) -> RequestError {
+    match error {
+        dms_core::proto::ProtoError::TooManyPending { .. } => RequestError::TooManyPending,
+        dms_core::proto::ProtoError::NotReady(_) => RequestError::NoInstance(path.to_string()),
+        other => RequestError::NoInstance(format!("{path}: {other}")),
     }
 }
 

@@ -70,3 +70,39 @@ pub enum RequestError {
     #[error("node is shut down")]
     Closed,
 }
+
+/// Whether a failed request may have reached its destination: what decides if a retry
+/// is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Certainly not sent: retrying cannot duplicate it.
+    NotSent,
+    /// Sent, fate unknown (no reply in time, or the instance was lost): it may have been
+    /// processed; retry only what is idempotent.
+    MaybeDelivered,
+    /// Delivered and answered (with an error).
+    Delivered,
+}
+
+impl RequestError {
+    /// Whether the request may have been delivered (see [`Outcome`]).
+    ///
+    /// ```
+    /// use dms::{Outcome, RequestError};
+    /// assert_eq!(RequestError::TooManyPending.outcome(), Outcome::NotSent);
+    /// assert_eq!(RequestError::Timeout.outcome(), Outcome::MaybeDelivered);
+    /// ```
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::NotATarget(_)
+            | Self::NoInstance(_)
+            | Self::Denied(_)
+            | Self::TooLarge(_)
+            | Self::TooManyPending => Outcome::NotSent,
+            // A node shut down while the request waited for its reply.
+            Self::Timeout | Self::PeerLost(_) | Self::Closed => Outcome::MaybeDelivered,
+            Self::Remote { .. } => Outcome::Delivered,
+        }
+    }
+}

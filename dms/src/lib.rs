@@ -45,7 +45,7 @@ pub use dms_transport_quic as quic;
 /// The TCP transport (feature `tcp`).
 #[cfg(feature = "tcp")]
 pub use dms_transport_tcp as tcp;
-pub use error::{RequestError, StartError};
+pub use error::{Outcome, RequestError, StartError};
 pub use incoming::IncomingRequest;
 pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};
 pub use transport::DEFAULT_PREFERENCE;

@@ -42,6 +42,10 @@ compile_error!("dms needs at least one transport: enable the feature `tcp` or `q
 /// then QUIC, then TCP.
 pub const DEFAULT_PREFERENCE: &[&str] = &["shm", "quic", "tcp"];
 
+/// Bytes a DMS control frame takes at most on the wire (its 30-byte header and fields,
+/// with room to spare), counted against a message's size limit.
+const CONTROL_FRAME_MAX: usize = 256;
+
 /// One medium compiled into this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Medium {
@@ -340,6 +344,50 @@ impl Transports {
             Medium::Tcp => self.tcp.clone().map(Dialer::Tcp),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.clone().map(Dialer::Quic),
+        }
+    }
+
+    /// Why `body`, sent to `peer` with a control frame, would break the wire limits of
+    /// the medium of that peer's link (`None`: it fits). Checked before a request or
+    /// notification is queued, so the caller learns at once that nothing was sent.
+    pub(crate) fn too_large(&self, peer: &PeerId, body: &Multipart) -> Option<String> {
+        let limits = self.limits_of(self.medium_of(peer.as_bytes())?)?;
+        let frames = body.len() + 1;
+        if frames > limits.max_frames_per_message() {
+            return Some(format!(
+                "{frames} frames with the control frame; at most {}",
+                limits.max_frames_per_message()
+            ));
+        }
+        if let Some(big) = body
+            .frames()
+            .iter()
+            .find(|f| f.len() as u64 > limits.max_frame_len())
+        {
+            return Some(format!(
+                "a frame of {} bytes; at most {}",
+                big.len(),
+                limits.max_frame_len()
+            ));
+        }
+        let total = (body.payload_len() + CONTROL_FRAME_MAX) as u64;
+        (total > limits.max_message_len()).then(|| {
+            format!(
+                "{} bytes of payload; at most {} with the control frame",
+                body.payload_len(),
+                limits
+                    .max_message_len()
+                    .saturating_sub(CONTROL_FRAME_MAX as u64)
+            )
+        })
+    }
+
+    fn limits_of(&self, medium: Medium) -> Option<dms_core::wire::Limits> {
+        match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => self.tcp.as_ref().map(|m| *m.config().limits()),
+            #[cfg(feature = "quic")]
+            Medium::Quic => self.quic.as_ref().map(|m| *m.config().link().limits()),
         }
     }
 

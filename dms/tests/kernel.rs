@@ -304,3 +304,42 @@ async fn errors_are_reported_not_silent() {
         Err(dms::StartError::AlreadyRegistered(_))
     ));
 }
+
+/// A request or notification beyond the wire limits fails at once with `TooLarge` (it was
+/// certainly not sent), instead of being dropped at the link and leaving its caller to
+/// time out; the link keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_fail_at_once_as_not_sent() {
+    let discovery = MemoryDiscovery::new();
+    let _battle = echo(&discovery, instance("Battle", "battle-1"), |b| b).await;
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    let battles = cluster("Battle");
+    within(
+        "battle",
+        lobby.wait_for_instances(&battles, 1, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let huge = Multipart::from_frames([vec![0u8; 5 << 20]]); // one frame over 4 MiB
+    let many = Multipart::from_frames((0..64).map(|i| i.to_string())); // 65 with control
+    for body in [huge, many] {
+        // Far less than the 60 s request timeout: the error comes without waiting.
+        let error = within(
+            "an immediate refusal",
+            lobby.request_timeout(&battles, 1u64, body.clone(), Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, RequestError::TooLarge(_)), "{error:?}");
+        assert_eq!(error.outcome(), dms::Outcome::NotSent);
+        let error = within("notify", lobby.notify(&battles, 1u64, body))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RequestError::TooLarge(_)), "{error:?}");
+    }
+    let reply = lobby
+        .request(&battles, 1u64, Multipart::from_frames(["still fine"]))
+        .await
+        .unwrap();
+    assert_eq!(&reply.body[0][..], b"still fine");
+}
