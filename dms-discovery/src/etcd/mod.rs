@@ -210,6 +210,42 @@ mod code {
 }
 
 impl EtcdDiscovery {
+    /// Puts `key` (attached to `lease`) in one transaction if `condition` holds; the
+    /// revision of the write, or `None` when the condition failed (nothing written).
+    async fn put_if(
+        &self,
+        operation: &'static str,
+        key: &Key,
+        condition: Compare,
+        value: Bytes,
+        lease: Option<&EtcdLease>,
+    ) -> Result<Option<Revision>, DiscoveryError> {
+        let lease_id = self.lease_id(lease);
+        let name = key.as_str();
+        let value = Vec::from(value);
+        let response = self
+            .request(
+                operation,
+                Retry::IfNotSent,
+                self.options().request_timeout,
+                |client| {
+                    let mut kv = client.kv_client();
+                    let txn = Txn::new().when([condition.clone()]).and_then([TxnOp::put(
+                        name,
+                        value.clone(),
+                        Some(PutOptions::new().with_lease(lease_id)),
+                    )]);
+                    async move { kv.txn(txn).await }
+                },
+            )
+            .await?;
+        if response.succeeded() {
+            header_revision(response.header()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Connects to the etcd cluster at `endpoints` (`host:port` or `http://host:port`,
     /// one per member; requests go to the first that answers, and move on to the next when
     /// it fails, see [Endpoints and failures](self#endpoints-and-failures)) and checks that
@@ -540,32 +576,14 @@ impl Discovery for EtcdDiscovery {
         value: Bytes,
         lease: Option<&EtcdLease>,
     ) -> Result<Revision, DiscoveryError> {
-        let lease_id = self.lease_id(lease);
-        let name = key.as_str();
-        let value = Vec::from(value);
-        let response = self
-            .request(
-                "create",
-                Retry::IfNotSent,
-                self.options().request_timeout,
-                |client| {
-                    let mut kv = client.kv_client();
-                    let txn = Txn::new()
-                        .when([Compare::create_revision(name, CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(
-                            name,
-                            value.clone(),
-                            Some(PutOptions::new().with_lease(lease_id)),
-                        )]);
-                    async move { kv.txn(txn).await }
-                },
-            )
-            .await?;
-        if !response.succeeded() {
-            debug!(%key, "etcd create: key already exists");
-            return Err(DiscoveryError::AlreadyExists { key: key.clone() });
+        let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
+        match self.put_if("create", key, absent, value, lease).await? {
+            Some(revision) => Ok(revision),
+            None => {
+                debug!(%key, "etcd create: key already exists");
+                Err(DiscoveryError::AlreadyExists { key: key.clone() })
+            }
         }
-        header_revision(response.header())
     }
 
     async fn set(
@@ -600,34 +618,16 @@ impl Discovery for EtcdDiscovery {
         value: Bytes,
         lease: Option<&EtcdLease>,
     ) -> Result<Revision, DiscoveryError> {
-        let lease_id = self.lease_id(lease);
-        let name = key.as_str();
-        let value = Vec::from(value);
-        let expected =
-            i64::try_from(expected).map_err(|_| DiscoveryError::Conflict { key: key.clone() })?;
-        let response = self
-            .request(
-                "replace",
-                Retry::IfNotSent,
-                self.options().request_timeout,
-                |client| {
-                    let mut kv = client.kv_client();
-                    let txn = Txn::new()
-                        .when([Compare::mod_revision(name, CompareOp::Equal, expected)])
-                        .and_then([TxnOp::put(
-                            name,
-                            value.clone(),
-                            Some(PutOptions::new().with_lease(lease_id)),
-                        )]);
-                    async move { kv.txn(txn).await }
-                },
-            )
-            .await?;
-        if !response.succeeded() {
-            debug!(%key, expected, "etcd replace: key changed");
-            return Err(DiscoveryError::Conflict { key: key.clone() });
+        let conflict = || DiscoveryError::Conflict { key: key.clone() };
+        let expected_i64 = i64::try_from(expected).map_err(|_| conflict())?;
+        let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, expected_i64);
+        match self.put_if("replace", key, unchanged, value, lease).await? {
+            Some(revision) => Ok(revision),
+            None => {
+                debug!(%key, expected, "etcd replace: key changed");
+                Err(conflict())
+            }
         }
-        header_revision(response.header())
     }
 
     async fn delete(&self, key: &Key) -> Result<Option<Revision>, DiscoveryError> {
