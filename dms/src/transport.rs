@@ -532,3 +532,89 @@ impl Transports {
         }
     }
 }
+
+#[cfg(all(test, feature = "tcp", feature = "quic"))]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn media(prefer: &[&str], quic: bool) -> Transports {
+        let local: ServicePath = "/t/t/t/w1/g1/Lobby/lobby-1".parse().unwrap();
+        let mut settings = TransportSettings::default();
+        if !prefer.is_empty() {
+            settings.prefer = prefer.iter().map(|s| (*s).to_owned()).collect();
+        }
+        if quic {
+            settings.quic_dev = Some(
+                std::env::temp_dir().join(format!("dms-transport-unit-{}", std::process::id())),
+            );
+        }
+        let built = Transports::new(&local, settings, std::time::Duration::from_secs(1), 3);
+        built.unwrap()
+    }
+
+    fn published() -> Vec<String> {
+        vec!["tcp://127.0.0.1:1".into(), "quic://127.0.0.1:2".into()]
+    }
+
+    fn dialled(t: &Transports, published: &[String]) -> Option<String> {
+        t.dialable(published).map(|(e, _)| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn the_first_preferred_scheme_both_sides_have_is_dialled() {
+        let both = published();
+        // Default preference: QUIC before TCP, when we can dial QUIC.
+        assert_eq!(
+            dialled(&media(&[], true), &both).as_deref(),
+            Some("quic://127.0.0.1:2")
+        );
+        // Without TLS credentials QUIC cannot be dialled: TCP.
+        assert_eq!(
+            dialled(&media(&[], false), &both).as_deref(),
+            Some("tcp://127.0.0.1:1")
+        );
+        // An explicit preference wins.
+        assert_eq!(
+            dialled(&media(&["tcp"], true), &both).as_deref(),
+            Some("tcp://127.0.0.1:1")
+        );
+        // A scheme not listed is never dialled; garbage entries are skipped.
+        let only_tcp = vec!["not a url".to_owned(), "tcp://127.0.0.1:1".to_owned()];
+        assert_eq!(dialled(&media(&["quic"], true), &only_tcp), None);
+        assert_eq!(
+            dialled(&media(&[], true), &only_tcp).as_deref(),
+            Some("tcp://127.0.0.1:1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_has_one_link_across_media() {
+        let mut t = media(&[], true);
+        let peer: PeerId = "/t/t/t/w1/g1/Battle/battle-1"
+            .parse::<ServicePath>()
+            .map(|p| p.peer_id())
+            .unwrap();
+        let up = |peer: &PeerId| Incoming::LinkUp {
+            peer: peer.clone(),
+            endpoint: Endpoint::new("tcp", "127.0.0.1:1").unwrap(),
+            role: dms_core::Role::Connector,
+        };
+        let down = |peer: &PeerId| Incoming::LinkDown {
+            peer: peer.clone(),
+            cause: dms_core::LinkDownCause::ClosedByPeer,
+        };
+        assert!(t.observe(Medium::Tcp, &up(&peer)));
+        // A second link on another medium is not reported, nor its messages or its end.
+        assert!(!t.observe(Medium::Quic, &up(&peer)));
+        let msg = Incoming::Message(Multipart::from_frames([peer.to_frame(), "x".into()]));
+        assert!(t.observe(Medium::Tcp, &msg));
+        assert!(!t.observe(Medium::Quic, &msg));
+        assert!(!t.observe(Medium::Quic, &down(&peer)));
+        assert_eq!(t.peers().len(), 1);
+        assert!(t.observe(Medium::Tcp, &down(&peer)));
+        assert!(t.peers().is_empty());
+        // Once the first is down, a link on the other medium is the peer's link.
+        assert!(t.observe(Medium::Quic, &up(&peer)));
+    }
+}
