@@ -16,6 +16,7 @@ use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::awaiting::{Awaiting, AwaitingRequest};
 use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registrar::Release;
 use crate::registration::{Registration, cluster_key};
@@ -44,6 +45,15 @@ pub(crate) enum Destination {
     Cluster(ClusterPath, u64),
     /// That instance.
     Instance(ServicePath),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cluster(cluster, _) => write!(f, "{cluster}"),
+            Self::Instance(path) => write!(f, "{path}"),
+        }
+    }
 }
 
 /// What the application asks of the driver.
@@ -135,6 +145,10 @@ pub(crate) struct DriverState {
     /// Redial delays per instance, reset when it is probed successfully.
     backoff: HashMap<ServicePath, Backoff>,
     waiting: HashMap<RequestId, Waiter>,
+    /// Requests waiting for a first ready instance of their destination.
+    awaiting: Awaiting,
+    /// Target clusters read from discovery at least once.
+    synced: HashSet<ClusterPath>,
     /// Messages waiting for room, per peer: one full link never holds up the others.
     parked: HashMap<PeerId, VecDeque<Multipart>>,
     dropped_notifications: u64,
@@ -194,7 +208,10 @@ impl Driver {
                         return;
                     }
                 },
-                Some(item) = self.watch.recv() => self.on_watch(item, &connected_tx),
+                Some(item) = self.watch.recv() => {
+                    self.on_watch(item, &connected_tx);
+                    self.retry_awaiting();
+                }
                 Some(done) = connected.recv() => self.on_connected(done),
                 Some(peer) = closed.recv() => self.on_closed(peer, &connected_tx),
                 () = sleep_until(deadline) => self.on_timer(&connected_tx),
@@ -251,6 +268,9 @@ impl Driver {
         }
         if !self.state.parked.is_empty() {
             earlier(now() + PARKED_RETRY);
+        }
+        if let Some(at) = self.state.awaiting.next_deadline() {
+            earlier(at);
         }
         deadline
     }
@@ -352,6 +372,7 @@ impl Driver {
                 self.state.backoff.remove(&path);
                 self.state.ready.insert(peer, path.clone());
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
+                self.retry_awaiting();
             }
             Event::PeerLost { peer, path, reason } => self.on_peer_lost(peer, path, reason),
             Event::Request {
@@ -458,6 +479,8 @@ impl Driver {
                 self.schedule_retry(path);
             }
         }
+        // A refusal may leave waiting requests with no instance that could come.
+        self.retry_awaiting();
     }
 
     /// A link closed by [`close_link`](Self::close_link) is gone: dial the instance again
@@ -500,23 +523,15 @@ impl Driver {
                 body,
                 timeout,
                 done,
-            } => {
-                let result = self.pick(&to).and_then(|(peer, path)| {
-                    self.check_size(&peer, &body)?;
-                    self.proto
-                        .request(now, &peer, body, timeout)
-                        .map(|id| (id, path.clone()))
-                        .map_err(|e| not_sent(e, &path))
-                });
-                match result {
-                    Ok((id, path)) => {
-                        self.state.waiting.insert(id, Waiter { to: path, done });
-                    }
-                    Err(error) => {
-                        let _ = done.send(Err(error));
-                    }
-                }
-            }
+            } => self.request(
+                now,
+                AwaitingRequest {
+                    to,
+                    body,
+                    deadline: now + timeout,
+                    done,
+                },
+            ),
             Command::Notify { to, body, done } => {
                 let result = self.pick(&to).and_then(|(peer, path)| {
                     self.check_size(&peer, &body)?;
@@ -576,6 +591,69 @@ impl Driver {
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
             Command::Suspend | Command::Kill { .. } => {}
+        }
+    }
+
+    /// Sends a request to the instance its destination picks; waits (within its deadline)
+    /// when none is ready yet but one may come (see [`crate::awaiting`]).
+    fn request(&mut self, now: Instant, request: AwaitingRequest) {
+        let Some(timeout) = request.left(now) else {
+            let _ = request.done.send(Err(RequestError::NoInstance(format!(
+                "{}: no instance became ready within the request's timeout",
+                request.to
+            ))));
+            return;
+        };
+        let picked = self.pick(&request.to);
+        if matches!(picked, Err(RequestError::NoInstance(_))) && self.may_come(&request.to) {
+            self.state.awaiting.push(request);
+            return;
+        }
+        let AwaitingRequest { body, done, .. } = request;
+        let result = picked.and_then(|(peer, path)| {
+            self.check_size(&peer, &body)?;
+            self.proto
+                .request(now, &peer, body, timeout)
+                .map(|id| (id, path.clone()))
+                .map_err(|e| not_sent(e, &path))
+        });
+        match result {
+            Ok((id, path)) => {
+                self.state.waiting.insert(id, Waiter { to: path, done });
+            }
+            Err(error) => {
+                let _ = done.send(Err(error));
+            }
+        }
+    }
+
+    /// Whether an instance of `to` may become ready: its cluster was not read from
+    /// discovery yet, or it has registered instances that did not refuse us.
+    fn may_come(&self, to: &Destination) -> bool {
+        let (cluster, only) = match to {
+            Destination::Cluster(cluster, _) => (cluster.clone(), None),
+            Destination::Instance(path) => (path.cluster(), Some(path)),
+        };
+        let Some(instances) = self.targets.get(&cluster) else {
+            return false;
+        };
+        if !self.state.synced.contains(&cluster) {
+            return true;
+        }
+        instances.keys().any(|path| {
+            only.is_none_or(|only| only == path) && !self.state.denied.contains_key(path)
+        })
+    }
+
+    /// Tries the waiting requests again (an instance became ready, discovery changed, or
+    /// a deadline passed).
+    fn retry_awaiting(&mut self) {
+        if self.state.awaiting.is_empty() {
+            return;
+        }
+        let now = now();
+        for request in self.state.awaiting.take_all() {
+            self.request(now, request);
         }
     }
 
@@ -661,6 +739,7 @@ impl Driver {
     fn on_watch(&mut self, item: WatchItem, connected_tx: &mpsc::Sender<Connected>) {
         match item {
             WatchItem::Snapshot(cluster, instances) => {
+                self.state.synced.insert(cluster.clone());
                 let fresh: HashMap<_, _> = instances.into_iter().collect();
                 let gone: Vec<ServicePath> = self
                     .targets
@@ -812,6 +891,7 @@ impl Driver {
             self.state.retry_at.remove(&path);
             self.maybe_connect(&path, connected_tx);
         }
+        self.retry_awaiting();
     }
 
     async fn shutdown(&mut self) {
@@ -836,6 +916,9 @@ impl Driver {
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, flushing.join_all()).await;
         for (_, waiter) in self.state.waiting.drain() {
             let _ = waiter.done.send(Err(RequestError::Closed));
+        }
+        for request in self.state.awaiting.take_all() {
+            let _ = request.done.send(Err(RequestError::Closed));
         }
         self.deregister(true).await;
         self.transports.close();

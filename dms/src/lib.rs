@@ -24,6 +24,7 @@
 //! A build needs at least one of `tcp` and `quic`.
 #![forbid(unsafe_code)]
 
+mod awaiting;
 mod driver;
 mod error;
 mod incoming;

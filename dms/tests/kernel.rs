@@ -343,3 +343,37 @@ async fn oversized_requests_fail_at_once_as_not_sent() {
         .unwrap();
     assert_eq!(&reply.body[0][..], b"still fine");
 }
+
+/// A request sent right after start, before the target's instance is discovered and
+/// probed, waits for it within its own timeout and is answered (as a new user writes it,
+/// without `wait_for_instances`); a cluster that really has no instance fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_right_after_start_waits_for_the_first_ready_instance() {
+    let discovery = MemoryDiscovery::new();
+    let _battle = echo(&discovery, instance("Battle", "battle-1"), |b| b).await;
+    let lobby = lobby(&discovery, &["Battle", "Club"]).await;
+    let reply = within(
+        "the first request",
+        lobby.request(
+            &cluster("Battle"),
+            "player-42",
+            Multipart::from_frames(["join"]),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.from.instance(), "battle-1");
+    // Club has no instance at all: no waiting out the 60 s timeout.
+    let error = within(
+        "a request to an empty cluster",
+        lobby.request_timeout(
+            &cluster("Club"),
+            1u64,
+            Multipart::from_frames(["x"]),
+            Duration::from_secs(60),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, RequestError::NoInstance(_)), "{error:?}");
+}
