@@ -194,20 +194,21 @@ impl Registrant {
     ) -> Result<u32, StartError> {
         let claim = bucket_key(cluster, bucket)?;
         let taken = match discovery.get(&claim).await?.entry {
-            Some(entry) if entry.value == *owner => discovery
-                .replace(&claim, entry.mod_revision, owner.clone(), Some(lease))
-                .await
-                .is_ok(),
-            None => discovery
-                .create(&claim, owner.clone(), Some(lease))
-                .await
-                .is_ok(),
-            Some(_) => false,
+            Some(entry) if entry.value == *owner => {
+                discovery
+                    .replace(&claim, entry.mod_revision, owner.clone(), Some(lease))
+                    .await
+            }
+            None => discovery.create(&claim, owner.clone(), Some(lease)).await,
+            Some(_) => return self.claim_lowest(discovery, cluster, owner, lease).await,
         };
-        if taken {
-            Ok(bucket)
-        } else {
-            self.claim_lowest(discovery, cluster, owner, lease).await
+        match taken {
+            Ok(_) => Ok(bucket),
+            // Someone took it between the read and the write: another bucket.
+            Err(DiscoveryError::Conflict { .. } | DiscoveryError::AlreadyExists { .. }) => {
+                self.claim_lowest(discovery, cluster, owner, lease).await
+            }
+            Err(error) => Err(error.into()),
         }
     }
 }

@@ -146,7 +146,8 @@ impl Dialer {
 #[derive(Debug)]
 pub(crate) struct Transports {
     #[cfg(feature = "tcp")]
-    tcp: Option<TcpMiddleware>,
+    /// Always there in a build with TCP (it needs no credentials).
+    tcp: TcpMiddleware,
     #[cfg(feature = "quic")]
     quic: Option<QuicMiddleware>,
     /// The medium of every live link (from `LinkUp` to `LinkDown`).
@@ -174,7 +175,7 @@ impl Transports {
                 .redial(false)
                 .build()
                 .map_err(|e| StartError::Transport(e.to_string()))?;
-            Some(TcpMiddleware::new(config))
+            TcpMiddleware::new(config)
         };
         #[cfg(feature = "quic")]
         let quic_settings = match (settings.quic, settings.quic_dev) {
@@ -182,7 +183,6 @@ impl Transports {
             (None, Some(dir)) => {
                 let tls = dms_tls::TlsIdentity::dev(&dir, local)
                     .map_err(|e| StartError::Transport(e.to_string()))?;
-                tracing::warn!(node = %local, dir = %dir.display(), "QUIC with a DEVELOPMENT certificate: never in production");
                 Some(dms_transport_quic::QuicConfig::builder(tls))
             }
             (None, None) => None,
@@ -221,8 +221,11 @@ impl Transports {
         };
         let present = transports.present();
         if present.is_empty() {
+            // Only in a build without TCP: QUIC needs credentials.
             return Err(StartError::Transport(
-                "no transport in this build (enable the dms features tcp or quic)".into(),
+                "no transport configured: this build has only QUIC, which needs TLS credentials \
+                 (NodeBuilder::quic)"
+                    .into(),
             ));
         }
         transports.single = (present.len() == 1).then(|| present[0]);
@@ -237,16 +240,15 @@ impl Transports {
 
     /// The media configured, in a fixed order.
     fn present(&self) -> Vec<Medium> {
-        let mut present = Vec::new();
-        #[cfg(feature = "tcp")]
-        if self.tcp.is_some() {
-            present.push(Medium::Tcp);
-        }
-        #[cfg(feature = "quic")]
-        if self.quic.is_some() {
-            present.push(Medium::Quic);
-        }
-        present
+        [
+            #[cfg(feature = "tcp")]
+            Some(Medium::Tcp),
+            #[cfg(feature = "quic")]
+            self.quic.as_ref().map(|_| Medium::Quic),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The endpoint a node binds when it is given none.
@@ -267,10 +269,7 @@ impl Transports {
         let medium = Medium::from_scheme(endpoint.scheme()).ok_or_else(unsupported)?;
         let bound = match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => match &self.tcp {
-                Some(m) => m.bind(endpoint).await,
-                None => return Err(unsupported()),
-            },
+            Medium::Tcp => self.tcp.bind(endpoint).await,
             #[cfg(feature = "quic")]
             Medium::Quic => match &self.quic {
                 Some(m) => m.bind(endpoint).await,
@@ -341,7 +340,7 @@ impl Transports {
     fn dialer(&self, medium: Medium) -> Option<Dialer> {
         match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => self.tcp.clone().map(Dialer::Tcp),
+            Medium::Tcp => Some(Dialer::Tcp(self.tcp.clone())),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.clone().map(Dialer::Quic),
         }
@@ -385,7 +384,7 @@ impl Transports {
     fn limits_of(&self, medium: Medium) -> Option<dms_core::wire::Limits> {
         match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => self.tcp.as_ref().map(|m| *m.config().limits()),
+            Medium::Tcp => Some(*self.tcp.config().limits()),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.as_ref().map(|m| *m.config().link().limits()),
         }
@@ -406,7 +405,7 @@ impl Transports {
         let (medium, msg) = self.route(msg)?;
         match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => self.tcp.as_ref().ok_or(SendError::Closed)?.try_send(msg),
+            Medium::Tcp => self.tcp.try_send(msg),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.as_ref().ok_or(SendError::Closed)?.try_send(msg),
         }
@@ -417,11 +416,7 @@ impl Transports {
         let (medium, msg) = self.route(msg)?;
         match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => self
-                .tcp
-                .as_ref()
-                .ok_or(SendError::Closed)?
-                .try_send_urgent(msg),
+            Medium::Tcp => self.tcp.try_send_urgent(msg),
             #[cfg(feature = "quic")]
             Medium::Quic => self
                 .quic
@@ -454,7 +449,8 @@ impl Transports {
         limit: usize,
     ) -> Result<Medium, MiddlewareError> {
         #[cfg(all(feature = "tcp", feature = "quic"))]
-        if let (Some(tcp), Some(quic)) = (&self.tcp, &self.quic) {
+        if let Some(quic) = &self.quic {
+            let tcp = &self.tcp;
             let mut from_quic = Vec::new();
             return tokio::select! {
                 taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
@@ -465,15 +461,12 @@ impl Transports {
             };
         }
         #[cfg(feature = "tcp")]
-        if let Some(tcp) = &self.tcp {
-            return tcp.recv_many(items, limit).await.map(|_| Medium::Tcp);
+        return self.tcp.recv_many(items, limit).await.map(|_| Medium::Tcp);
+        #[cfg(not(feature = "tcp"))]
+        match &self.quic {
+            Some(quic) => quic.recv_many(items, limit).await.map(|_| Medium::Quic),
+            None => Err(MiddlewareError::Closed),
         }
-        #[cfg(feature = "quic")]
-        if let Some(quic) = &self.quic {
-            return quic.recv_many(items, limit).await.map(|_| Medium::Quic);
-        }
-        let _ = (items, limit);
-        Err(MiddlewareError::Closed)
     }
 
     /// Records which medium each link is on; false when `item` must not reach the
@@ -523,9 +516,7 @@ impl Transports {
     /// Closes every medium at once, without flushing.
     pub(crate) fn close(&self) {
         #[cfg(feature = "tcp")]
-        if let Some(m) = &self.tcp {
-            m.close();
-        }
+        self.tcp.close();
         #[cfg(feature = "quic")]
         if let Some(m) = &self.quic {
             m.close();
