@@ -24,7 +24,10 @@
 //! [`tokio::io::AsyncWrite`] (a TCP socket's halves, a QUIC stream's two sides, an
 //! in-memory pipe). A TLS transport passes the identity its peer's certificate is for as
 //! `certified`: a peer announcing anything else is refused with
-//! [`AuthError::PathMismatch`](dms_core::AuthError::PathMismatch).
+//! [`AuthError::PathMismatch`](dms_core::AuthError::PathMismatch) here; the refused peer
+//! gets a ZMTP ERROR, which a transport may turn into something more telling (QUIC closes
+//! the connection with a code that the peer reads as
+//! [`Rejection::PathMismatch`](dms_core::Rejection::PathMismatch)).
 //!
 //! # Hot path
 //!

@@ -316,7 +316,11 @@ async fn flush<W: AsyncWrite + Unpin>(
     socket: &mut W,
     cancel: &CancellationToken,
 ) -> Option<std::io::Result<()>> {
+    // Biased, flush first: on a TCP socket the flush is ready at once, and the round then
+    // never touches the token's lock or its waiter list (this runs once per write round,
+    // so once per message on an idle link). A flush that waits still yields to `cancel`.
     tokio::select! {
+        biased;
         result = socket.flush() => Some(result),
         () = cancel.cancelled() => None,
     }
@@ -457,8 +461,11 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
         endpoint: link.remote.clone(),
         role: link.role,
     }];
+    // `report` fails only once the link is down (`fail` ran: the call below does nothing)
+    // or cancelled by the set's `close`: the link then ends as `Shutdown`, so that
+    // `finished` resolves and the registry lets it go.
     if !report(&shared, &link, &mut batch).await {
-        return;
+        return link.fail(&shared, LinkDownCause::Shutdown).await;
     }
     codec.set_prefix(Some(link.peer.to_frame()));
     let read_size = shared.config.read_buffer;
@@ -468,7 +475,7 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
                 Ok(Some(Inbound::Message(msg))) => {
                     batch.push(Incoming::Message(msg));
                     if batch.len() >= REPORT_BATCH && !report(&shared, &link, &mut batch).await {
-                        return;
+                        break 'link LinkDownCause::Shutdown;
                     }
                 }
                 Ok(Some(Inbound::Command(command))) => match command {
@@ -487,7 +494,7 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
         };
         // What arrived before an error is delivered before the link's LinkDown.
         if !batch.is_empty() && !report(&shared, &link, &mut batch).await {
-            return;
+            break 'link LinkDownCause::Shutdown;
         }
         if let Some(cause) = ended {
             break 'link cause;
@@ -500,7 +507,8 @@ pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
         }
         let read = tokio::select! {
             result = socket.read_buf(&mut buf) => result,
-            () = link.cancel.cancelled() => return,
+            // Cancelled by `fail` (which runs once) or by the set's `close` (see above).
+            () = link.cancel.cancelled() => break 'link LinkDownCause::Shutdown,
         };
         match read {
             Ok(0) => break LinkDownCause::ClosedByPeer,

@@ -1,8 +1,8 @@
 //! [`LinkSet`]: the live links of one middleware by peer id, and the state their tasks
 //! share (peer slots, id generator, shutdown, inbox, counters, encoder).
 //!
-//! The links' tasks ([`crate::link`]) and the handshake ([`crate::handshake`]) take a
-//! `&LinkSet`; this module is the only one that knows all three, so there is no cycle.
+//! The links' tasks ([`crate::link`]) take a `&LinkSet`; the handshake
+//! ([`crate::handshake`]) takes only the [`LinkConfig`](crate::LinkConfig).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -81,7 +81,8 @@ impl LinkHandle {
     }
 
     /// Resolves when the link is down, its `LinkDown` was queued for `recv` (unless the
-    /// set was closed) and it was unregistered: its peer id is free again.
+    /// set was closed: the link then ends as `Shutdown`, unreported) and it was
+    /// unregistered: its peer id is free again.
     pub async fn finished(&self) {
         self.0.finished().await;
     }
@@ -224,6 +225,8 @@ impl LinkSet {
                 _ => assigned.unwrap_or_else(|| self.generate_id()),
             },
         };
+        // A handshake that finished after `close` registers nothing.
+        self.check_open()?;
         let link = Arc::new(Link::new(
             peer.clone(),
             remote,
@@ -237,6 +240,11 @@ impl LinkSet {
             Counters::bump(&self.counters.duplicate_identities);
             refuse(&mut writer, "duplicate identity").await;
             return Err(MiddlewareError::DuplicateIdentity(peer));
+        }
+        if self.is_closed() {
+            // `close` ran between the check above and the registration.
+            self.unregister(&link);
+            return Err(MiddlewareError::Closed);
         }
         Counters::bump(&self.counters.links_up);
         debug!(%peer, ?role, remote = %link.remote, "link up");
@@ -331,10 +339,11 @@ impl LinkSet {
         self.shutdown.cancelled().await;
     }
 
-    /// The token cancelled by [`close`](Self::close); child tokens of it stop a
-    /// transport's own tasks (a reconnect supervisor) with the set.
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.shutdown
+    /// A child of the token [`close`](Self::close) cancels, to stop a transport's own
+    /// tasks (a reconnect supervisor) with the set. A child: cancelling it stops only
+    /// those tasks, never the set behind the back of its `closed` flag.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.child_token()
     }
 
     /// Runs `f` with the link `msg` goes to (its first frame names the peer) and `msg`,
@@ -515,6 +524,24 @@ mod tests {
                 certified,
             ),
         )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn closing_the_set_finishes_its_links() {
+        let (client, server) = (set(Some("alice")), set(Some("bob")));
+        let (to_server, _to_client) = pair(&client, &server, None).await;
+        let to_server = to_server.unwrap_or_else(|e| panic!("{e}"));
+        client.close();
+        // A transport waiting on `finished` (QUIC closes the connection then) is not left
+        // hanging, and the link leaves the registry.
+        tokio::time::timeout(std::time::Duration::from_secs(10), to_server.finished())
+            .await
+            .unwrap_or_else(|_| panic!("finished never resolved after close"));
+        assert!(matches!(to_server.cause(), Some(LinkDownCause::Shutdown)));
+        assert!(client.peers().is_empty());
+        // A handshake that completes after `close` registers nothing.
+        let (late, _) = pair(&client, &set(Some("carol")), None).await;
+        assert!(matches!(late, Err(MiddlewareError::Closed)), "{late:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

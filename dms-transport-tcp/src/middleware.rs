@@ -82,7 +82,7 @@ impl MessageMiddleware for TcpMiddleware {
         if !self.shared.config.redial {
             return Ok(peer);
         }
-        let stop = Arc::new(self.shared.links.shutdown_token().child_token());
+        let stop = Arc::new(self.shared.links.shutdown_token());
         self.shared.track_supervisor(&peer, &stop);
         tokio::spawn(supervise(self.shared.clone(), endpoint.clone(), link, stop));
         Ok(peer)
