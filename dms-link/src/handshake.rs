@@ -14,14 +14,24 @@ use crate::LinkConfig;
 /// read cannot hold the refusing task.
 const REFUSE_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// What a finished handshake leaves: the peer's READY, the bytes that followed it, and
+/// our greeting and READY if they were held back (empty once sent).
+pub(crate) struct Handshaken {
+    pub(crate) info: PeerInfo,
+    pub(crate) leftover: BytesMut,
+    pub(crate) held: BytesMut,
+}
+
 /// Runs the ZMTP handshake on a fresh stream, within the handshake timeout: writes our
-/// greeting and READY, reads the peer's. Returns the peer's READY and the bytes that
-/// followed it.
+/// greeting and READY, reads the peer's. With `hold_ours`, nothing of ours is written:
+/// the caller checks the peer's READY first and writes [`Handshaken::held`] only if it
+/// accepts it (an acceptor that must not let a refused dialler see a READY).
 pub(crate) async fn handshake<R, W>(
     config: &LinkConfig,
     reader: &mut R,
     writer: &mut W,
-) -> Result<(PeerInfo, BytesMut), MiddlewareError>
+    hold_ours: bool,
+) -> Result<Handshaken, MiddlewareError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -40,13 +50,18 @@ where
         let mut handshake = Handshake::new(handshake_config);
         let mut out = BytesMut::new();
         handshake.poll_transmit(&mut out);
-        writer.write_all(&out).await?;
-        // A no-op on a TCP socket; a buffering stream (TLS) must send the greeting now.
-        writer.flush().await?;
+        if !hold_ours {
+            send(writer, &out).await?;
+            out.clear();
+        }
         let mut buf = BytesMut::with_capacity(1024);
         loop {
             if let Some(info) = handshake.handle_bytes(&mut buf)? {
-                return Ok((info, buf));
+                return Ok(Handshaken {
+                    info,
+                    leftover: buf,
+                    held: out,
+                });
             }
             if reader.read_buf(&mut buf).await? == 0 {
                 return Err(MiddlewareError::Io(
@@ -61,6 +76,16 @@ where
             limits.handshake_timeout(),
         )),
     }
+}
+
+/// Writes `bytes` and flushes (a no-op on a TCP socket; a buffering stream, TLS, must
+/// send them now).
+pub(crate) async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }
 
 /// Tells the peer why it is refused with a ZMTP ERROR command (best effort: gives up

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::LinkConfig;
-use crate::handshake::{handshake, refuse};
+use crate::handshake::{Handshaken, handshake, refuse, send};
 use crate::inbox::Inbox;
 use crate::link::{Link, run_reader, run_writer};
 use crate::stats::{Counters, LinkStats};
@@ -188,12 +188,22 @@ impl LinkSet {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (info, leftover) = match handshake(&self.config, &mut reader, &mut writer).await {
+        // An acceptor that binds the identity to a certificate reads the dialler's READY
+        // before it sends its own: a dialler refused for its identity never sees a READY,
+        // so it never takes the link for up (ZMTP peers send READY without waiting).
+        let hold_ours = certified.is_some() && role == Role::Acceptor;
+        let done = handshake(&self.config, &mut reader, &mut writer, hold_ours).await;
+        let Handshaken {
+            info,
+            leftover,
+            held,
+        } = match done {
             Ok(done) => done,
             Err(err) => {
                 Counters::bump(&self.counters.handshake_failures);
                 drop(slot);
-                if let MiddlewareError::Handshake(e) = &err {
+                // An ERROR is only ZMTP after our greeting.
+                if let (MiddlewareError::Handshake(e), false) = (&err, hold_ours) {
                     refuse(&mut writer, &e.to_string()).await;
                 }
                 return Err(err);
@@ -205,7 +215,9 @@ impl LinkSet {
                 if announced.as_ref().ok() != Some(&certified) {
                     Counters::bump(&self.counters.handshake_failures);
                     drop(slot);
-                    refuse(&mut writer, "identity does not match the certificate").await;
+                    if held.is_empty() {
+                        refuse(&mut writer, "identity does not match the certificate").await;
+                    }
                     let announced = match announced {
                         Ok(id) => id.to_string(),
                         Err(_) if info.identity.is_empty() => "no identity".to_owned(),
@@ -227,6 +239,14 @@ impl LinkSet {
         };
         // A handshake that finished after `close` registers nothing.
         self.check_open()?;
+        if !held.is_empty() {
+            let timeout = self.config.limits.handshake_timeout();
+            match tokio::time::timeout(timeout, send(&mut writer, &held)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(MiddlewareError::Io(error)),
+                Err(_) => return Err(MiddlewareError::HandshakeTimeout(timeout)),
+            }
+        }
         let link = Arc::new(Link::new(
             peer.clone(),
             remote,
@@ -570,16 +590,14 @@ mod tests {
         assert!(server.peers().is_empty());
         assert_eq!(server.stats().handshake_failures, 1);
         assert_eq!(server.stats().links_up, 0);
-        // The client is told why, and its link goes down.
-        let to_server = to_server.unwrap_or_else(|e| panic!("{e}"));
-        tokio::time::timeout(std::time::Duration::from_secs(5), to_server.finished())
-            .await
-            .unwrap_or_else(|_| panic!("the client's link stayed up"));
+        // The acceptor checked the READY before sending its own: the refused client never
+        // had a link up (a transport tells it why: QUIC with a close code).
         assert!(
-            matches!(to_server.cause(), Some(LinkDownCause::Refused(reason)) if reason.contains("certificate")),
-            "{:?}",
-            to_server.cause()
+            to_server.is_err(),
+            "the refused client saw a link: {to_server:?}"
         );
+        assert!(client.peers().is_empty());
+        assert_eq!(client.stats().links_up, 0);
         // A peer announcing no identity does not match a certificate either.
         let anonymous = set(None);
         let (_, to_anonymous) = pair(&anonymous, &server, Some(id("alice"))).await;

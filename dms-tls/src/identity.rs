@@ -311,8 +311,8 @@ impl TlsIdentity {
     /// certificate presented to the server, `alpn` offered, and the server's certificate
     /// verified against our CA roots (chain, validity period, signatures, `serverAuth`
     /// usage, exactly as WebPKI does) **except for the DNS name**: its leaf must instead
-    /// certify a DMS service path, which the transport compares with the one it dialled
-    /// (see [`certified_path`](crate::certified_path)). Any valid server name
+    /// certify a DMS service path, which becomes the link's identity (the kernel checks it
+    /// is the instance it dialled; see [`certified_path`](crate::certified_path)). Any valid server name
     /// (`"localhost"`) may be given to the connection.
     ///
     /// ```

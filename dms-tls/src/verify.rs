@@ -72,8 +72,9 @@ impl ServerCertVerifier for DmsServerCertVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        // DMS nodes are named by service path: the transport checks the certified path
-        // against the one it dialled after the handshake.
+        // DMS nodes are named by service path: the certified path becomes the link's
+        // identity, and the caller that dialled (the DMS kernel) checks it is the
+        // instance it meant.
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,

@@ -20,8 +20,6 @@ pub mod codes {
     /// Refused: duplicate identity, peer limit, or a ZMTP handshake error (reason text in
     /// the close frame).
     pub const REFUSED: u32 = 4;
-    /// The link's stream was not opened in time, or a second stream was opened.
-    pub const STREAM: u32 = 5;
 }
 
 /// The code and reason to close a connection with after `error` on our side.
@@ -34,8 +32,14 @@ pub(crate) fn close_for(error: &MiddlewareError) -> (VarInt, String) {
         | MiddlewareError::PeerLimit { .. } => codes::REFUSED,
         _ => codes::PROTOCOL,
     };
+    // The text may carry what the peer sent (its identity, its ERROR reason): cut at a
+    // character boundary, never inside one.
     let mut reason = error.to_string();
-    reason.truncate(200);
+    let mut end = reason.len().min(200);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
     (VarInt::from_u32(code), reason)
 }
 
@@ -53,6 +57,12 @@ pub(crate) fn close_for_cause(cause: Option<&LinkDownCause>) -> VarInt {
 pub(crate) fn from_connection(error: &ConnectionError) -> MiddlewareError {
     match error {
         ConnectionError::TransportError(e) => match crypto_alert(u64::from(e.code)) {
+            // Our own verifiers send 46 for a certificate without a DMS path and 51 for a
+            // forged issuer: the same typed errors as `dms_tls::auth_error` gives.
+            Some(dms_tls::alert::CERTIFICATE_UNKNOWN) => {
+                MiddlewareError::Auth(AuthError::NoServicePath(e.reason.clone()))
+            }
+            Some(dms_tls::alert::DECRYPT_ERROR) => MiddlewareError::Auth(AuthError::UnknownIssuer),
             Some(alert) => MiddlewareError::Auth(tls_detail(
                 dms_tls::auth_error_from_alert(alert, false),
                 &e.reason,
@@ -105,6 +115,17 @@ fn io(error: &ConnectionError) -> MiddlewareError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_reason_is_cut_at_a_character_boundary() {
+        let announced: String = std::iter::repeat_n('é', 120).collect(); // 240 bytes
+        let error = MiddlewareError::Auth(AuthError::PathMismatch {
+            certified: "/a/b/c/d/e/F/f".into(),
+            announced,
+        });
+        let (_, reason) = close_for(&error);
+        assert!(reason.len() <= 200 && !reason.is_empty());
+    }
 
     #[test]
     fn crypto_codes_carry_alerts() {

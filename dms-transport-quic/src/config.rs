@@ -166,7 +166,9 @@ impl QuicConfigBuilder {
     /// quiet connection never idles out, whatever heartbeat the peer uses.
     pub fn liveness(mut self, interval: Duration, missed: u32) -> Self {
         let interval = interval.max(Duration::from_millis(1));
-        self.idle_timeout = interval.saturating_mul(missed.max(1)) + interval / 2;
+        self.idle_timeout = interval
+            .saturating_mul(missed.max(1))
+            .saturating_add(interval / 2);
         self.keep_alive = Some(interval);
         self
     }

@@ -2,14 +2,9 @@
 //! task that closes a connection when its link ends.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-
-use dms_core::wire::{Handshake, HandshakeConfig};
 use dms_core::{
     AuthError, Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart,
     PeerId, Role, SendError,
@@ -18,7 +13,6 @@ use dms_link::{LinkHandle, LinkSet, LinkStats, Slot};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
 use crate::close::{close_for, close_for_cause, codes, from_connection};
@@ -176,12 +170,23 @@ impl QuicMiddleware {
             .map_err(|e| QuicConfigError::Quinn(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(Arc::new(transport(&config, false)?));
-        Ok(Self::with_configs(config, server, client))
+        Ok(Self::from_parts(config, server, client))
     }
 
-    /// A middleware with explicit quinn configurations (tests of misconfigured peers).
+    /// A middleware with explicit quinn configurations, for tests of misconfigured peers
+    /// only (feature `test-util`): whatever verifier they carry decides who is trusted,
+    /// so it is not part of the API a node can reach.
+    #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn with_configs(
+        config: QuicConfig,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> Self {
+        Self::from_parts(config, server, client)
+    }
+
+    fn from_parts(
         config: QuicConfig,
         server: quinn::ServerConfig,
         client: quinn::ClientConfig,
@@ -266,55 +271,12 @@ async fn link_up(
         Role::Connector => connection.open_bi().await,
         Role::Acceptor => connection.accept_bi().await,
     };
-    let (send, mut recv) = streams.map_err(|e| from_connection(&e))?;
-    let head = match role {
-        Role::Connector => Bytes::new(),
-        Role::Acceptor => match announced(shared, &mut recv, &certified).await {
-            Announced::Certified(head) => head,
-            Announced::Other { head, announced } => {
-                // Our READY must not go out: the dialler would take the link as up. The
-                // link set still runs the handshake (it counts the failure and names the
-                // error), with our side of it discarded.
-                let recv = Replay { head, recv };
-                let error = match shared
-                    .links
-                    .establish(
-                        recv,
-                        Discard,
-                        remote,
-                        role,
-                        slot,
-                        None,
-                        Some(certified.clone()),
-                    )
-                    .await
-                {
-                    // Not reached (the link set compares the same ids), but never a link
-                    // whose writes go nowhere.
-                    Ok(link) => {
-                        let _ = shared.links.disconnect(link.peer()).await;
-                        MiddlewareError::Auth(AuthError::PathMismatch {
-                            certified: certified.to_string(),
-                            announced,
-                        })
-                    }
-                    Err(error) => error,
-                };
-                return Err(fail(&connection, error));
-            }
-        },
-    };
+    let (send, recv) = streams.map_err(|e| from_connection(&e))?;
+    // The link set reads the dialler's READY before it sends ours (an acceptor with a
+    // certified identity): a dialler refused for its identity never sees its link up.
     let link = shared
         .links
-        .establish(
-            Replay { head, recv },
-            send,
-            remote,
-            role,
-            slot,
-            None,
-            Some(certified),
-        )
+        .establish(recv, send, remote, role, slot, None, Some(certified))
         .await
         .map_err(|e| fail(&connection, e))?;
     tokio::spawn(close_when_done(
@@ -323,103 +285,6 @@ async fn link_up(
         shared.config.link.drain_timeout(),
     ));
     Ok(link)
-}
-
-/// What the dialler announced, read by the acceptor before it sends its own READY.
-enum Announced {
-    /// The certificate's path, or nothing readable (the link handshake reports what is
-    /// wrong): the bytes read so far, to replay.
-    Certified(Bytes),
-    /// Another identity than the certificate's path: the bytes read so far, and that
-    /// identity.
-    Other {
-        /// The bytes read so far.
-        head: Bytes,
-        /// The identity announced, as text.
-        announced: String,
-    },
-}
-
-/// Reads the dialler's greeting and READY (at most what the handshake limits allow) and
-/// compares the identity it announces with the one its certificate proves. ZMTP peers
-/// send READY without waiting for the other's, so an acceptor that sent its own first
-/// and refused afterwards could leave a dialler believing the link is up; checking first,
-/// a dialler with the wrong identity only ever sees the refusal
-/// ([`codes::PATH_MISMATCH`]).
-async fn announced(shared: &Shared, recv: &mut quinn::RecvStream, certified: &PeerId) -> Announced {
-    let mut parser = Handshake::new(HandshakeConfig {
-        limits: *shared.config.link.limits(),
-        ..HandshakeConfig::default()
-    });
-    let mut seen = BytesMut::new();
-    let mut pending = BytesMut::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        match parser.handle_bytes(&mut pending) {
-            Ok(Some(info)) => {
-                return if PeerId::new(info.identity.clone()).as_ref().ok() == Some(certified) {
-                    Announced::Certified(seen.freeze())
-                } else {
-                    Announced::Other {
-                        head: seen.freeze(),
-                        announced: String::from_utf8_lossy(&info.identity).into_owned(),
-                    }
-                };
-            }
-            Ok(None) => {}
-            Err(_) => return Announced::Certified(seen.freeze()),
-        }
-        match recv.read(&mut chunk).await {
-            Ok(Some(n)) => {
-                seen.extend_from_slice(&chunk[..n]);
-                pending.extend_from_slice(&chunk[..n]);
-            }
-            Ok(None) | Err(_) => return Announced::Certified(seen.freeze()),
-        }
-    }
-}
-
-/// A stream's reader that first yields bytes already read from it.
-struct Replay {
-    head: Bytes,
-    recv: quinn::RecvStream,
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.head.is_empty() {
-            return Pin::new(&mut self.recv).poll_read(cx, buf);
-        }
-        let n = self.head.len().min(buf.remaining());
-        let head = self.head.split_to(n);
-        buf.put_slice(&head);
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// A writer that drops what it is given.
-struct Discard;
-
-impl AsyncWrite for Discard {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// Closes the connection once its link is down. After a local disconnect (our stream is

@@ -19,8 +19,9 @@ use support::{endpoint, round_trip_echo};
 const CHILD_ENV: &str = "DMS_QUIC_RESTART_CHILD";
 
 /// The child: a QUIC echo server on the port and with the certificates its parent named.
-/// Does nothing in a normal test run.
+/// Not a test of its own (ignored): the parent runs it with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process, run by `reconnects_after_the_peer_process_restarts` with --ignored"]
 #[allow(clippy::print_stdout)] // the READY line is how the parent learns the port
 async fn child_echo_server() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
@@ -54,6 +55,7 @@ impl ChildGuard {
             .args([
                 "--exact",
                 "child_echo_server",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
