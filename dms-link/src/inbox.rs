@@ -88,47 +88,60 @@ impl Inbox {
     }
 
     /// Moves up to `limit` items (at least 1) into `out`, waiting until there is one.
+    #[cfg(test)]
     pub(crate) async fn take(&self, out: &mut Vec<Incoming>, limit: usize) -> usize {
         self.take_each(limit, |item| out.push(item)).await
     }
 
-    /// The next item, waiting until there is one.
-    pub(crate) async fn take_one(&self) -> Option<Incoming> {
-        let mut next = None;
-        self.take_each(1, |item| next = Some(item)).await;
-        next
-    }
-
     /// Hands up to `limit` items (at least 1) to `each`, waiting until there is one.
+    #[cfg(test)]
     async fn take_each(&self, limit: usize, mut each: impl FnMut(Incoming)) -> usize {
         loop {
             let readable = self.readable.notified();
             tokio::pin!(readable);
             readable.as_mut().enable();
-            let (taken, left, wake_producers) = {
-                let mut queue = self.lock();
-                let taken = limit.max(1).min(queue.items.len());
-                queue.items.drain(..taken).for_each(&mut each);
-                // Producers are woken once the queue is down to half (not on every take:
-                // thousands of blocked readers would all wake for each message).
-                let wake = queue.producers_waiting && queue.items.len() <= self.capacity / 2;
-                if wake {
-                    queue.producers_waiting = false;
-                }
-                (taken, !queue.items.is_empty(), wake)
-            };
-            if wake_producers {
-                self.room.notify_waiters();
-            }
+            let taken = self.try_take_each(limit, &mut each);
             if taken > 0 {
-                if left {
-                    // Another consumer may be waiting: pass the wake-up on.
-                    self.readable.notify_one();
-                }
                 return taken;
             }
             readable.await;
         }
+    }
+
+    /// Hands up to `limit` items (at least 1) to `each` if there are any; how many.
+    /// Enable a [`readable`](Self::readable) wait before calling it, to wait when it
+    /// finds none.
+    pub(crate) fn try_take_each(&self, limit: usize, each: impl FnMut(Incoming)) -> usize {
+        let (taken, left, wake_producers) = {
+            let mut queue = self.lock();
+            let taken = limit.max(1).min(queue.items.len());
+            queue.items.drain(..taken).for_each(each);
+            // Producers are woken once the queue is down to half (not on every take:
+            // thousands of blocked readers would all wake for each message).
+            let wake = queue.producers_waiting && queue.items.len() <= self.capacity / 2;
+            if wake {
+                queue.producers_waiting = false;
+            }
+            (taken, !queue.items.is_empty(), wake)
+        };
+        if wake_producers {
+            self.room.notify_waiters();
+        }
+        if taken > 0 && left {
+            // Another consumer may be waiting: pass the wake-up on.
+            self.readable.notify_one();
+        }
+        taken
+    }
+
+    /// Notified when the queue goes from empty to non-empty (or items were left).
+    pub(crate) fn readable(&self) -> &Notify {
+        &self.readable
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
     }
 }
 

@@ -108,6 +108,7 @@ mod config;
 mod handshake;
 mod inbox;
 mod link;
+mod reader;
 mod registry;
 mod stats;
 

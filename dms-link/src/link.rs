@@ -4,14 +4,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::{BufMut, BytesMut};
-use dms_core::wire::{Command, Inbound, MessageCodec};
+use bytes::BytesMut;
+use dms_core::wire::{Command, MessageCodec};
 use dms_core::{Endpoint, Incoming, LinkDownCause, Multipart, PeerId, Role, SendError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
+use crate::reader::ReadSide;
 use crate::registry::LinkSet;
 use crate::stats::Counters;
 
@@ -70,19 +71,21 @@ pub(crate) struct Link {
     /// Wakes senders waiting for room.
     room: Notify,
     /// Stops the reader and writer (child of the middleware's shutdown token).
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Cancelled once the link is fully down and reported.
     finished: CancellationToken,
-    down: AtomicBool,
+    pub(crate) down: AtomicBool,
     /// Held while the reader queues an item for `recv` and while `fail` queues `LinkDown`:
     /// once the link is down the reader queues nothing more, so `LinkDown` is the link's
     /// last item.
-    reporting: tokio::sync::Mutex<()>,
+    pub(crate) reporting: tokio::sync::Mutex<()>,
     cause: Mutex<Option<LinkDownCause>>,
     slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The reading half: driven by the reader task, or by a waiting `recv` caller.
+    pub(crate) read: Mutex<ReadSide>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The critical sections below cannot panic halfway; a poisoned lock holds valid data.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -95,6 +98,7 @@ impl Link {
         queue_limit: usize,
         cancel: CancellationToken,
         slot: OwnedSemaphorePermit,
+        read: ReadSide,
     ) -> Self {
         Self {
             peer,
@@ -115,6 +119,7 @@ impl Link {
             reporting: tokio::sync::Mutex::new(()),
             cause: Mutex::new(None),
             slot: Mutex::new(Some(slot)),
+            read: Mutex::new(read),
         }
     }
 
@@ -182,7 +187,7 @@ impl Link {
     /// Queues a control command in the urgent lane (a PONG must not wait for room or
     /// behind data), unless that lane is full: a peer that sends PINGs and never reads
     /// must not grow it without bound (it would not read the PONG anyway).
-    fn queue_command(&self, command: &Command) {
+    pub(crate) fn queue_command(&self, command: &Command) {
         let mut outbox = lock(&self.outbox);
         if outbox.state == OutboxState::Closed || outbox.urgent.len() >= URGENT_LIMIT {
             return;
@@ -421,155 +426,6 @@ async fn write_until_down<W: AsyncWrite + Unpin>(
     Some(cause)
 }
 
-/// Queues items of this link for `recv` (all, in order), unless the link is down
-/// (false: stop reading). `items` is left empty either way.
-async fn report(shared: &LinkSet, link: &Link, items: &mut Vec<Incoming>) -> bool {
-    let queued = async {
-        let _turn = link.reporting.lock().await;
-        if link.down.load(Ordering::Acquire) {
-            return false;
-        }
-        shared.emit_all(items).await;
-        true
-    };
-    let queued = tokio::select! {
-        queued = queued => queued,
-        () = link.cancel.cancelled() => false,
-    };
-    items.clear();
-    queued
-}
-
-/// Bytes a reader reserves at most for a frame body announced but not yet received.
-const READ_AHEAD: usize = 1 << 20;
-
-/// How a reader sizes its reads so that a big frame is neither copied nor read in pieces
-/// of a doubling buffer.
-///
-/// Small frames are read many at a time (`read_size` bytes per read) and handed out as
-/// zero-copy slices of the read buffer. A frame body of at least half a read (a *big*
-/// frame) gets an allocation of exactly its size: the part already read is copied into it
-/// once (at most one read's worth, and little after a big frame, see below) and the rest
-/// is read straight into it, ending the read at the frame's end. The read after a big
-/// frame is short ([`AFTER_BIG_READ`]): if the next frame is big too, only that much is
-/// copied. Without this, frames a little over the read size straddle every read and each
-/// one is copied whole when the buffer grows (measured: half of a 64 KiB receiver's time).
-struct ReadSizing {
-    read_size: usize,
-    after_big: bool,
-}
-
-/// Bytes read after a big frame (the copy a following big frame costs at most).
-const AFTER_BIG_READ: usize = 4 << 10;
-
-impl ReadSizing {
-    fn new(read_size: usize) -> Self {
-        Self {
-            read_size,
-            after_big: false,
-        }
-    }
-
-    /// Makes room in `buf` for the next read and returns how many bytes it may read.
-    /// `missing`: bytes of the current frame's body not yet in `buf` (the peer's word).
-    fn next(&mut self, buf: &mut BytesMut, missing: usize) -> usize {
-        let big = self.read_size / 2;
-        if missing > 0 && buf.len() + missing >= big {
-            // A big frame: exactly its body, read up to its end. On the peer's word alone
-            // at most READ_AHEAD more, or as much again as it has sent (growth by doubling
-            // at worst, so a huge frame is copied a bounded number of times).
-            let missing = missing.min(READ_AHEAD.max(buf.len()));
-            buf.reserve(missing);
-            self.after_big = true;
-            return missing;
-        }
-        let (want, limit) = if std::mem::take(&mut self.after_big) {
-            (AFTER_BIG_READ, AFTER_BIG_READ)
-        } else {
-            (self.read_size, usize::MAX)
-        };
-        // A new buffer only once the spare room is down to a quarter of a read: the
-        // frames handed out share the buffer, so each new one is an allocation.
-        if buf.capacity() - buf.len() < (want / 4).max(missing) {
-            buf.reserve(want.max(missing));
-        }
-        (buf.capacity() - buf.len()).min(limit)
-    }
-}
-
-/// Messages a reader hands to `recv` at once, at most.
-const REPORT_BATCH: usize = 128;
-
-/// Reports the link up, then decodes everything the peer sends until the link ends.
-/// Messages are handed to `recv` a read's worth at a time (one lock and one wake-up per
-/// batch, not per message).
-pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
-    shared: Arc<LinkSet>,
-    link: Arc<Link>,
-    mut socket: R,
-    mut buf: BytesMut,
-    mut codec: MessageCodec,
-) {
-    let mut batch = vec![Incoming::LinkUp {
-        peer: link.peer.clone(),
-        endpoint: link.remote.clone(),
-        role: link.role,
-    }];
-    // `report` fails only once the link is down (`fail` ran: the call below does nothing)
-    // or cancelled by the set's `close`: the link then ends as `Shutdown`, so that
-    // `finished` resolves and the registry lets it go.
-    if !report(&shared, &link, &mut batch).await {
-        return link.fail(&shared, LinkDownCause::Shutdown).await;
-    }
-    codec.set_prefix(Some(link.peer.to_frame()));
-    let mut reads = ReadSizing::new(shared.config.read_buffer);
-    let cause = 'link: loop {
-        let ended = loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(Inbound::Message(msg))) => {
-                    batch.push(Incoming::Message(msg));
-                    if batch.len() >= REPORT_BATCH && !report(&shared, &link, &mut batch).await {
-                        break 'link LinkDownCause::Shutdown;
-                    }
-                }
-                Ok(Some(Inbound::Command(command))) => match command {
-                    Command::Ping { context, .. } => link.queue_command(&Command::Pong { context }),
-                    Command::Error { reason } => {
-                        break Some(LinkDownCause::Refused(
-                            String::from_utf8_lossy(&reason).into_owned(),
-                        ));
-                    }
-                    // READY again, PONG, SUBSCRIBE...: ignored, as libzmq does.
-                    _ => {}
-                },
-                Ok(None) => break None,
-                Err(err) => break Some(LinkDownCause::Protocol(err)),
-            }
-        };
-        // What arrived before an error is delivered before the link's LinkDown.
-        if !batch.is_empty() && !report(&shared, &link, &mut batch).await {
-            break 'link LinkDownCause::Shutdown;
-        }
-        if let Some(cause) = ended {
-            break 'link cause;
-        }
-        let missing = codec.body_missing(buf.len());
-        let limit = reads.next(&mut buf, missing);
-        let mut room = (&mut buf).limit(limit);
-        let read = tokio::select! {
-            result = socket.read_buf(&mut room) => result,
-            // Cancelled by `fail` (which runs once) or by the set's `close` (see above).
-            () = link.cancel.cancelled() => break 'link LinkDownCause::Shutdown,
-        };
-        match read {
-            Ok(0) => break LinkDownCause::ClosedByPeer,
-            Ok(_) => {}
-            Err(err) => break LinkDownCause::Io(Arc::new(err)),
-        }
-    };
-    link.fail(&shared, cause).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,12 +446,23 @@ mod tests {
             queue_limit,
             CancellationToken::new(),
             slot,
+            test_read_side(),
+        )
+    }
+
+    fn test_read_side() -> ReadSide {
+        use dms_core::wire::Limits;
+        ReadSide::new(
+            tokio::io::empty(),
+            BytesMut::new(),
+            MessageCodec::new(Limits::default()),
+            4096,
         )
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_urgent_message_waits_behind_one_chunk_of_data_at_most() {
-        use dms_core::wire::Limits;
+        use dms_core::wire::{Inbound, Limits};
         use tokio::io::AsyncReadExt;
 
         let link = Arc::new(test_link(8 << 20));
@@ -651,30 +518,6 @@ mod tests {
     }
 
     #[test]
-    fn a_big_frame_is_read_to_its_end_into_room_of_its_size() {
-        let mut reads = ReadSizing::new(64 << 10);
-        // Between frames: a whole read.
-        let mut buf = BytesMut::new();
-        assert_eq!(reads.next(&mut buf, 0), 64 << 10);
-        // A read left 60,000 bytes of a 65,536-byte body: room for exactly the rest, and
-        // the read stops at the frame's end (the next frame starts a read).
-        let mut buf = BytesMut::with_capacity(60_000);
-        buf.resize(60_000, 0);
-        assert_eq!(reads.next(&mut buf, 5_536), 5_536);
-        assert!(buf.capacity() - buf.len() >= 5_536);
-        // After a big frame, a short read: a following big frame copies that little.
-        let mut buf = BytesMut::new();
-        assert_eq!(reads.next(&mut buf, 0), AFTER_BIG_READ);
-        assert_eq!(reads.next(&mut buf, 0), buf.capacity() - buf.len());
-        // A huge frame announced by the peer: room grows with what it has sent, not at
-        // once on its word.
-        let mut buf = BytesMut::new();
-        assert_eq!(reads.next(&mut buf, 1 << 30), READ_AHEAD);
-        buf.resize(READ_AHEAD, 0);
-        assert_eq!(reads.next(&mut buf, (1 << 30) - READ_AHEAD), READ_AHEAD);
-    }
-
-    #[test]
     fn pongs_to_a_peer_that_never_reads_stay_bounded() {
         let slot = Arc::new(Semaphore::new(1)).try_acquire_owned();
         let Ok(slot) = slot else {
@@ -690,6 +533,7 @@ mod tests {
             limit,
             CancellationToken::new(),
             slot,
+            test_read_side(),
         );
         let pong = Command::Pong {
             context: Bytes::from_static(b"0123456789abcdef"),

@@ -5,8 +5,11 @@
 //! ([`crate::handshake`]) takes only the [`LinkConfig`](crate::LinkConfig).
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::Poll;
 
 use dms_core::wire::MessageCodec;
 use dms_core::{
@@ -21,7 +24,8 @@ use tracing::debug;
 use crate::LinkConfig;
 use crate::handshake::{Handshaken, handshake, refuse, send};
 use crate::inbox::Inbox;
-use crate::link::{Link, run_reader, run_writer};
+use crate::link::{Link, run_writer};
+use crate::reader::{Items, ReadSide, run_reader};
 use crate::stats::{Counters, LinkStats};
 
 /// Bytes a send may encode while holding the link registry's read lock; bigger messages
@@ -50,6 +54,17 @@ pub struct LinkSet {
     /// Set with `shutdown` (an atomic load is cheaper than the token's lock on every send).
     closed: AtomicBool,
     inbox: Inbox,
+    /// The link that last delivered messages: a `recv` caller reads it directly.
+    hot: Mutex<Option<Arc<Link>>>,
+}
+
+/// Hands a driven link's stream back to its reader task when dropped.
+struct HandBack<'a>(&'a Link);
+
+impl Drop for HandBack<'_> {
+    fn drop(&mut self) {
+        self.0.hand_back();
+    }
 }
 
 /// A peer slot (one of [`LinkConfig::max_peers`]), taken with
@@ -106,6 +121,7 @@ impl LinkSet {
             slots: Arc::new(Semaphore::new(config.max_peers)),
             next_id: AtomicU32::new(fastrand::u32(..)),
             inbox: Inbox::new(config.inbound_queue),
+            hot: Mutex::new(None),
             config,
         })
     }
@@ -247,6 +263,9 @@ impl LinkSet {
                 Err(_) => return Err(MiddlewareError::HandshakeTimeout(timeout)),
             }
         }
+        let mut codec = MessageCodec::new(self.config.limits);
+        codec.set_prefix(Some(peer.to_frame()));
+        let read = ReadSide::new(reader, leftover, codec, self.config.read_buffer);
         let link = Arc::new(Link::new(
             peer.clone(),
             remote,
@@ -254,6 +273,7 @@ impl LinkSet {
             self.config.link_queue_bytes,
             self.shutdown.child_token(),
             slot.0,
+            read,
         ));
         if !self.register(&link) {
             drop(link); // frees the slot
@@ -269,13 +289,7 @@ impl LinkSet {
         Counters::bump(&self.counters.links_up);
         debug!(%peer, ?role, remote = %link.remote, "link up");
         tokio::spawn(run_writer(self.clone(), link.clone(), writer));
-        tokio::spawn(run_reader(
-            self.clone(),
-            link.clone(),
-            reader,
-            leftover,
-            MessageCodec::new(self.config.limits),
-        ));
+        tokio::spawn(run_reader(self.clone(), link.clone()));
         Ok(LinkHandle(link))
     }
 
@@ -291,6 +305,12 @@ impl LinkSet {
 
     /// Removes `link` (and only it) from the registry.
     pub(crate) fn unregister(&self, link: &Arc<Link>) {
+        {
+            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            if hot.as_ref().is_some_and(|hot| Arc::ptr_eq(hot, link)) {
+                *hot = None;
+            }
+        }
         let mut links = self.links.write().unwrap_or_else(PoisonError::into_inner);
         if links
             .get(&link.peer)
@@ -448,25 +468,78 @@ impl LinkSet {
 
     /// [`MessageMiddleware::recv`](dms_core::MessageMiddleware::recv): the next message
     /// or event of any link.
+    ///
+    /// While nothing is queued, the caller reads the link it last heard from itself (the
+    /// stream then wakes the caller directly; see the crate's "Hot path").
     pub async fn recv(&self) -> Result<Incoming, MiddlewareError> {
-        tokio::select! {
-            biased;
-            item = self.inbox.take_one() => item.ok_or(MiddlewareError::Closed),
-            () = self.shutdown.cancelled() => Err(MiddlewareError::Closed),
-        }
+        let mut next = None;
+        self.receive(&mut next, 1).await?;
+        next.ok_or(MiddlewareError::Closed)
     }
 
     /// [`MessageMiddleware::recv_many`](dms_core::MessageMiddleware::recv_many): moves up
-    /// to `limit` items (at least one) into `items` under one lock.
+    /// to `limit` items (at least one) into `items` under one lock, or as many as one
+    /// read of the hot link decodes (see [`recv`](Self::recv)).
     pub async fn recv_many(
         &self,
         items: &mut Vec<Incoming>,
         limit: usize,
     ) -> Result<usize, MiddlewareError> {
-        tokio::select! {
-            biased;
-            taken = self.inbox.take(items, limit) => Ok(taken),
-            () = self.shutdown.cancelled() => Err(MiddlewareError::Closed),
+        let before = items.len();
+        self.receive(items, limit.max(1)).await?;
+        Ok(items.len() - before)
+    }
+
+    /// Waits until `out` got between 1 and `max` items: from the inbox, or straight from
+    /// the hot link's stream when nothing is queued.
+    async fn receive(&self, out: &mut impl Items, max: usize) -> Result<(), MiddlewareError> {
+        let hot = self.hot_link();
+        // Hands the hot link's stream back to its reader task however this ends.
+        let _hand_back = hot.as_deref().map(HandBack);
+        let mut shutdown = pin!(self.shutdown.cancelled());
+        loop {
+            let mut readable = pin!(self.inbox.readable().notified());
+            readable.as_mut().enable();
+            if self.inbox.try_take_each(max, |item| out.put(item)) > 0 {
+                return Ok(());
+            }
+            let start = out.count();
+            poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(MiddlewareError::Closed));
+                }
+                if let Some(link) = &hot {
+                    let drove = link.poll_drive(cx, out, max, || self.inbox.is_empty());
+                    if drove.is_ready() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                readable.as_mut().poll(cx).map(Ok)
+            })
+            .await?;
+            if out.count() > start {
+                return Ok(());
+            }
+            if let Some(link) = &hot {
+                // Reading the link ended: its reader task takes it down.
+                link.hand_back();
+            }
+        }
+    }
+
+    /// The link the application last heard from (a caller may read it directly).
+    fn hot_link(&self) -> Option<Arc<Link>> {
+        self.hot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes that `link` delivered messages (its reader task calls this per batch).
+    pub(crate) fn heard_from(&self, link: &Arc<Link>) {
+        let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+        if !hot.as_ref().is_some_and(|hot| Arc::ptr_eq(hot, link)) {
+            *hot = Some(link.clone());
         }
     }
 
