@@ -139,6 +139,38 @@ impl MessageCodec {
         Ok(())
     }
 
+    /// As [`encode_frames`](Self::encode_frames), except that a body of at least
+    /// `splice_from` bytes is not copied: only its header goes into `dst`, and `splice`
+    /// gets the body with the length of `dst` at that point, where the body belongs in
+    /// the stream (a writer sends it from there with a vectored write: no copy of a big
+    /// payload). Returns the encoded length, spliced bodies included.
+    pub fn encode_frames_spliced(
+        &self,
+        frames: &[Bytes],
+        dst: &mut BytesMut,
+        splice_from: usize,
+        mut splice: impl FnMut(usize, Bytes),
+    ) -> Result<usize, WireError> {
+        let encoded = self.check_outbound(frames)?;
+        let in_place: usize = frames
+            .iter()
+            .map(|body| {
+                frame::header_len(body.len()) + body.len() * usize::from(body.len() < splice_from)
+            })
+            .sum();
+        dst.reserve(in_place);
+        let last = frames.len() - 1;
+        for (i, body) in frames.iter().enumerate() {
+            frame::encode_header(i != last, false, body.len(), dst);
+            if body.len() >= splice_from {
+                splice(dst.len(), body.clone());
+            } else {
+                dst.extend_from_slice(body);
+            }
+        }
+        Ok(encoded)
+    }
+
     /// Checks `frames` against the limits; returns the encoded length.
     pub fn check_outbound(&self, frames: &[Bytes]) -> Result<usize, WireError> {
         let limits = self.frames.limits();
