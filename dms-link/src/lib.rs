@@ -111,6 +111,7 @@ mod link;
 mod reader;
 mod registry;
 mod stats;
+mod writer;
 
 pub use config::{ConfigError, LinkConfig, LinkConfigBuilder};
 pub use registry::{LinkHandle, LinkSet, Slot};

@@ -24,9 +24,10 @@ use tracing::debug;
 use crate::LinkConfig;
 use crate::handshake::{Handshaken, handshake, refuse, send};
 use crate::inbox::Inbox;
-use crate::link::{Link, run_writer};
+use crate::link::Link;
 use crate::reader::{Items, ReadSide, run_reader};
 use crate::stats::{Counters, LinkStats};
+use crate::writer::run_writer;
 
 /// Bytes a send may encode while holding the link registry's read lock; bigger messages
 /// are encoded after it is released.
