@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::{Bytes, BytesMut};
 use dms_core::wire::{Command, MessageCodec};
 use dms_core::{Endpoint, Incoming, LinkDownCause, Multipart, PeerId, Role, SendError};
+use tokio::io::AsyncWrite;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -49,6 +50,15 @@ pub(crate) struct Outbox {
     /// chunks of it, so they wait behind at most one chunk of data.
     pub(crate) urgent: BytesMut,
     pub(crate) state: OutboxState,
+    /// Someone holds the stream: the writer task in a round, or a sender writing
+    /// directly. The other waits (the writer is woken when a direct write ends).
+    pub(crate) stream_busy: bool,
+    /// A direct write failed: the writer task takes the link down with it.
+    pub(crate) direct_error: Option<std::io::Error>,
+    /// A direct write's flush did not complete at once: the writer task flushes.
+    pub(crate) unflushed: bool,
+    /// The buffer a direct write took, given back for the next message (no allocation).
+    pub(crate) spare: BytesMut,
 }
 
 /// Bytes of data written, at least, between two chances for urgent bytes to go out (a
@@ -68,6 +78,20 @@ impl Outbox {
     pub(crate) fn data_len(&self) -> usize {
         self.buf.len() + self.spliced_len
     }
+
+    /// Puts `rest` (what a direct write left) before the queued data.
+    pub(crate) fn prepend(&mut self, mut rest: BytesMut) {
+        let shift = rest.len();
+        if !self.buf.is_empty() {
+            rest.extend_from_slice(&self.buf);
+        }
+        self.buf = rest;
+        self.marks.iter_mut().for_each(|mark| *mark += shift);
+        self.spliced
+            .iter_mut()
+            .for_each(|(offset, _)| *offset += shift);
+        self.since_mark += shift;
+    }
 }
 
 /// Bytes of urgent messages a link holds at most (beyond it, urgent sends are `Full`).
@@ -75,7 +99,6 @@ const URGENT_LIMIT: usize = 64 << 10;
 
 /// A link's shared state. Senders encode into `outbox`; the writer task takes whole
 /// buffers out of it.
-#[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) peer: PeerId,
     pub(crate) remote: Endpoint,
@@ -99,6 +122,24 @@ pub(crate) struct Link {
     slot: Mutex<Option<OwnedSemaphorePermit>>,
     /// The reading half: driven by the reader task, or by a waiting `recv` caller.
     pub(crate) read: Mutex<ReadSide>,
+    /// The writing half: written by the writer task, or directly by a sender when the
+    /// link is idle (see [`Link::write_directly`]).
+    pub(crate) write: Mutex<Box<dyn AsyncWrite + Unpin + Send>>,
+    /// A send may write directly: set when a message arrives on the link or the writer
+    /// goes idle, cleared by each direct write (so a burst costs one syscall per batch,
+    /// not per message).
+    pub(crate) direct: AtomicBool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.peer)
+            .field("remote", &self.remote)
+            .field("role", &self.role)
+            .field("down", &self.down)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,6 +148,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Link {
+    #[allow(clippy::too_many_arguments)] // each is one fact of the link
     pub(crate) fn new(
         peer: PeerId,
         remote: Endpoint,
@@ -115,6 +157,7 @@ impl Link {
         cancel: CancellationToken,
         slot: OwnedSemaphorePermit,
         read: ReadSide,
+        write: Box<dyn AsyncWrite + Unpin + Send>,
     ) -> Self {
         Self {
             peer,
@@ -128,6 +171,10 @@ impl Link {
                 since_mark: 0,
                 urgent: BytesMut::new(),
                 state: OutboxState::Open,
+                stream_busy: false,
+                direct_error: None,
+                unflushed: false,
+                spare: BytesMut::new(),
             }),
             queue_limit,
             wake_writer: Notify::new(),
@@ -139,6 +186,8 @@ impl Link {
             cause: Mutex::new(None),
             slot: Mutex::new(Some(slot)),
             read: Mutex::new(read),
+            write: Mutex::new(write),
+            direct: AtomicBool::new(true),
         }
     }
 
@@ -210,8 +259,24 @@ impl Link {
             }
             result.map(drop)
         };
-        drop(outbox);
         debug_assert!(encoded.is_ok(), "checked above");
+        if was_empty
+            && !urgent
+            && !outbox.stream_busy
+            && outbox.spliced.is_empty()
+            && self.direct.swap(false, Ordering::Relaxed)
+        {
+            // An idle link: this sender writes the message itself, no writer wake-up.
+            outbox.stream_busy = true;
+            let spare = std::mem::take(&mut outbox.spare);
+            let bytes = std::mem::replace(&mut outbox.buf, spare);
+            outbox.marks.clear();
+            outbox.since_mark = 0;
+            drop(outbox);
+            self.write_directly(bytes);
+            return Ok(());
+        }
+        drop(outbox);
         if was_empty {
             self.wake_writer.notify_one();
         }
@@ -321,7 +386,8 @@ mod tests {
     use crate::writer::write_until_down;
     use tokio::sync::Semaphore;
 
-    fn test_link(queue_limit: usize) -> Link {
+    /// A link writing into `stream`.
+    fn test_link(queue_limit: usize, stream: impl AsyncWrite + Unpin + Send + 'static) -> Link {
         let slot = Arc::new(Semaphore::new(1)).try_acquire_owned();
         let Ok(slot) = slot else {
             panic!("a fresh semaphore has a permit");
@@ -336,6 +402,7 @@ mod tests {
             CancellationToken::new(),
             slot,
             test_read_side(),
+            Box::new(stream),
         )
     }
 
@@ -360,7 +427,11 @@ mod tests {
         use dms_core::wire::{Inbound, Limits};
         use tokio::io::AsyncReadExt;
 
-        let link = Arc::new(test_link(8 << 20));
+        // A peer that has room for 16 KiB until it reads.
+        let (writer_end, mut reader_end) = tokio::io::duplex(16 << 10);
+        let link = Arc::new(test_link(8 << 20, writer_end));
+        // Everything through the writer task (no direct write of the first message).
+        link.direct.store(false, Ordering::Relaxed);
         let codec = MessageCodec::new(Limits::default());
         let peer = link.peer.to_frame();
         let payload = Bytes::from(vec![7u8; payload]);
@@ -376,12 +447,10 @@ mod tests {
             link.try_queue(&codec, msg.clone())
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        // A peer that has room for 16 KiB until it reads: the writer takes every message
-        // (three chunks) and blocks in the first chunk.
-        let (writer_end, mut reader_end) = tokio::io::duplex(16 << 10);
+        // The writer takes every message (three chunks) and blocks in the first chunk.
         let writer = tokio::spawn({
             let link = link.clone();
-            async move { write_until_down(&link, writer_end).await }
+            async move { write_until_down(&link).await }
         });
         tokio::task::yield_now().await;
         let urgent = Multipart::from_frames([peer.clone(), Bytes::from_static(b"u")]);
@@ -417,13 +486,16 @@ mod tests {
         use dms_core::wire::{Inbound, Limits};
         use tokio::io::AsyncReadExt;
 
-        let link = Arc::new(test_link(64 << 20));
+        // A peer with little room: the first message, written directly by its sender,
+        // does not fit, and the rest of it goes out first through the writer task.
+        let (writer_end, mut reader_end) = tokio::io::duplex(7_777);
+        let link = Arc::new(test_link(64 << 20, writer_end));
         let codec = MessageCodec::new(Limits::default());
         let peer = link.peer.to_frame();
         // Around the splice size, several bodies per chunk, and more than a chunk queued.
         let sizes = [
-            10,
             SPLICE_FROM - 1,
+            10,
             SPLICE_FROM,
             100,
             70_000,
@@ -440,13 +512,17 @@ mod tests {
                 let msg = Multipart::from_frames([peer.clone(), small.clone(), body.clone()]);
                 link.try_queue(&codec, msg)
                     .unwrap_or_else(|e| panic!("{e}"));
+                if round == 0 && i == 0 {
+                    // Written directly, in part: the stream took 7,777 bytes of it.
+                    let left = lock(&link.outbox).buf.len();
+                    assert_eq!(left, 5 + 9 + SPLICE_FROM - 1 - 7_777, "direct write");
+                }
                 sent.push((small, body));
             }
         }
-        let (writer_end, mut reader_end) = tokio::io::duplex(7_777);
         let writer = tokio::spawn({
             let link = link.clone();
-            async move { write_until_down(&link, writer_end).await }
+            async move { write_until_down(&link).await }
         });
         let mut decoder = MessageCodec::new(Limits::default());
         let mut buf = BytesMut::new();
@@ -486,6 +562,7 @@ mod tests {
             CancellationToken::new(),
             slot,
             test_read_side(),
+            Box::new(tokio::io::sink()),
         );
         let pong = Command::Pong {
             context: Bytes::from_static(b"0123456789abcdef"),

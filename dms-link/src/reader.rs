@@ -252,6 +252,8 @@ impl ReadSide {
             }
             self.more = false;
             if out.count() > start {
+                // A request/reply peer: the answer may be written by its sender directly.
+                link.direct.store(true, Ordering::Relaxed);
                 return Poll::Ready(());
             }
             if self.poll_read_once(cx).is_pending() {

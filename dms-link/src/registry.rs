@@ -24,7 +24,7 @@ use tracing::debug;
 use crate::LinkConfig;
 use crate::handshake::{Handshaken, handshake, refuse, send};
 use crate::inbox::Inbox;
-use crate::link::Link;
+use crate::link::{Link, lock};
 use crate::reader::{Items, ReadSide, run_reader};
 use crate::stats::{Counters, LinkStats};
 use crate::writer::run_writer;
@@ -275,8 +275,11 @@ impl LinkSet {
             self.shutdown.child_token(),
             slot.0,
             read,
+            Box::new(writer),
         ));
         if !self.register(&link) {
+            let mut writer =
+                std::mem::replace(&mut *lock(&link.write), Box::new(tokio::io::sink()));
             drop(link); // frees the slot
             Counters::bump(&self.counters.duplicate_identities);
             refuse(&mut writer, "duplicate identity").await;
@@ -289,7 +292,7 @@ impl LinkSet {
         }
         Counters::bump(&self.counters.links_up);
         debug!(%peer, ?role, remote = %link.remote, "link up");
-        tokio::spawn(run_writer(self.clone(), link.clone(), writer));
+        tokio::spawn(run_writer(self.clone(), link.clone()));
         tokio::spawn(run_reader(self.clone(), link.clone()));
         Ok(LinkHandle(link))
     }

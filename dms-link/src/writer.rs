@@ -4,7 +4,10 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use dms_core::LinkDownCause;
@@ -114,24 +117,133 @@ async fn flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The link's stream as the writer task uses it: each poll locks it for that poll only,
+/// so that a sender can write directly between two rounds.
+struct SharedStream<'a>(&'a Mutex<Box<dyn AsyncWrite + Unpin + Send>>);
+
+impl AsyncWrite for SharedStream<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut **lock(self.0)).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut **lock(self.0)).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        lock(self.0).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **lock(self.0)).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **lock(self.0)).poll_shutdown(cx)
+    }
+}
+
+impl Link {
+    /// Writes `bytes` (a message a sender just queued on an idle link: the outbox was
+    /// empty and the stream free, and `stream_busy` is set for us) from the sender's task,
+    /// without waiting: what the stream does not take at once, a failure, or a flush that
+    /// does not complete is left to the writer task, which is woken for it (a write never
+    /// waits here, so the sender never does).
+    pub(crate) fn write_directly(&self, mut bytes: BytesMut) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut written, mut error, mut flushed) = (0, None, false);
+        {
+            let mut stream = lock(&self.write);
+            while written < bytes.len() {
+                let rest = bytes.get(written..).unwrap_or_default();
+                match Pin::new(&mut **stream).poll_write(&mut cx, rest) {
+                    Poll::Ready(Ok(0)) => {
+                        error = Some(std::io::ErrorKind::WriteZero.into());
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => written += n.min(rest.len()),
+                    Poll::Ready(Err(err)) => {
+                        error = Some(err);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if error.is_none() && written == bytes.len() {
+                // A no-op on TCP; a stream that buffers is flushed by the writer task.
+                flushed = matches!(
+                    Pin::new(&mut **stream).poll_flush(&mut cx),
+                    Poll::Ready(Ok(()))
+                );
+            }
+        }
+        let mut outbox = lock(&self.outbox);
+        outbox.stream_busy = false;
+        let rest = bytes.split_off(written);
+        if outbox.state == OutboxState::Closed {
+            // The link went down meanwhile: the rest is lost with it, as queued bytes are.
+        } else if let Some(error) = error {
+            outbox.direct_error = Some(error);
+        } else if !rest.is_empty() {
+            // The rest goes out first, before what others queued meanwhile.
+            outbox.prepend(rest);
+        } else if !flushed {
+            outbox.unflushed = true;
+        }
+        bytes.clear();
+        if outbox.spare.capacity() == 0 && bytes.capacity() <= KEPT_WRITE_CAPACITY {
+            outbox.spare = bytes;
+        }
+        let wake = !outbox.is_empty() || outbox.direct_error.is_some() || outbox.unflushed;
+        drop(outbox);
+        if wake {
+            self.wake_writer.notify_one();
+        }
+    }
+}
+
+/// Takes what the writer writes in its next round out of the outbox (urgent bytes, or
+/// else the data), and marks the stream busy if there is anything to write or flush.
+/// Returns the outbox state and whether a direct write left a flush to do.
+fn take_round(outbox: &mut Outbox, taken: &mut Taken) -> (OutboxState, bool) {
+    if !taken.urgent_from(outbox) && !outbox.buf.is_empty() {
+        std::mem::swap(&mut outbox.buf, &mut taken.data);
+        std::mem::swap(&mut outbox.spliced, &mut taken.spliced);
+        std::mem::swap(&mut outbox.marks, &mut taken.marks);
+        outbox.spliced_len = 0;
+        outbox.since_mark = 0;
+    } else if outbox.buf.is_empty() {
+        // Idle (after a burst): give the burst's memory back.
+        give_back(&mut outbox.buf);
+        give_back(&mut outbox.urgent);
+    }
+    let unflushed = std::mem::take(&mut outbox.unflushed);
+    if !taken.data.is_empty() || !taken.urgent.is_empty() || unflushed {
+        outbox.stream_busy = true;
+    }
+    (outbox.state, unflushed)
+}
+
 /// Writes whatever senders queue until the link ends: everything queued since the last
 /// write, chunk by chunk (a syscall per chunk of at least 256 KiB, or per buffer when
 /// less is queued), with urgent bytes first and between chunks, then one flush per round.
-pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
-    shared: Arc<LinkSet>,
-    link: Arc<Link>,
-    socket: W,
-) {
-    if let Some(cause) = write_until_down(&link, socket).await {
+pub(crate) async fn run_writer(shared: Arc<LinkSet>, link: Arc<Link>) {
+    if let Some(cause) = write_until_down(&link).await {
         link.fail(&shared, cause).await;
     }
 }
 
 /// The writer's loop: `Some(cause)` when the link must go down, `None` when it already is.
-pub(crate) async fn write_until_down<W: AsyncWrite + Unpin>(
-    link: &Link,
-    mut socket: W,
-) -> Option<LinkDownCause> {
+pub(crate) async fn write_until_down(link: &Link) -> Option<LinkDownCause> {
+    let mut socket = SharedStream(&link.write);
     let mut taken = Taken {
         data: BytesMut::new(),
         spliced: VecDeque::new(),
@@ -139,27 +251,32 @@ pub(crate) async fn write_until_down<W: AsyncWrite + Unpin>(
         urgent: BytesMut::new(),
     };
     let cause = 'link: loop {
-        let state = {
+        let round = {
             let mut outbox = lock(&link.outbox);
-            if !taken.urgent_from(&mut outbox) && !outbox.buf.is_empty() {
-                std::mem::swap(&mut outbox.buf, &mut taken.data);
-                std::mem::swap(&mut outbox.spliced, &mut taken.spliced);
-                std::mem::swap(&mut outbox.marks, &mut taken.marks);
-                outbox.spliced_len = 0;
-                outbox.since_mark = 0;
-            } else if outbox.buf.is_empty() {
-                // Idle (after a burst): give the burst's memory back.
-                let Outbox { buf, urgent, .. } = &mut *outbox;
-                give_back(buf);
-                give_back(urgent);
+            if let Some(error) = outbox.direct_error.take() {
+                break 'link LinkDownCause::Io(Arc::new(error));
             }
-            outbox.state
+            if outbox.stream_busy {
+                // A sender writes directly; it wakes us when it is done, if need be.
+                None
+            } else {
+                Some(take_round(&mut outbox, &mut taken))
+            }
         };
-        if taken.data.is_empty() && taken.urgent.is_empty() {
+        let Some((state, unflushed)) = round else {
+            tokio::select! {
+                () = link.wake_writer.notified() => continue,
+                () = link.cancel.cancelled() => return None,
+            }
+        };
+        if taken.data.is_empty() && taken.urgent.is_empty() && !unflushed {
             give_back(&mut taken.data);
             give_back(&mut taken.urgent);
             match state {
-                OutboxState::Open => {}
+                OutboxState::Open => {
+                    // Idle: the next message may be written by its sender.
+                    link.direct.store(true, Ordering::Relaxed);
+                }
                 OutboxState::Draining => {
                     let _ = socket.shutdown().await;
                     break LinkDownCause::Disconnected;
@@ -219,6 +336,7 @@ pub(crate) async fn write_until_down<W: AsyncWrite + Unpin>(
             Some(Err(err)) => break 'link LinkDownCause::Io(Arc::new(err)),
             Some(Ok(())) => {}
         }
+        lock(&link.outbox).stream_busy = false;
         // Capacity is kept while the link stays busy (no regrowth per write); it is given
         // back above when the link goes idle.
         taken.data.clear();
