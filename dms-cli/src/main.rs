@@ -88,10 +88,10 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    // The bench's two sides each run one flow of messages: one thread each (the default)
-    // avoids cross-thread wake-ups on their hot path (they cost ~20 µs on this machine).
+    // `dms bench` builds a runtime per measurement and flavour (see bench::on_runtime);
+    // its own only waits for them. Its worker runs on the flavour it is told.
     let threads = match &cli.command {
-        Commands::Bench(args) => args.worker_threads(),
+        Commands::Bench(_) => 0,
         Commands::BenchWorker(args) => args.worker_threads(),
         _ => 2,
     };

@@ -227,6 +227,7 @@ async fn measure(
             value: n as f64 / elapsed.as_secs_f64().max(1e-9),
             n,
             frames: 1,
+            histogram: None,
         });
     }
     Ok(())

@@ -216,6 +216,7 @@ pub(crate) async fn run<D: Discovery>(
             value: cycles as f64 / elapsed.as_secs_f64().max(1e-9),
             n: cycles,
             frames: 1,
+            histogram: None,
         });
     }
     for line in latency_lines(&REGISTER, backend, PATTERN, size, &register) {

@@ -13,6 +13,7 @@ mod transport;
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) use report::Line;
@@ -26,7 +27,10 @@ use worker::WorkerPeer;
 pub(crate) enum Scenario {
     /// `MessageMiddleware` alone between two peers: one-way throughput and round trips.
     Transport,
-    /// Kernel request/reply between two nodes: latency and throughput in flight.
+    /// Kernel request/reply between two nodes: latency, throughput with 1, 16 and 256 in
+    /// flight (closed loop), then latency under load: requests issued at a fixed rate of
+    /// half the 256-in-flight throughput, timed from their scheduled send (open loop,
+    /// `request-reply-open-loop`).
     Request,
     /// Kernel broadcast from one node to a cluster of 8: round latency and broadcasts/s.
     Broadcast,
@@ -65,29 +69,52 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "URL", default_value = "memory://")]
     discovery: DiscoveryUrl,
     /// Also write SVG charts into DIR (created if missing): latency.svg (latency
-    /// percentiles) and throughput.svg (per second, by message size).
+    /// percentiles), throughput.svg (per second, by message size) and latency-cdf.svg (the
+    /// distribution of each 64-byte TCP round trip, one curve per runtime).
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
     /// Also run the transport scenario on the peers DMS is judged against, in this run:
-    /// raw tokio TCP, and libzmq ROUTER/DEALER when built with `--features zmq` (needs
-    /// libzmq3-dev); then print DMS / peer for every metric both measured.
+    /// raw tokio TCP (`raw-tokio-tcp`, its round trips on every runtime of
+    /// --worker-threads), and libzmq ROUTER/DEALER when built with `--features zmq` (needs
+    /// libzmq3-dev); then print DMS / peer for every metric both measured on the same
+    /// runtime.
     #[arg(long)]
     peers: bool,
     /// The medium of the transport scenario (default: every medium built in, TCP then
     /// QUIC).
     #[arg(long, value_enum)]
     transport: Option<transport::Medium>,
-    /// Tokio worker threads of each side (0: a current-thread runtime, the default: a
-    /// side's hot path then costs no cross-thread wake-up). Try 2 to see what a
-    /// multi-thread runtime costs on this machine.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    worker_threads: usize,
+    /// The runtimes to measure on, as a comma-separated list of tokio worker threads
+    /// (0: a current-thread runtime; default: that one and a 2-worker multi-thread one).
+    /// The transport scenario over TCP, the request scenario and the raw tokio peer's
+    /// round trips run once on each, fewest workers first, both sides on a fresh runtime
+    /// of that kind; the patterns of lines measured on N workers end with `-mtN` (e.g.
+    /// `router-dealer-mt2`) and come after every current-thread line of their scenario.
+    /// The other measurements (QUIC, the raw tokio peer's throughput, broadcast,
+    /// discovery) run on the runtime with the fewest workers only. `0` measures only on a
+    /// current-thread runtime (a side's hot path then costs no cross-thread wake-up).
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "0,2"
+    )]
+    worker_threads: Vec<usize>,
 }
 
 impl BenchArgs {
-    /// Worker threads of the runtime to run on (0: current thread).
-    pub(crate) fn worker_threads(&self) -> usize {
-        self.worker_threads
+    /// The runtimes to measure on, by worker threads (0: current thread), fewest first:
+    /// the current-thread lines of a scenario come before its `-mtN` lines.
+    fn flavours(&self) -> Result<Vec<usize>, Failure> {
+        let mut flavours = self.worker_threads.clone();
+        flavours.sort_unstable();
+        flavours.dedup();
+        if flavours.is_empty() {
+            return Err(Failure::Usage(
+                "--worker-threads: at least one runtime (0: current thread)".into(),
+            ));
+        }
+        Ok(flavours)
     }
 }
 
@@ -116,39 +143,62 @@ fn fail(what: &str, error: impl std::fmt::Display) -> Failure {
 
 /// `dms bench`: runs the scenarios asked for, then prints the table and draws the charts.
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
+    let flavours = args.flavours()?;
+    let first = flavours[0];
     if let Some(dir) = &args.plot {
         plot::prepare(dir)?;
     }
     let window = Duration::from_secs_f64(args.duration.clamp(0.05, 600.0));
-    let mut lines = Vec::new();
-    let mut sink = |line| emit(&args, line, &mut lines);
+    let in_process = args.in_process;
+    let sink = Sink::new(args.json);
     if args.scenario.runs(Scenario::Transport) {
         let media = match args.transport {
             Some(medium) => vec![medium],
             None => transport::Medium::ALL.to_vec(),
         };
-        for medium in media {
-            transport::run(medium, window, args.in_process, &mut sink).await?;
+        for &threads in &flavours {
+            for &medium in &media {
+                // QUIC on the runtime with the fewest workers only.
+                if medium == transport::Medium::Quic && threads != first {
+                    continue;
+                }
+                on_runtime(threads, &sink, move |out| async move {
+                    transport::run(medium, window, in_process, &mut |l| out.emit(l)).await
+                })
+                .await?;
+            }
         }
         if args.peers {
-            peers::run(window, &mut sink).await?;
+            peers::run(window, &flavours, &sink).await?;
         }
     }
     if args.scenario.runs(Scenario::Request) {
-        request::run(window, args.in_process, &mut sink).await?;
+        for &threads in &flavours {
+            on_runtime(threads, &sink, move |out| async move {
+                request::run(window, in_process, &mut |l| out.emit(l)).await
+            })
+            .await?;
+        }
     }
     if args.scenario.runs(Scenario::Broadcast) {
-        broadcast::run(window, &mut sink).await?;
+        on_runtime(first, &sink, move |out| async move {
+            broadcast::run(window, &mut |l| out.emit(l)).await
+        })
+        .await?;
     }
     if args.scenario.runs(Scenario::Discovery) {
-        let backend = match &args.discovery {
-            DiscoveryUrl::Memory => "memory",
-            DiscoveryUrl::Etcd(_) => "etcd",
-        };
-        with_discovery!(&args.discovery, |d| discovery::run(
-            d, backend, window, &mut sink
-        ))?;
+        let url = args.discovery.clone();
+        on_runtime(first, &sink, move |out| async move {
+            let backend = match &url {
+                DiscoveryUrl::Memory => "memory",
+                DiscoveryUrl::Etcd(_) => "etcd",
+            };
+            with_discovery!(&url, |d| discovery::run(d, backend, window, &mut |l| out
+                .emit(l)))
+        })
+        .await?;
     }
+    let lines = sink.lines();
     if !args.json {
         report::table(&lines);
     }
@@ -170,22 +220,117 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Prints a JSON line at once, or keeps the line for the table.
-fn emit(args: &BenchArgs, line: Line, lines: &mut Vec<Line>) {
-    if args.json {
-        crate::print_line(&line.to_json());
-    } else {
-        eprintln!("  {}", line.summary());
+/// Where measurements go as they are made: printed at once (a JSON line on stdout with
+/// `--json`, else a summary on stderr) and kept for the table, the ratios and the charts.
+/// Each runtime's sink suffixes its patterns with the runtime (`-mtN`; none on a
+/// current-thread runtime).
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    json: bool,
+    suffix: String,
+    lines: Arc<Mutex<Vec<Line>>>,
+}
+
+impl Sink {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            suffix: String::new(),
+            lines: Arc::default(),
+        }
     }
-    lines.push(line);
+
+    /// The sink of measurements made on a runtime of `threads` workers (0: current thread).
+    fn on(&self, threads: usize) -> Self {
+        Self {
+            suffix: report::flavour_suffix(threads),
+            ..self.clone()
+        }
+    }
+
+    /// Prints a line at once and keeps it.
+    pub(crate) fn emit(&self, mut line: Line) {
+        line.pattern.push_str(&self.suffix);
+        if self.json {
+            crate::print_line(&line.to_json());
+        } else {
+            eprintln!("  {}", line.summary());
+        }
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line);
+    }
+
+    /// Every line emitted so far, in order.
+    fn lines(&self) -> Vec<Line> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Runs `scenario` as a task of a fresh runtime with `threads` workers (0: a
+/// current-thread runtime), from a thread of the blocking pool, with the sink of that
+/// runtime. A fresh runtime per scenario and flavour: nothing of a previous measurement
+/// (tasks, timers, the I/O driver's registrations) runs beside the next, and the worker
+/// processes it spawns (see [`worker::spawn`]) run on the same kind of runtime.
+pub(crate) async fn on_runtime<F, Fut>(
+    threads: usize,
+    sink: &Sink,
+    scenario: F,
+) -> Result<(), Failure>
+where
+    F: FnOnce(Sink) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let mut builder = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| fail("runtime", e))?;
+    let sink = sink.on(threads);
+    tokio::task::spawn_blocking(move || {
+        // On a multi-thread runtime, a task: the future `block_on` polls runs on this
+        // thread, not on the runtime's workers as an application's tasks do. On a
+        // current-thread runtime, that future (as `dms bench` always measured it there).
+        let result = if threads == 0 {
+            Ok(runtime.block_on(scenario(sink)))
+        } else {
+            let task = runtime.spawn(scenario(sink));
+            runtime.block_on(task)
+        };
+        // Tasks the scenario left behind (an in-process worker) end with the runtime.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        result
+    })
+    .await
+    .map_err(|e| fail("runtime", e))?
+    .map_err(|e| fail("scenario", e))?
 }
 
 /// `dms bench-worker`: the transport scenario's second process.
 pub(crate) async fn worker(args: WorkerArgs) -> Result<(), Failure> {
-    match args.peer {
-        WorkerPeer::Dms => transport::worker_process(transport::Medium::Tcp).await,
-        WorkerPeer::DmsQuic => transport::worker_process(transport::Medium::Quic).await,
-        WorkerPeer::DmsNode => request::worker_process().await,
-        peer => peers::worker(peer).await,
+    let served = async move {
+        match args.peer {
+            WorkerPeer::Dms => transport::worker_process(transport::Medium::Tcp).await,
+            WorkerPeer::DmsQuic => transport::worker_process(transport::Medium::Quic).await,
+            WorkerPeer::DmsNode => request::worker_process().await,
+            peer => peers::worker(peer).await,
+        }
+    };
+    // As on the bench's side (see [`on_runtime`]): a task on a multi-thread runtime, so
+    // that it runs on the workers; the future `block_on` polls on a current-thread one.
+    if worker::current_threads() == 0 {
+        served.await
+    } else {
+        tokio::spawn(served).await.map_err(|e| fail("worker", e))?
     }
 }

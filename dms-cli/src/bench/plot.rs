@@ -4,7 +4,11 @@
 //!   (round trips, broadcast rounds, registrations, watches), one line per transport,
 //!   pattern and message size, on a log scale;
 //! - `throughput.svg`: messages (or broadcasts) per second against the message size, one
-//!   line per transport, pattern and frame count, both axes on log scales.
+//!   line per transport, pattern and frame count, both axes on log scales;
+//! - `latency-cdf.svg`: the distribution of every 64-byte TCP round trip measured (the
+//!   transport's, kernel request/reply's closed and open loop, the peers'), one curve per
+//!   pattern and runtime (`-mtN`): the fraction of round trips (y) that took at most
+//!   so many µs (x, log scale), read from the histograms at [`CDF_POINTS`] quantiles.
 //!
 //! Charts are drawn into a string and written with one `fs::write` each, so that a
 //! write failure names its file.
@@ -35,6 +39,10 @@ const RATES: [(&str, &str); 2] = [
     ("broadcasts_per_s", "broadcasts/s"),
 ];
 const FONT: &str = "sans-serif";
+/// Quantiles a CDF curve is drawn at.
+const CDF_POINTS: usize = 100;
+/// Message size of the round trips the CDF chart draws.
+const CDF_SIZE: usize = 64;
 
 /// One line of a chart.
 struct Series {
@@ -53,11 +61,13 @@ pub(crate) fn prepare(dir: &Path) -> Result<(), Failure> {
     std::fs::remove_file(&probe).map_err(cannot)
 }
 
-/// Writes `latency.svg` and `throughput.svg` into `dir`; returns their paths.
+/// Writes `latency.svg`, `throughput.svg` and `latency-cdf.svg` into `dir`; returns
+/// their paths.
 pub(crate) fn write(dir: &Path, lines: &[Line]) -> Result<Vec<PathBuf>, Failure> {
     let charts = [
         ("latency.svg", latency_chart(lines)),
         ("throughput.svg", throughput_chart(lines)),
+        ("latency-cdf.svg", cdf_chart(lines)),
     ];
     let mut written = Vec::new();
     for (name, svg) in charts {
@@ -124,6 +134,40 @@ fn throughput_series(lines: &[Line]) -> Vec<Series> {
             .entry(label(line, &what, false))
             .or_default()
             .push((line.msg_size as f64, line.value));
+    }
+    into_series(series)
+}
+
+/// The quantiles a CDF is drawn at: 0, then closer and closer to 1 (`1 - 10^(-4k/99)`
+/// up to 0.9999), so that the tail gets as many points as the body.
+fn cdf_quantiles() -> impl Iterator<Item = f64> {
+    let last = (CDF_POINTS - 1) as f64;
+    (0..CDF_POINTS).map(move |k| 1.0 - 10f64.powf(-4.0 * k as f64 / last))
+}
+
+/// One series per 64-byte TCP round-trip distribution (peer, pattern and runtime): points
+/// (latency µs, fraction at most that).
+fn cdf_series(lines: &[Line]) -> Vec<Series> {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in lines {
+        // One line per distribution carries it to the chart: its median's.
+        let Some(histogram) = &line.histogram else {
+            continue;
+        };
+        if line.metric != "rtt_p50_us"
+            || line.transport != "tcp"
+            || line.msg_size != CDF_SIZE
+            || histogram.is_empty()
+        {
+            continue;
+        }
+        let points = cdf_quantiles()
+            .map(|q| {
+                let us = histogram.value_at_quantile(q) as f64 / 1000.0;
+                (us.max(0.001), q)
+            })
+            .collect();
+        series.insert(label(line, "", false), points);
     }
     into_series(series)
 }
@@ -347,6 +391,49 @@ fn throughput_chart(lines: &[Line]) -> Result<String, String> {
     )
 }
 
+fn cdf_chart(lines: &[Line]) -> Result<String, String> {
+    let series = cdf_series(lines);
+    let title = "dms bench: round trips of 64 B over TCP, CDF per runtime";
+    svg_chart(
+        title,
+        "no 64-byte TCP round trip was measured in this run",
+        &series,
+        |plot| {
+            // A log scale by hand (x is log10 µs): labels at even steps whatever the range.
+            let (lo, hi) = log_bounds(
+                series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+                1.2,
+            );
+            let mut chart = ChartBuilder::on(plot)
+                .caption(title, (FONT, 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(lo.log10()..hi.log10(), 0.0..1.0)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_labels(12)
+                .x_label_formatter(&|x| short(10f64.powf(*x)))
+                .y_labels(11)
+                .y_label_formatter(&|y| format!("{y:.1}"))
+                .x_desc("latency (µs, log scale)")
+                .y_desc("fraction of round trips")
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (i, s) in series.iter().enumerate() {
+                chart
+                    .draw_series(LineSeries::new(
+                        s.points.iter().map(|&(us, q)| (us.log10(), q)),
+                        color(i).stroke_width(2),
+                    ))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +448,7 @@ mod tests {
             value: 12.5,
             n: 10,
             frames: 1,
+            histogram: None,
         }
     }
 
@@ -401,8 +489,52 @@ mod tests {
     }
 
     #[test]
+    fn cdf_series_per_round_trip_distribution() {
+        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for ns in 1..=10_000u64 {
+            histogram.record(ns * 10).unwrap();
+        }
+        let histogram = std::sync::Arc::new(histogram);
+        let with = |pattern: &str, metric: &'static str, size: usize| Line {
+            histogram: Some(histogram.clone()),
+            ..line("tcp", pattern, metric, size)
+        };
+        let lines = [
+            with("router-dealer", "rtt_p50_us", 64),
+            with("router-dealer", "rtt_p99_us", 64),
+            with("router-dealer", "rtt_p50_us", 1024),
+            with("router-dealer-mt2", "rtt_p50_us", 64),
+            with("request-reply", "rtt_p50_us", 64),
+            line("tcp", "request-reply-mt2", "rtt_p50_us", 64),
+        ];
+        let cdf = cdf_series(&lines);
+        let labels: Vec<&str> = cdf.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "dms tcp request-reply",
+                "dms tcp router-dealer",
+                "dms tcp router-dealer-mt2"
+            ]
+        );
+        let points = &cdf[0].points;
+        assert_eq!(points.len(), CDF_POINTS);
+        assert_eq!(points[0].1, 0.0);
+        assert!((points[CDF_POINTS - 1].1 - 0.9999).abs() < 1e-9);
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1)
+        );
+        // 10 ns .. 100 µs, uniform: the median near 50 µs.
+        let median = points.iter().find(|p| p.1 >= 0.5).unwrap().0;
+        assert!((45.0..55.0).contains(&median), "{median}");
+        assert!(cdf_chart(&lines).unwrap().contains("router-dealer-mt2"));
+    }
+
+    #[test]
     fn charts_are_svg_even_without_data() {
-        for svg in [latency_chart(&[]), throughput_chart(&[])] {
+        for svg in [latency_chart(&[]), throughput_chart(&[]), cdf_chart(&[])] {
             let svg = svg.unwrap();
             assert!(svg.starts_with("<svg"), "{svg}");
             assert!(svg.contains("no "), "{svg}");

@@ -1,13 +1,19 @@
 //! One measurement, as a JSON line of the peers' schema or a table row.
 
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
 /// One number measured.
 #[derive(Debug, Clone)]
 pub(crate) struct Line {
-    /// Who was measured: `dms`, or a peer of `dms bench --peers` (`raw-tcp`, `libzmq`).
+    /// Who was measured: `dms`, or a peer of `dms bench --peers` (`raw-tokio-tcp`,
+    /// `libzmq`).
     pub(crate) peer: &'static str,
     /// `tcp`, `quic`, `shm`; `memory` or `etcd` for the discovery backend measured.
     pub(crate) transport: &'static str,
-    /// `router-dealer`, `router-dealer-multipart`, `request-reply`, `broadcast-8`, ...
+    /// `router-dealer`, `router-dealer-multipart`, `request-reply`, `broadcast-8`, ...;
+    /// measured on a multi-thread runtime of N workers, it ends with `-mtN`.
     pub(crate) pattern: String,
     /// `throughput_msgs_per_s`, `rtt_p50_us`, ...
     pub(crate) metric: &'static str,
@@ -19,6 +25,9 @@ pub(crate) struct Line {
     pub(crate) n: u64,
     /// Frames per message.
     pub(crate) frames: usize,
+    /// The distribution (nanoseconds) a latency line was read from, for `--plot`'s CDF
+    /// (shared by the lines of one distribution; not printed).
+    pub(crate) histogram: Option<Arc<Histogram<u64>>>,
 }
 
 impl Line {
@@ -40,7 +49,7 @@ impl Line {
     /// The line as one line of progress on stderr.
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{:<8} {:<6} {:<28} {:>6} B x{} {:<22} {:>14.1}  (n={})",
+            "{:<13} {:<6} {:<32} {:>6} B x{} {:<22} {:>14.1}  (n={})",
             self.peer,
             self.transport,
             self.pattern,
@@ -56,15 +65,38 @@ impl Line {
 /// Prints the lines as a table.
 pub(crate) fn table(lines: &[Line]) {
     crate::print_line(&format!(
-        "{:<8} {:<6} {:<28} {:>8} {:>6} {:<22} {:>14} {:>10}",
+        "{:<13} {:<6} {:<32} {:>8} {:>6} {:<22} {:>14} {:>10}",
         "peer", "tr", "pattern", "size", "frames", "metric", "value", "n"
     ));
     for l in lines {
         crate::print_line(&format!(
-            "{:<8} {:<6} {:<28} {:>8} {:>6} {:<22} {:>14.1} {:>10}",
+            "{:<13} {:<6} {:<32} {:>8} {:>6} {:<22} {:>14.1} {:>10}",
             l.peer, l.transport, l.pattern, l.msg_size, l.frames, l.metric, l.value, l.n
         ));
     }
+}
+
+/// What the pattern of a line measured on a runtime of `threads` workers ends with:
+/// `-mt{threads}`, or nothing on a current-thread runtime (0).
+pub(crate) fn flavour_suffix(threads: usize) -> String {
+    if threads == 0 {
+        String::new()
+    } else {
+        format!("-mt{threads}")
+    }
+}
+
+/// A pattern without its runtime suffix, and the runtime's workers (0: current thread).
+pub(crate) fn flavour(pattern: &str) -> (&str, usize) {
+    pattern
+        .rsplit_once("-mt")
+        .and_then(|(base, n)| {
+            let threads = n.parse::<usize>().ok().filter(|&n| n > 0)?;
+            n.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some((base, threads))
+        })
+        .unwrap_or((pattern, 0))
 }
 
 /// The metric names of one latency distribution: the `_p50_us`, `_p99_us`, `_p999_us`,
@@ -109,7 +141,7 @@ pub(crate) fn rtt_lines(
     transport: &'static str,
     pattern: &str,
     msg_size: usize,
-    histogram: &hdrhistogram::Histogram<u64>,
+    histogram: &Histogram<u64>,
 ) -> Vec<Line> {
     latency_lines(&RTT, transport, pattern, msg_size, histogram)
 }
@@ -120,13 +152,14 @@ pub(crate) fn latency_lines(
     transport: &'static str,
     pattern: &str,
     msg_size: usize,
-    histogram: &hdrhistogram::Histogram<u64>,
+    histogram: &Histogram<u64>,
 ) -> Vec<Line> {
     let n = histogram.len();
     if n == 0 {
         return Vec::new();
     }
     let at = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let shared = Arc::new(histogram.clone());
     [
         (names.p50, at(0.5)),
         (names.p99, at(0.99)),
@@ -144,6 +177,7 @@ pub(crate) fn latency_lines(
         value,
         n,
         frames: 1,
+        histogram: Some(shared.clone()),
     })
     .collect()
 }
@@ -176,6 +210,7 @@ pub(crate) fn throughput_lines(
         value,
         n: received,
         frames,
+        histogram: None,
     })
     .collect()
 }
@@ -206,5 +241,24 @@ impl RoundTrips {
         }
         let started = *self.started.get_or_insert_with(std::time::Instant::now);
         (started.elapsed() < self.window).then_some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavours_of_patterns() {
+        assert_eq!(flavour_suffix(0), "");
+        assert_eq!(flavour_suffix(2), "-mt2");
+        assert_eq!(flavour("router-dealer"), ("router-dealer", 0));
+        assert_eq!(flavour("router-dealer-mt2"), ("router-dealer", 2));
+        assert_eq!(
+            flavour("request-reply-in-flight-16-mt12"),
+            ("request-reply-in-flight-16", 12)
+        );
+        assert_eq!(flavour("ping-pong-mt"), ("ping-pong-mt", 0));
+        assert_eq!(flavour("x-mt+2"), ("x-mt+2", 0));
     }
 }

@@ -278,13 +278,14 @@ pub(crate) async fn run(
     emit: &mut impl FnMut(Line),
 ) -> Result<(), Failure> {
     eprintln!(
-        "transport: {}, {} ...",
+        "transport: {}, {}, {} ...",
         medium.name(),
         if in_process {
             "in one process"
         } else {
             "two processes"
-        }
+        },
+        super::worker::flavour_name()
     );
     let (endpoint, child) = start_worker(medium, in_process).await?;
     let mut emit = |mut line: Line| {
@@ -330,6 +331,7 @@ async fn measure<M: MessageMiddleware>(
         value: started.elapsed().as_secs_f64() * 1e6,
         n: 1,
         frames: 1,
+        histogram: None,
     });
     // The peer frame of throughput messages, in static memory like their payload
     // (leaked once per run: a few bytes).

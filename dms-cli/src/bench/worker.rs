@@ -17,7 +17,7 @@ pub(crate) enum WorkerPeer {
     /// A DMS kernel node answering requests (the request scenario).
     DmsNode,
     /// Raw tokio TCP, length-prefixed frames.
-    RawTcp,
+    RawTokioTcp,
     /// A libzmq ROUTER (feature `zmq`).
     Libzmq,
 }
@@ -39,6 +39,23 @@ impl Drop for Worker {
     }
 }
 
+/// Worker threads of the runtime this runs on (0: a current-thread runtime).
+pub(crate) fn current_threads() -> usize {
+    let handle = tokio::runtime::Handle::current();
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 0,
+        _ => handle.metrics().num_workers(),
+    }
+}
+
+/// The runtime this runs on, for progress lines.
+pub(crate) fn flavour_name() -> String {
+    match current_threads() {
+        0 => "current-thread runtime".to_owned(),
+        n => format!("multi-thread runtime ({n} workers)"),
+    }
+}
+
 /// Starts `dms bench-worker --peer <peer>` and reads the endpoint it serves.
 pub(crate) async fn spawn(peer: WorkerPeer) -> Result<Worker, Failure> {
     let exe = std::env::current_exe().map_err(|e| fail("worker", e))?;
@@ -46,11 +63,7 @@ pub(crate) async fn spawn(peer: WorkerPeer) -> Result<Worker, Failure> {
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
     // The worker runs on the same kind of runtime as this side.
-    let handle = tokio::runtime::Handle::current();
-    let threads = match handle.runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::CurrentThread => 0,
-        _ => handle.metrics().num_workers(),
-    };
+    let threads = current_threads();
     let mut child = Command::new(exe)
         .args(["bench-worker", "--peer", &name])
         .args(["--worker-threads", &threads.to_string()])

@@ -47,7 +47,7 @@ fn frame_at(buf: &[u8]) -> Result<Option<RawFrame<'_>>, Failure> {
     };
     let len = u32::from_le_bytes([a, b, c, d]) as usize;
     if len == 0 || len > MAX_FRAME {
-        return Err(fail("raw-tcp", format!("bad frame length {len}")));
+        return Err(fail("raw-tokio-tcp", format!("bad frame length {len}")));
     }
     Ok(buf
         .get(4..4 + len)
@@ -79,10 +79,10 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8, B
         if stream
             .read_buf(buf)
             .await
-            .map_err(|e| fail("raw-tcp read", e))?
+            .map_err(|e| fail("raw-tokio-tcp read", e))?
             == 0
         {
-            return Err(fail("raw-tcp", "connection closed"));
+            return Err(fail("raw-tokio-tcp", "connection closed"));
         }
     }
 }
@@ -94,8 +94,10 @@ pub(crate) async fn serve(listener: TcpListener) -> Result<(), Failure> {
     let (mut stream, _) = listener
         .accept()
         .await
-        .map_err(|e| fail("raw-tcp accept", e))?;
-    stream.set_nodelay(true).map_err(|e| fail("raw-tcp", e))?;
+        .map_err(|e| fail("raw-tokio-tcp accept", e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| fail("raw-tokio-tcp", e))?;
     let mut buf = BytesMut::with_capacity(4 * WRITE_BATCH);
     let mut out = BytesMut::new();
     let (mut counting, mut count) = (false, 0u64);
@@ -108,7 +110,7 @@ pub(crate) async fn serve(listener: TcpListener) -> Result<(), Failure> {
         if stream
             .read_buf(&mut buf)
             .await
-            .map_err(|e| fail("raw-tcp read", e))?
+            .map_err(|e| fail("raw-tokio-tcp read", e))?
             == 0
         {
             return Ok(());
@@ -138,7 +140,7 @@ pub(crate) async fn serve(listener: TcpListener) -> Result<(), Failure> {
                     put_frame(&mut out, DONE, &report);
                 }
                 ECHO => counting = false,
-                _ => return Err(fail("raw-tcp", format!("unknown frame kind {kind}"))),
+                _ => return Err(fail("raw-tokio-tcp", format!("unknown frame kind {kind}"))),
             }
         }
         buf.advance(at);
@@ -146,7 +148,7 @@ pub(crate) async fn serve(listener: TcpListener) -> Result<(), Failure> {
             stream
                 .write_all(&out)
                 .await
-                .map_err(|e| fail("raw-tcp write", e))?;
+                .map_err(|e| fail("raw-tokio-tcp write", e))?;
             out.clear();
         }
     }
@@ -162,8 +164,10 @@ impl Client {
     pub(crate) async fn connect(addr: &str) -> Result<Self, Failure> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| fail("raw-tcp connect", e))?;
-        stream.set_nodelay(true).map_err(|e| fail("raw-tcp", e))?;
+            .map_err(|e| fail("raw-tokio-tcp connect", e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| fail("raw-tokio-tcp", e))?;
         Ok(Self {
             stream,
             buf: BytesMut::with_capacity(4 * WRITE_BATCH),
@@ -176,7 +180,7 @@ impl Client {
         self.stream
             .write_all(&out)
             .await
-            .map_err(|e| fail("raw-tcp write", e))
+            .map_err(|e| fail("raw-tokio-tcp write", e))
     }
 
     /// One-way throughput of `size`-byte frames for `window`, timed at the receiver.
@@ -197,7 +201,7 @@ impl Client {
                     self.stream
                         .write_all(&out)
                         .await
-                        .map_err(|e| fail("raw-tcp write", e))?;
+                        .map_err(|e| fail("raw-tokio-tcp write", e))?;
                     out.clear();
                 }
                 put_frame(&mut out, DATA, &payload);
@@ -208,15 +212,18 @@ impl Client {
         self.stream
             .write_all(&out)
             .await
-            .map_err(|e| fail("raw-tcp write", e))?;
+            .map_err(|e| fail("raw-tokio-tcp write", e))?;
         let (kind, report) = read_frame(&mut self.stream, &mut self.buf).await?;
         let (Some(elapsed), Some(received)) = (report.get(..8), report.get(8..16)) else {
-            return Err(fail("raw-tcp", format!("bad report (kind {kind})")));
+            return Err(fail("raw-tokio-tcp", format!("bad report (kind {kind})")));
         };
         let elapsed = u64::from_le_bytes(elapsed.try_into().unwrap_or_default());
         let received = u64::from_le_bytes(received.try_into().unwrap_or_default());
         if kind != DONE || received != sent {
-            return Err(fail("raw-tcp", format!("sent {sent}, {received} arrived")));
+            return Err(fail(
+                "raw-tokio-tcp",
+                format!("sent {sent}, {received} arrived"),
+            ));
         }
         Ok(Measured::throughput(received, elapsed))
     }
@@ -237,7 +244,7 @@ impl Client {
             self.stream
                 .write_all(&out)
                 .await
-                .map_err(|e| fail("raw-tcp write", e))?;
+                .map_err(|e| fail("raw-tokio-tcp write", e))?;
             read_frame(&mut self.stream, &mut self.buf).await?;
             if record {
                 let _ = histogram.record(sent.elapsed().as_nanos() as u64);
