@@ -913,7 +913,10 @@ impl Driver {
         for (peer, dialer) in self.transports.peers() {
             flushing.spawn(async move { dialer.disconnect(&peer).await });
         }
-        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, flushing.join_all()).await;
+        // `join_next`, not `join_all`: a task cancelled by a runtime shutting down (a
+        // node dropped as `main` returns) is an error here, not a panic.
+        let all_flushed = async { while flushing.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, all_flushed).await;
         for (_, waiter) in self.state.waiting.drain() {
             let _ = waiter.done.send(Err(RequestError::Closed));
         }
