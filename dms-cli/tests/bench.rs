@@ -186,6 +186,9 @@ fn request_lines_match_the_peers_schema() {
             }
         }
         assert!(first(&lines, "request-reply") < first(&lines, "request-reply-mt2"));
+        // From the `block_on` future too, on the current-thread runtime only.
+        assert!(keys.contains(&("request-reply-block-on".into(), "rtt_p50_us".into(), 64, 1)));
+        assert!(!keys.iter().any(|k| k.0 == "request-reply-block-on-mt2"));
         let last_current = lines.iter().rposition(|l| !multi_thread(l)).unwrap();
         let first_mt = lines.iter().position(multi_thread).unwrap();
         assert!(last_current < first_mt, "current-thread lines first");

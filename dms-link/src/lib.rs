@@ -31,20 +31,37 @@
 //!
 //! # Hot path
 //!
-//! A send encodes the message straight into the link's output buffer under a short lock
-//! (the link is found under the registry's read lock, in a foldhash map; a message over
-//! 64 KiB is encoded after that lock is released); there is no per-message channel hop.
-//! The link's writer task is woken only when the buffer goes from empty to non-empty, and
-//! then writes everything queued since, in chunks of at least 256 KiB ending at message
-//! boundaries (one write call per chunk, or per buffer when less is queued, and one flush
-//! per round): an idle link costs one wake-up of a task on the same worker thread, a busy
-//! link batches many messages per write. Heartbeats
-//! ([`try_send_urgent`](LinkSet::try_send_urgent)) go out first and between chunks, so
-//! they wait behind one chunk at most, never behind the whole queue. The reader decodes
-//! every complete frame of each read, handing out zero-copy slices of the read buffer,
-//! and hands a read's worth of messages to `recv` under one lock and one wake-up
-//! ([`recv_many`](LinkSet::recv_many) takes them the same way). `LinkDown` is always a
-//! link's last item.
+//! A round trip costs what a raw tokio socket's does: per message one `epoll_wait`, one
+//! read, one write, and one task poll (the caller's), no hand-over between tasks:
+//!
+//! * **Receive in the caller's task.** A caller waiting in [`recv`](LinkSet::recv) /
+//!   [`recv_many`](LinkSet::recv_many) while nothing is queued reads the link it last
+//!   heard from itself: the stream's readiness wakes the caller directly and what it
+//!   decodes is returned without passing through the inbox (a `block_on` future woken
+//!   by another task would cost the runtime an extra `epoll_wait`; on a multi-thread
+//!   runtime the hand-over could wake another thread). Meanwhile that link's reader task
+//!   stands down; when the caller's `recv` ends the stream is handed back to it,
+//!   re-registered with its waker, without running it. Every other link, and the hot one
+//!   whenever nobody waits, is read by its reader task, which decodes every complete
+//!   frame of each read (zero-copy slices of the read buffer) and hands a read's worth of
+//!   messages to `recv` under one lock and one wake-up. Order is kept per link, `LinkDown`
+//!   is always a link's last item.
+//! * **Send from the caller's task.** A send encodes the message into the link's output
+//!   buffer under a short lock (the link is found under the registry's read lock, in a
+//!   foldhash map). If the link is idle (nothing queued, the stream free) and *armed* (a
+//!   message arrived on it, or its writer went idle, since the last direct write), the
+//!   sender writes the message itself, without waiting: whatever the stream does not take
+//!   at once goes to the writer task. A direct write disarms the link, so a burst costs
+//!   one extra write at most and then batches: the writer task writes everything queued
+//!   since its last round in chunks of at least 256 KiB ending at message boundaries (one
+//!   write call per chunk, one flush per round). Heartbeats
+//!   ([`try_send_urgent`](LinkSet::try_send_urgent)) go out first and between chunks, so
+//!   they wait behind one chunk at most, never behind the whole queue.
+//! * **Big messages.** Frame bodies of 16 KiB or more are not copied into the output
+//!   buffer: the writer sends them from where they are with vectored writes. On receive,
+//!   a frame of at least half a read gets room of exactly its size and is read to its
+//!   end, so it is not copied when the buffer grows (about one allocation per 64 KiB
+//!   message, sending and receiving together).
 //!
 //! # Identity rule
 //!
