@@ -36,6 +36,14 @@ async fn steady_state_allocations_per_message_are_bounded() {
             counted.per_message()
         );
     }
+    // 64 KiB: the body is sent from where it is (no copy, no buffer), and received into a
+    // buffer of its own size: about one allocation per message, not two.
+    let counted = allocations::one_way(&Tcp, 64 << 10, 1, 2_000, allocations_so_far).await;
+    assert!(
+        counted.per_message() <= 1.1,
+        "64 KiB: {counted:?} ({:.3} per message)",
+        counted.per_message()
+    );
     // Three payload frames and the peer frame are more than a message keeps inline (3):
     // the sender's clone and the receiver's decoded message each hold a frame list.
     let counted = allocations::one_way(&Tcp, 64, 3, 20_000, allocations_so_far).await;

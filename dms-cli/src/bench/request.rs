@@ -243,20 +243,6 @@ struct Outcomes {
     last: Instant,
 }
 
-/// Open loop: request `i` is scheduled at `start + i / rate` for `window`, whatever the
-/// replies do, and issued as a task of its own at that time; its latency runs from the
-/// scheduled time to the reply. A slow reply thus never delays the next request (a closed
-/// loop would wait, and leave the requests it did not send out of the distribution:
-/// coordinated omission), and a sender that falls behind its schedule charges the delay to
-/// the requests it sends late.
-///
-/// At most [`OPEN_LOOP_OUTSTANDING`] requests are outstanding: a request scheduled while
-/// every slot is taken waits for one, goes out late, and its latency still counts from its
-/// scheduled time (the wait is part of it); such requests are counted and reported. Failed
-/// requests are counted (not in the latency) and reported: a line `failed_requests`, and
-/// the first error on stderr. (The responder queues at most 1,024 requests, the kernel's
-/// default, and refuses the next ones as overloaded: a stall of a few milliseconds at
-/// this rate shows up as failures, not only as latency.)
 /// Round trips of one request at a time for `window`, after 1,000 warm-up requests.
 async fn sequential(
     requester: &Node,
@@ -283,6 +269,20 @@ async fn sequential(
     Ok(histogram)
 }
 
+/// Open loop: request `i` is scheduled at `start + i / rate` for `window`, whatever the
+/// replies do, and issued as a task of its own at that time; its latency runs from the
+/// scheduled time to the reply. A slow reply thus never delays the next request (a closed
+/// loop would wait, and leave the requests it did not send out of the distribution:
+/// coordinated omission), and a sender that falls behind its schedule charges the delay to
+/// the requests it sends late.
+///
+/// At most [`OPEN_LOOP_OUTSTANDING`] requests are outstanding: a request scheduled while
+/// every slot is taken waits for one, goes out late, and its latency still counts from its
+/// scheduled time (the wait is part of it); such requests are counted and reported. Failed
+/// requests are counted (not in the latency) and reported: a line `failed_requests`, and
+/// the first error on stderr. (The responder queues at most 1,024 requests, the kernel's
+/// default, and refuses the next ones as overloaded: a stall of a few milliseconds at
+/// this rate shows up as failures, not only as latency.)
 async fn open_loop(
     requester: &Node,
     cluster: &ClusterPath,
@@ -363,11 +363,21 @@ async fn open_loop(
     })
 }
 
-/// Waits until `at`: on the timer while that is more than 2 ms away (tokio's timer
-/// ticks every millisecond), then yielding to the runtime's other tasks (the requests
-/// and their replies) until it is time, so that requests go out within microseconds of
-/// their schedule; the cost is a busy core while the run lasts.
+/// Waits until `at`. On a multi-thread runtime: on the timer while that is more than
+/// 2 ms away (tokio's timer ticks every millisecond), then yielding to the runtime's
+/// other tasks until it is time, so that requests go out within microseconds of their
+/// schedule (the cost is a busy worker while the run lasts). On a current-thread runtime
+/// the generator shares the node's only thread, and spinning there starves the node
+/// (measured: the run saturates, latencies of hundreds of ms): it waits on the timer
+/// alone, so requests go out in bursts on its 1 ms ticks, and their latency, timed from
+/// the schedule, includes up to 1 ms of that lateness.
 async fn wait_until(at: Instant) {
+    if worker::current_threads() == 0 {
+        if at > Instant::now() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        return;
+    }
     let coarse = Duration::from_millis(2);
     if at.saturating_duration_since(Instant::now()) > coarse {
         tokio::time::sleep_until((at - coarse).into()).await;
