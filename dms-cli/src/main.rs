@@ -80,6 +80,19 @@ pub(crate) fn print_line(line: &str) {
     let _ = out.flush();
 }
 
+/// A tokio runtime with I/O and timers: current-thread for `threads == 0`, else
+/// multi-thread with that many workers.
+pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(filter) = &cli.log {
@@ -95,14 +108,7 @@ fn main() -> ExitCode {
         Commands::BenchWorker(args) => args.worker_threads(),
         _ => 2,
     };
-    let mut builder = if threads == 0 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match runtime(threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("dms: cannot start the runtime: {error}");

@@ -416,6 +416,26 @@ mod tests {
         )
     }
 
+    /// The next message the writer wrote into `reader`, reading as needed.
+    async fn next_message(
+        reader: &mut (impl tokio::io::AsyncRead + Unpin),
+        decoder: &mut MessageCodec,
+        buf: &mut BytesMut,
+    ) -> Multipart {
+        use dms_core::wire::Inbound;
+        use tokio::io::AsyncReadExt;
+        loop {
+            match decoder.decode(buf) {
+                Ok(Some(Inbound::Message(msg))) => return msg,
+                Ok(_) => {
+                    let read = reader.read_buf(buf).await;
+                    assert!(read.is_ok_and(|n| n > 0), "the writer stopped early");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn an_urgent_message_waits_behind_one_chunk_of_data_at_most() {
         // Bodies copied into the buffer, and bodies written in place.
@@ -424,8 +444,7 @@ mod tests {
     }
 
     async fn urgent_behind_one_chunk(payload: usize) {
-        use dms_core::wire::{Inbound, Limits};
-        use tokio::io::AsyncReadExt;
+        use dms_core::wire::Limits;
 
         // A peer that has room for 16 KiB until it reads.
         let (writer_end, mut reader_end) = tokio::io::duplex(16 << 10);
@@ -460,16 +479,11 @@ mod tests {
         let mut buf = BytesMut::new();
         let (mut data_before_urgent, mut data) = (None, 0);
         while data < total {
-            match decoder.decode(&mut buf) {
-                Ok(Some(Inbound::Message(msg))) if &msg[0][..] == b"u" => {
-                    data_before_urgent = Some(data);
-                }
-                Ok(Some(Inbound::Message(_))) => data += 1,
-                Ok(_) => {
-                    let read = reader_end.read_buf(&mut buf).await;
-                    assert!(read.is_ok_and(|n| n > 0), "the writer stopped early");
-                }
-                Err(e) => panic!("{e}"),
+            let msg = next_message(&mut reader_end, &mut decoder, &mut buf).await;
+            if &msg[0][..] == b"u" {
+                data_before_urgent = Some(data);
+            } else {
+                data += 1;
             }
         }
         link.cancel.cancel();
@@ -483,8 +497,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn big_bodies_written_in_place_arrive_whole_and_in_order() {
-        use dms_core::wire::{Inbound, Limits};
-        use tokio::io::AsyncReadExt;
+        use dms_core::wire::Limits;
 
         // A peer with little room: the first message, written directly by its sender,
         // does not fit, and the rest of it goes out first through the writer task.
@@ -528,17 +541,9 @@ mod tests {
         let mut buf = BytesMut::new();
         let mut received = Vec::new();
         while received.len() < sent.len() {
-            match decoder.decode(&mut buf) {
-                Ok(Some(Inbound::Message(msg))) => {
-                    assert_eq!(msg.len(), 2);
-                    received.push((msg[0].clone(), msg[1].clone()));
-                }
-                Ok(_) => {
-                    let read = reader_end.read_buf(&mut buf).await;
-                    assert!(read.is_ok_and(|n| n > 0), "the writer stopped early");
-                }
-                Err(e) => panic!("{e}"),
-            }
+            let msg = next_message(&mut reader_end, &mut decoder, &mut buf).await;
+            assert_eq!(msg.len(), 2);
+            received.push((msg[0].clone(), msg[1].clone()));
         }
         link.cancel.cancel();
         let _ = writer.await;

@@ -285,17 +285,7 @@ where
     F: FnOnce(Sink) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let mut builder = if threads == 0 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .map_err(|e| fail("runtime", e))?;
+    let runtime = crate::runtime(threads).map_err(|e| fail("runtime", e))?;
     let sink = sink.on(threads);
     tokio::task::spawn_blocking(move || {
         // On a multi-thread runtime, a task: the future `block_on` polls runs on this
