@@ -225,7 +225,8 @@ impl ReadSide {
             }
             loop {
                 if out.count() - start >= max {
-                    self.more = true;
+                    // Complete frames may be left: whoever reads next decodes them.
+                    self.more = !self.buf.is_empty();
                     return Poll::Ready(());
                 }
                 match self.codec.decode(&mut self.buf) {

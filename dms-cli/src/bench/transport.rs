@@ -159,13 +159,18 @@ async fn spawn_serve<M: MessageMiddleware>(middleware: M) -> Result<Endpoint, Fa
     Ok(endpoint)
 }
 
-/// The next message, skipping link events.
+/// The next message, skipping link events, within 30 s.
 async fn next_message<M: MessageMiddleware>(middleware: &M) -> Result<Multipart, Failure> {
+    tokio::time::timeout(Duration::from_secs(30), next_message_untimed(middleware))
+        .await
+        .map_err(|_| fail("receive", "no message within 30 s"))?
+}
+
+/// The next message, skipping link events (the round-trip loop's: no timer per message,
+/// as the raw tokio peer has none; the loop as a whole has one).
+async fn next_message_untimed<M: MessageMiddleware>(middleware: &M) -> Result<Multipart, Failure> {
     loop {
-        let item = tokio::time::timeout(Duration::from_secs(30), middleware.recv())
-            .await
-            .map_err(|_| fail("receive", "no message within 30 s"))?
-            .map_err(|e| fail("receive", e))?;
+        let item = middleware.recv().await.map_err(|e| fail("receive", e))?;
         match item {
             Incoming::Message(msg) => return Ok(msg),
             Incoming::LinkDown { cause, .. } => return Err(fail("link", cause)),
@@ -260,14 +265,20 @@ async fn round_trips<M: MessageMiddleware>(
     let msg = Multipart::from_frames([peer.to_frame(), Bytes::from(vec![0x5a; size])]);
     let mut histogram = Histogram::<u64>::new(3).map_err(|e| fail("histogram", e))?;
     let mut round_trips = RoundTrips::new(window);
-    while let Some(record) = round_trips.next_one() {
-        let sent = Instant::now();
-        push(middleware, msg.clone()).await?;
-        next_message(middleware).await?;
-        if record {
-            let _ = histogram.record(sent.elapsed().as_nanos() as u64);
+    let measured = async {
+        while let Some(record) = round_trips.next_one() {
+            let sent = Instant::now();
+            push(middleware, msg.clone()).await?;
+            next_message_untimed(middleware).await?;
+            if record {
+                let _ = histogram.record(sent.elapsed().as_nanos() as u64);
+            }
         }
-    }
+        Ok::<_, Failure>(())
+    };
+    tokio::time::timeout(window + Duration::from_secs(30), measured)
+        .await
+        .map_err(|_| fail("round trips", "no end within the window + 30 s"))??;
     Ok(rtt_lines("tcp", "router-dealer", size, &histogram))
 }
 
