@@ -360,6 +360,13 @@ impl Link {
         }
         *lock(&self.cause) = Some(cause.clone());
         self.cancel.cancel();
+        // The connection closes now, not when the last handle of the link goes (a
+        // reconnect supervisor keeps the dead link's handle while it redials).
+        drop(std::mem::replace(
+            &mut *lock(&self.write),
+            Box::new(tokio::io::sink()),
+        ));
+        lock(&self.read).close();
         self.room.notify_waiters();
         drop(lock(&self.slot).take());
         if !matches!(cause, LinkDownCause::Shutdown) {

@@ -263,6 +263,13 @@ impl ReadSide {
         }
     }
 
+    /// Drops the stream (the link is down): nobody reads it again.
+    pub(crate) fn close(&mut self) {
+        self.stream = Box::new(tokio::io::empty());
+        self.buf = BytesMut::new();
+        self.ended.get_or_insert(LinkDownCause::Shutdown);
+    }
+
     /// Keeps the reader task's waker (for the hand-back), cloning only when it changed.
     fn keep_reader_waker(&mut self, waker: &Waker) {
         if !self
