@@ -202,7 +202,12 @@ impl Link {
         if outbox.spare.capacity() == 0 && bytes.capacity() <= KEPT_WRITE_CAPACITY {
             outbox.spare = bytes;
         }
-        let wake = !outbox.is_empty() || outbox.direct_error.is_some() || outbox.unflushed;
+        // The writer waits while we hold the stream: it must look again if there is
+        // anything for it, or if `disconnect` started draining meanwhile.
+        let wake = !outbox.is_empty()
+            || outbox.direct_error.is_some()
+            || outbox.unflushed
+            || outbox.state != OutboxState::Open;
         drop(outbox);
         if wake {
             self.wake_writer.notify_one();
