@@ -222,7 +222,9 @@ pub trait MessageMiddleware: Send + Sync + 'static {
     /// before it completes, the message was not queued.
     fn send(&self, msg: Multipart) -> impl Future<Output = Result<(), SendError>> + Send;
 
-    /// The next message or link event. Cancel-safe (usable in `select!`).
+    /// The next message or link event. Cancel-safe (usable in `select!`). A pending
+    /// future may do the reading itself (the stream transports read the link they last
+    /// heard from in the caller's task): poll it when it is woken, or drop it.
     fn recv(&self) -> impl Future<Output = Result<Incoming, MiddlewareError>> + Send;
 
     /// Waits for the next item, then appends it and whatever else is already waiting, up

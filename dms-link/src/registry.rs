@@ -474,7 +474,9 @@ impl LinkSet {
     /// or event of any link.
     ///
     /// While nothing is queued, the caller reads the link it last heard from itself (the
-    /// stream then wakes the caller directly; see the crate's "Hot path").
+    /// stream then wakes the caller directly; see the crate's "Hot path"). So a pending
+    /// `recv` future is to be polled when woken, or dropped: one kept aside unpolled would
+    /// hold that link's reading (its ZMTP PINGs unanswered) until it is polled or dropped.
     pub async fn recv(&self) -> Result<Incoming, MiddlewareError> {
         let mut next = None;
         self.receive(&mut next, 1).await?;
