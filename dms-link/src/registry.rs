@@ -5,7 +5,7 @@
 //! ([`crate::handshake`]) takes only the [`LinkConfig`](crate::LinkConfig).
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -310,7 +310,7 @@ impl LinkSet {
     /// Removes `link` (and only it) from the registry.
     pub(crate) fn unregister(&self, link: &Arc<Link>) {
         {
-            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut hot = lock(&self.hot);
             if hot.as_ref().is_some_and(|hot| Arc::ptr_eq(hot, link)) {
                 *hot = None;
             }
@@ -376,6 +376,8 @@ impl LinkSet {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.shutdown.cancel();
+        // Waiting receivers look again and see the set closed.
+        self.inbox.readable().notify_waiters();
     }
 
     /// Resolves once the set is closed (for a listener's accept loop).
@@ -502,32 +504,34 @@ impl LinkSet {
         let hot = self.hot_link();
         // Hands the hot link's stream back to its reader task however this ends.
         let _hand_back = hot.as_deref().map(HandBack);
-        let mut shutdown = pin!(self.shutdown.cancelled());
         loop {
+            // Enabled before looking: an item queued or a `close` after the look wakes it.
             let mut readable = pin!(self.inbox.readable().notified());
             readable.as_mut().enable();
             if self.inbox.try_take_each(max, |item| out.put(item)) > 0 {
                 return Ok(());
             }
+            if self.is_closed() {
+                return Err(MiddlewareError::Closed);
+            }
             let start = out.count();
             poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(MiddlewareError::Closed));
-                }
                 if let Some(link) = &hot {
                     let drove = link.poll_drive(cx, out, max, || self.inbox.is_empty());
                     if drove.is_ready() {
-                        return Poll::Ready(Ok(()));
+                        return Poll::Ready(());
                     }
                 }
-                readable.as_mut().poll(cx).map(Ok)
+                readable.as_mut().poll(cx)
             })
-            .await?;
+            .await;
             if out.count() > start {
                 return Ok(());
             }
             if let Some(link) = &hot {
-                // Reading the link ended: its reader task takes it down.
+                // Nothing for us: reading the hot link ended (its reader task takes it
+                // down), or the inbox woke us and another consumer took what was there.
+                // The stream goes back to its reader task until the next look.
                 link.hand_back();
             }
         }
@@ -535,15 +539,12 @@ impl LinkSet {
 
     /// The link the application last heard from (a caller may read it directly).
     fn hot_link(&self) -> Option<Arc<Link>> {
-        self.hot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.hot).clone()
     }
 
     /// Notes that `link` delivered messages (its reader task calls this per batch).
     pub(crate) fn heard_from(&self, link: &Arc<Link>) {
-        let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hot = lock(&self.hot);
         if !hot.as_ref().is_some_and(|hot| Arc::ptr_eq(hot, link)) {
             *hot = Some(link.clone());
         }

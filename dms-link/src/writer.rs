@@ -187,14 +187,14 @@ impl Link {
         }
         let mut outbox = lock(&self.outbox);
         outbox.stream_busy = false;
-        let rest = bytes.split_off(written);
         if outbox.state == OutboxState::Closed {
             // The link went down meanwhile: the rest is lost with it, as queued bytes are.
         } else if let Some(error) = error {
             outbox.direct_error = Some(error);
-        } else if !rest.is_empty() {
-            // The rest goes out first, before what others queued meanwhile.
-            outbox.prepend(rest);
+        } else if written < bytes.len() {
+            // The rest goes out first, before what others queued meanwhile. (Split only
+            // here: a split makes the buffer shared and cuts its capacity.)
+            outbox.prepend(bytes.split_off(written));
         } else if !flushed {
             outbox.unflushed = true;
         }

@@ -10,6 +10,16 @@ fn server() -> TcpMiddleware {
     TcpMiddleware::new(TcpConfig::builder().identity("srv").build().unwrap())
 }
 
+/// A client that redials what it connected, quickly.
+fn redialling_client() -> TcpMiddleware {
+    TcpMiddleware::new(
+        TcpConfig::builder()
+            .reconnect(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_reconnects_after_the_peer_restarts() {
     let first = server();
@@ -17,12 +27,7 @@ async fn connector_reconnects_after_the_peer_restarts() {
         .bind(&"tcp://127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let client = TcpMiddleware::new(
-        TcpConfig::builder()
-            .reconnect(Duration::from_millis(20), Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    );
+    let client = redialling_client();
     let srv = client.connect(&endpoint).await.unwrap();
     link_up(&client).await;
     link_up(&first).await;
@@ -82,12 +87,7 @@ async fn a_failed_link_closes_its_connection_while_its_supervisor_redials() {
     let endpoint: Endpoint = format!("tcp://{}", listener.local_addr().unwrap())
         .parse()
         .unwrap();
-    let client = TcpMiddleware::new(
-        TcpConfig::builder()
-            .reconnect(Duration::from_millis(20), Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    );
+    let client = redialling_client();
     let (dialled, accepted) = tokio::join!(client.connect(&endpoint), async {
         let (mut raw, _) = listener.accept().await.unwrap();
         let mut hello = BytesMut::from(&Greeting::encode_null()[..]);
