@@ -6,6 +6,9 @@
 #   libzmq       (libzmq3-dev, pkg-config) for the libzmq peer of `dms bench --peers`
 #                (feature `zmq` of dms-cli)
 #   pyzmq        for the libzmq interop tests and the Python DMS peer
+#   cargo-deny   for the supply-chain checks of scripts/test.sh (deny.toml); built from
+#                crates.io (~3.5 min on 2 cores, once), pinned to a version that builds
+#                with the stable toolchain
 set -euo pipefail
 
 missing=()
@@ -28,4 +31,10 @@ PY=${DMS_PYTHON:-python3}
 if ! "$PY" -c 'import zmq' 2>/dev/null; then
   echo "installing pyzmq for $PY" >&2
   "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq
+fi
+
+CARGO_DENY_VERSION=0.20.2
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "installing cargo-deny $CARGO_DENY_VERSION (cargo install, from crates.io)" >&2
+  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
 fi

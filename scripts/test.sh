@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # The whole DMS test suite, on a fresh machine of this kind (run as root, no prompts).
-# Installs what the tests need (scripts/setup.sh: protoc, etcd, pyzmq), then runs every
-# test of the workspace, the doctests, and checks that the fuzz targets build on stable.
+# Installs what the tests need (scripts/setup.sh: protoc, etcd, pyzmq, cargo-deny), checks
+# the supply chain (deny.toml), then runs every test of the workspace, the doctests, and
+# checks that the fuzz targets build on stable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+
+# Supply chain (docs/RELIABILITY.md, S7): licences, banned and wildcard versions, sources.
+cargo deny --locked check bans licenses sources
+# Advisories need the RustSec database from github.com; where that cannot be reached,
+# say so and go on (the other checks above ran).
+if GIT_TERMINAL_PROMPT=0 timeout 10 git ls-remote --quiet \
+  https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny --locked check advisories
+else
+  echo "cargo deny: advisories SKIPPED: github.com unreachable, the RustSec advisory DB" \
+    "cannot be fetched (bans, licenses and sources were checked)" >&2
+fi
 
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
