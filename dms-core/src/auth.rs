@@ -38,6 +38,11 @@ pub enum AuthError {
     /// Another TLS failure (a protocol error, no common ALPN, a bad local configuration).
     #[error("tls: {0}")]
     Tls(String),
+    /// The peer does not speak TLS where TLS is required: a plaintext connection to a
+    /// TLS listener (a ZMTP greeting where a TLS ClientHello belongs), or a plaintext
+    /// server answering a TLS dialler. Nothing of the peer's is delivered.
+    #[error("the peer does not speak TLS: {0}")]
+    NotTls(String),
 }
 
 /// Why the peer refused our credentials (from its TLS alert or close code).

@@ -190,3 +190,27 @@ pub fn auth_error_from_alert(alert: u8, sent_by_peer: bool) -> AuthError {
         )),
     }
 }
+
+/// The [`AuthError`] of a TLS failure reported as an I/O error, as a TLS stream over a
+/// byte stream (tokio-rustls) reports it: the [`rustls::Error`] it carries, through
+/// [`auth_error`]; `None` when the I/O error carries none (a reset, an EOF, a timeout:
+/// not a TLS verdict).
+///
+/// ```
+/// use dms_core::AuthError;
+/// use rustls::{CertificateError, Error};
+///
+/// let io = std::io::Error::new(
+///     std::io::ErrorKind::InvalidData,
+///     Error::InvalidCertificate(CertificateError::Expired),
+/// );
+/// assert_eq!(dms_tls::auth_error_of_io(&io), Some(AuthError::Expired));
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// assert_eq!(dms_tls::auth_error_of_io(&reset), None);
+/// ```
+pub fn auth_error_of_io(error: &std::io::Error) -> Option<AuthError> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .map(auth_error)
+}

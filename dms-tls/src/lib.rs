@@ -43,13 +43,15 @@
 mod alerts;
 pub mod dev;
 mod identity;
+mod link;
 mod san;
 mod verify;
 
-pub use alerts::{alert, auth_error, auth_error_from_alert};
+pub use alerts::{alert, auth_error, auth_error_from_alert, auth_error_of_io};
 pub use identity::{TlsConfigError, TlsIdentity};
+pub use link::{ALPN, SERVER_NAME, certified_peer};
 pub use san::{SAN_PREFIX, certified_path, san_uri};
 
 pub use dms_core::path::ServicePath;
-pub use dms_core::{AuthError, Rejection};
+pub use dms_core::{AuthError, PeerId, Rejection};
 pub use rustls_pki_types::CertificateDer;

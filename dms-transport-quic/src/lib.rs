@@ -76,5 +76,6 @@ pub use middleware::{QuicMiddleware, QuicStats};
 /// The URL scheme served.
 pub const SCHEME: &str = "quic";
 
-/// The ALPN protocol of DMS over QUIC, version 1.
-pub const ALPN: &[u8] = b"dms/1";
+/// The ALPN protocol of DMS over QUIC, version 1 ([`dms_tls::ALPN`], shared with
+/// TCP+TLS).
+pub const ALPN: &[u8] = dms_tls::ALPN;

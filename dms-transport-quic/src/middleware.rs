@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dms_core::{
-    AuthError, Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart,
-    PeerId, Role, SendError,
+    Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart, PeerId, Role,
+    SendError,
 };
 use dms_link::{LinkHandle, LinkSet, LinkStats, Slot};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -17,10 +17,7 @@ use tracing::debug;
 
 use crate::close::{close_for, close_for_cause, codes, from_connection};
 use crate::{ALPN, QuicConfig, QuicConfigError, SCHEME};
-
-/// The TLS server name a dialler sends. DMS nodes are named by the service path in their
-/// certificate, checked after the handshake, not by DNS names.
-const SERVER_NAME: &str = "dms";
+use dms_tls::SERVER_NAME;
 
 /// Counters of a QUIC middleware: its links', and what the listener refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -239,12 +236,10 @@ async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, MiddlewareError> {
 fn certified_peer(connection: &quinn::Connection) -> Result<PeerId, MiddlewareError> {
     let chain = connection
         .peer_identity()
-        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or(MiddlewareError::Auth(AuthError::MissingCertificate))?;
-    let leaf = chain
-        .first()
-        .ok_or(MiddlewareError::Auth(AuthError::MissingCertificate))?;
-    Ok(dms_tls::certified_path(leaf)?.peer_id())
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok());
+    Ok(dms_tls::certified_peer(
+        chain.as_deref().map(Vec::as_slice),
+    )?)
 }
 
 /// The error of a link handshake on `connection`: what the peer said if it closed the

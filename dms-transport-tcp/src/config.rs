@@ -31,6 +31,8 @@ pub struct TcpConfig {
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_cap: Duration,
     pub(crate) redial: bool,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::TlsConfig>,
 }
 
 impl TcpConfig {
@@ -51,6 +53,10 @@ impl TcpConfig {
             reconnect_initial: defaults.reconnect_initial,
             reconnect_cap: defaults.reconnect_cap,
             redial: defaults.redial,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            identity_set: false,
         }
     }
 
@@ -83,6 +89,23 @@ impl TcpConfig {
     pub fn link(&self) -> &LinkConfig {
         &self.link
     }
+
+    /// The URL scheme a middleware with this configuration serves: `tcp`, or `tcp+tls`
+    /// when [`TcpConfigBuilder::tls`] was set (such a middleware binds and dials
+    /// `tcp+tls://` endpoints only, and never speaks plaintext).
+    pub fn scheme(&self) -> &'static str {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return crate::address::SCHEME_TLS;
+        }
+        crate::address::SCHEME
+    }
+
+    /// The TLS settings, when this is a `tcp+tls` configuration (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::TlsConfig> {
+        self.tls.as_ref()
+    }
 }
 
 impl Default for TcpConfig {
@@ -92,6 +115,8 @@ impl Default for TcpConfig {
             reconnect_initial: Duration::from_millis(100),
             reconnect_cap: Duration::from_secs(5),
             redial: true,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -103,12 +128,46 @@ pub struct TcpConfigBuilder {
     reconnect_initial: Duration,
     reconnect_cap: Duration,
     redial: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::TlsConfig>,
+    #[cfg(feature = "tls")]
+    identity_set: bool,
 }
 
 impl TcpConfigBuilder {
-    /// Our identity (1..=255 bytes, not starting with a zero byte).
+    /// Our identity (1..=255 bytes, not starting with a zero byte). With
+    /// [`tls`](Self::tls) it defaults to the certificate's service path, and peers refuse
+    /// any other ([`AuthError::PathMismatch`](dms_core::AuthError::PathMismatch)): set it
+    /// then only to test that.
     pub fn identity(mut self, identity: impl Into<bytes::Bytes>) -> Self {
         self.link = self.link.identity(identity);
+        #[cfg(feature = "tls")]
+        {
+            self.identity_set = true;
+        }
+        self
+    }
+
+    /// Turns this into a `tcp+tls` configuration (feature `tls`): mutual TLS 1.3 on every
+    /// link, the ZMTP handshake inside it, the link identity bound to the certificate's
+    /// service path (see [`TlsConfig`](crate::TlsConfig)). The middleware then serves the
+    /// scheme `tcp+tls` only: its listeners refuse plaintext, its dials speak TLS.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use dms_transport_tcp::{TcpConfig, TlsConfig};
+    /// # let dir = std::env::temp_dir().join(format!("dms-doc-tcp-tls-config-{}", std::process::id()));
+    /// let path = "/demo/cn/android/w1/g1/Battle/battle-1".parse()?;
+    /// let tls = dms_tls::TlsIdentity::dev(&dir, &path)?; // development only
+    /// let config = TcpConfig::builder().tls(TlsConfig::new(tls)?).build()?;
+    /// assert_eq!(config.scheme(), "tcp+tls");
+    /// assert_eq!(config.identity().map(ToString::to_string).as_deref(), Some(path.as_str()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -167,11 +226,19 @@ impl TcpConfigBuilder {
 
     /// The configuration.
     pub fn build(self) -> Result<TcpConfig, ConfigError> {
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut link = self.link;
+        #[cfg(feature = "tls")]
+        if let (Some(tls), false) = (&self.tls, self.identity_set) {
+            link = link.identity(tls.identity().path().peer_id().to_frame());
+        }
         Ok(TcpConfig {
-            link: self.link.build()?,
+            link: link.build()?,
             reconnect_initial: self.reconnect_initial,
             reconnect_cap: self.reconnect_cap,
             redial: self.redial,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         })
     }
 }

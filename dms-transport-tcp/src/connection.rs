@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::address::{endpoint_of, host_port};
+use crate::address::{SCHEME, endpoint_of, host_port};
 use crate::state::Shared;
 
 /// Makes a link of a fresh TCP connection: `TCP_NODELAY`, then the link engine's
@@ -23,7 +23,7 @@ async fn establish(
     slot: Slot,
     assigned: Option<PeerId>,
 ) -> Result<LinkHandle, MiddlewareError> {
-    let remote = endpoint_of(stream.peer_addr()?);
+    let remote = endpoint_of(stream.peer_addr()?, SCHEME);
     stream.set_nodelay(true)?;
     let (read_half, write_half) = stream.into_split();
     links
@@ -31,13 +31,14 @@ async fn establish(
         .await
 }
 
-/// Connects to `endpoint` and establishes a link.
+/// Connects to `endpoint` and establishes a link (over TLS in a `tcp+tls` middleware).
 pub(crate) async fn dial(
-    links: &Arc<LinkSet>,
+    shared: &Shared,
     endpoint: &Endpoint,
     assigned: Option<PeerId>,
 ) -> Result<LinkHandle, MiddlewareError> {
-    let address = host_port(endpoint)?;
+    let links = &shared.links;
+    let address = host_port(endpoint, shared.config.scheme())?;
     let slot = links.take_slot()?;
     // The OS would wait minutes for an unanswered SYN: the handshake timeout bounds the
     // whole dial.
@@ -45,11 +46,35 @@ pub(crate) async fn dial(
     let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
         .await
         .map_err(|_| MiddlewareError::HandshakeTimeout(timeout))??;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.config.tls {
+        // The TLS handshake and the ZMTP one inside it, within one handshake timeout.
+        let connect = crate::tls::connect(links, tls, &shared.tls, stream, slot, assigned);
+        return match tokio::time::timeout(timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(MiddlewareError::HandshakeTimeout(timeout)),
+        };
+    }
     establish(links, stream, Role::Connector, slot, assigned).await
 }
 
+/// Makes a link of an accepted connection: plaintext, or TLS in a `tcp+tls` middleware.
+async fn accept(
+    shared: &Shared,
+    stream: TcpStream,
+    slot: Slot,
+) -> Result<LinkHandle, MiddlewareError> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.config.tls {
+        return crate::tls::accept(&shared.links, tls, &shared.tls, stream, slot).await;
+    }
+    establish(&shared.links, stream, Role::Acceptor, slot, None).await
+}
+
 /// Accepts connections on `listener` until shutdown; each handshakes in its own task.
-pub(crate) async fn accept_loop(links: Arc<LinkSet>, listener: TcpListener) {
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let links = &shared.links;
+    let scheme = shared.config.scheme();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -57,12 +82,13 @@ pub(crate) async fn accept_loop(links: Arc<LinkSet>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, addr)) => {
-                let links = links.clone();
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    let remote = endpoint_of(addr);
+                    let links = &shared.links;
+                    let remote = endpoint_of(addr, scheme);
                     let result = match links.take_slot() {
                         Ok(slot) => tokio::select! {
-                            result = establish(&links, stream, Role::Acceptor, slot, None) => result.map(drop),
+                            result = accept(&shared, stream, slot) => result.map(drop),
                             () = links.closed() => Ok(()),
                         },
                         Err(err) => Err(err),
@@ -114,7 +140,7 @@ pub(crate) async fn supervise(
             }
             shared.links.count_reconnect_attempt();
             let attempt = tokio::select! {
-                attempt = dial(&shared.links, &endpoint, assigned.clone()) => attempt,
+                attempt = dial(&shared, &endpoint, assigned.clone()) => attempt,
                 () = stop.cancelled() => return,
             };
             match attempt {

@@ -24,6 +24,30 @@
 //! ERROR command (`duplicate identity`) and closed; the live link is untouched. A peer that
 //! restarts with its old identity is accepted as soon as its old link is down.
 //!
+//! # TLS (`tcp+tls://`, feature `tls`)
+//!
+//! A middleware configured with [`TcpConfigBuilder::tls`] serves the scheme `tcp+tls`
+//! instead: each connection runs a TLS 1.3 handshake first (rustls, mutual: both sides
+//! present a certificate their peer's CA signed, ALPN `dms/1`), then exactly the ZMTP
+//! greeting, handshake and frames of plain TCP inside it. The certificates carry the
+//! service path as a `dms:` URI SAN, and the identity a peer announces in READY must be
+//! its certificate's path, the same rule as QUIC's ([`dms_tls`] holds the shared code):
+//! otherwise the link is refused with
+//! [`AuthError::PathMismatch`](dms_core::AuthError::PathMismatch) (and
+//! [`Rejection::PathMismatch`](dms_core::Rejection::PathMismatch) on the other side). The
+//! acceptor checks the dialler's READY before it sends its own greeting; on a refusal it
+//! sends its greeting and a ZMTP `ERROR`, never a READY.
+//!
+//! A `tcp+tls` listener never accepts plaintext: a connection that does not start with a
+//! TLS handshake record (a ZMTP greeting, say) is closed before anything is read, and
+//! reported as [`Incoming::Refused`](dms_core::Incoming::Refused) with
+//! [`AuthError::NotTls`](dms_core::AuthError::NotTls) and counted
+//! ([`TlsStats::plaintext_refused`]); a TLS dialler meeting a plaintext server fails with
+//! `NotTls` too. The handshake timeout covers TLS and ZMTP together. A plain `tcp`
+//! middleware is untouched by the feature: its streams are the TCP socket's halves.
+//!
+//! [`TlsConfig`] has an example (built with the feature only).
+//!
 //! # Example
 //!
 //! ```
@@ -55,10 +79,14 @@ mod config;
 mod connection;
 mod middleware;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::{TcpConfig, TcpConfigBuilder};
 pub use dms_link::ConfigError;
 pub use middleware::TcpMiddleware;
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsStats};
 
 /// Counters of what a [`TcpMiddleware`] refused or lost, so that no drop is silent (the
 /// link engine's [`LinkStats`](dms_link::LinkStats)).

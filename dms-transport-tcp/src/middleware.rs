@@ -9,7 +9,7 @@ use dms_core::{
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::address::{SCHEME, endpoint_of, host_port};
+use crate::address::{endpoint_of, host_port};
 use crate::connection::{accept_loop, dial, supervise};
 use crate::state::Shared;
 use crate::{TcpConfig, TcpStats};
@@ -59,25 +59,33 @@ impl TcpMiddleware {
     pub fn peers(&self) -> Vec<PeerId> {
         self.shared.links.peers()
     }
+
+    /// Counters of the TLS layer: handshakes failed, plaintext connections refused (all
+    /// zero in a plaintext `tcp` middleware). Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls_stats(&self) -> crate::TlsStats {
+        self.shared.tls.snapshot()
+    }
 }
 
 impl MessageMiddleware for TcpMiddleware {
     fn scheme(&self) -> &'static str {
-        SCHEME
+        self.shared.config.scheme()
     }
 
     async fn bind(&self, endpoint: &Endpoint) -> Result<Endpoint, MiddlewareError> {
         self.shared.links.check_open()?;
-        let listener = TcpListener::bind(host_port(endpoint)?).await?;
-        let bound = endpoint_of(listener.local_addr()?);
+        let scheme = self.shared.config.scheme();
+        let listener = TcpListener::bind(host_port(endpoint, scheme)?).await?;
+        let bound = endpoint_of(listener.local_addr()?, scheme);
         debug!(%bound, "listening");
-        tokio::spawn(accept_loop(self.shared.links.clone(), listener));
+        tokio::spawn(accept_loop(self.shared.clone(), listener));
         Ok(bound)
     }
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<PeerId, MiddlewareError> {
         self.shared.links.check_open()?;
-        let link = dial(&self.shared.links, endpoint, None).await?;
+        let link = dial(&self.shared, endpoint, None).await?;
         let peer = link.peer().clone();
         if !self.shared.config.redial {
             return Ok(peer);

@@ -16,6 +16,9 @@ use crate::TcpConfig;
 pub(crate) struct Shared {
     pub(crate) config: TcpConfig,
     pub(crate) links: Arc<LinkSet>,
+    /// Counters of the TLS layer (a `tcp+tls` middleware).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::TlsCounters,
     /// Stop tokens of the reconnect supervisors, by the current peer id of their link.
     supervisors: Mutex<HashMap<PeerId, Arc<CancellationToken>>>,
 }
@@ -26,6 +29,8 @@ impl Shared {
         Self {
             links: LinkSet::new(config.link.clone()),
             supervisors: Mutex::default(),
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsCounters::default(),
             config,
         }
     }
