@@ -24,6 +24,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod auth;
 pub mod backoff;
 pub mod dispatch;

@@ -439,6 +439,9 @@ impl Driver {
                                 detail: reason.detail,
                             })
                         }
+                        Err(dms_core::proto::RequestError::Denied { service, op }) => {
+                            Err(RequestError::denied(service, op))
+                        }
                         Err(other) => Err(RequestError::PeerLost(other.to_string())),
                     };
                     let _ = waiter.done.send(result);
@@ -700,7 +703,7 @@ impl Driver {
                 if self.state.ready.contains_key(&peer) {
                     Ok((peer, path.clone()))
                 } else if let Some(detail) = self.state.denied.get(path) {
-                    Err(RequestError::Denied(detail.clone()))
+                    Err(RequestError::connect_denied(path, detail))
                 } else {
                     Err(RequestError::NoInstance(path.to_string()))
                 }
@@ -727,7 +730,7 @@ impl Driver {
                             .iter()
                             .find(|(path, _)| cluster.contains(path));
                         match denied {
-                            Some((_, detail)) => Err(RequestError::Denied(detail.clone())),
+                            Some((path, detail)) => Err(RequestError::connect_denied(path, detail)),
                             None => Err(RequestError::NoInstance(cluster.to_string())),
                         }
                     }

@@ -1,6 +1,9 @@
 //! Errors of the kernel's API.
 
+use std::path::PathBuf;
+
 use dms_core::MiddlewareError;
+use dms_core::acl::{AclParseError, Operation};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_discovery::{DiscoveryError, KeyError};
 
@@ -30,6 +33,34 @@ pub enum StartError {
     /// No dispatch bucket could be claimed.
     #[error("no free dispatch bucket in cluster {0}")]
     NoBucket(ClusterPath),
+    /// The ACL policy file is missing, unreadable or does not parse: the node does not
+    /// start (it never runs without the policy it was given).
+    #[error(transparent)]
+    Acl(#[from] AclFileError),
+}
+
+/// An ACL policy file that cannot be used (see [`NodeBuilder::acl_file`](crate::NodeBuilder::acl_file)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AclFileError {
+    /// The file cannot be read (missing, no permission...).
+    #[error("ACL policy {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not parse: the error names the line and the field.
+    #[error("ACL policy {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        #[source]
+        source: AclParseError,
+    },
 }
 
 /// A request, notification or broadcast that did not succeed. Every failure is reported:
@@ -43,9 +74,18 @@ pub enum RequestError {
     /// No live, probed instance of the cluster (or no such instance).
     #[error("no live instance of {0}")]
     NoInstance(String),
-    /// Every instance refused us by ACL.
-    #[error("access denied: {0}")]
-    Denied(String),
+    /// The ACL of the destination refused the operation: `connect` (every instance
+    /// refused our session at READY) or `request` (the instance answered
+    /// `ACCESS_DENIED`, within one round trip). Never retried by the node.
+    #[error("access denied: {op} to {service} ({detail})")]
+    Denied {
+        /// The instance that refused.
+        service: ServicePath,
+        /// The operation refused.
+        op: Operation,
+        /// The refusal's detail as the instance sent it.
+        detail: String,
+    },
     /// No reply within the timeout.
     #[error("no reply within the timeout")]
     Timeout,
@@ -86,6 +126,25 @@ pub enum Outcome {
 }
 
 impl RequestError {
+    /// `service` refused our session at READY with `detail`.
+    pub(crate) fn connect_denied(service: &ServicePath, detail: &str) -> Self {
+        Self::Denied {
+            service: service.clone(),
+            op: Operation::Connect,
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// `service` answered `op` with `ACCESS_DENIED`.
+    pub(crate) fn denied(service: ServicePath, op: Operation) -> Self {
+        let detail = format!("{op} refused by the instance's ACL");
+        Self::Denied {
+            service,
+            op,
+            detail,
+        }
+    }
+
     /// Whether the request may have been delivered (see [`Outcome`]).
     ///
     /// ```
@@ -97,7 +156,7 @@ impl RequestError {
         match self {
             Self::NotATarget(_)
             | Self::NoInstance(_)
-            | Self::Denied(_)
+            | Self::Denied { .. }
             | Self::TooLarge(_)
             | Self::TooManyPending => Outcome::NotSent,
             // A node shut down while the request waited for its reply.

@@ -46,7 +46,11 @@ pub use dms_transport_quic as quic;
 /// The TCP transport (feature `tcp`).
 #[cfg(feature = "tcp")]
 pub use dms_transport_tcp as tcp;
-pub use error::{Outcome, RequestError, StartError};
+/// Access control: policies, rules, patterns, operations (`dms_core::acl`).
+pub use dms_core::acl;
+pub use dms_core::acl::{AclPolicy, Operation};
+pub use dms_core::proto::{PingLimit, ProtoStats};
+pub use error::{AclFileError, Outcome, RequestError, StartError};
 pub use incoming::IncomingRequest;
 pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};
 pub use transport::DEFAULT_PREFERENCE;

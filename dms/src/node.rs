@@ -1,12 +1,14 @@
 //! [`Node`]: a running service instance, and [`NodeBuilder`].
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dms_core::acl::{AclPolicy, MAX_POLICY_LEN, Operations, Pattern, Rule};
 use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
-use dms_core::proto::{ProtoConfig, Protocol};
+use dms_core::proto::{PingLimit, ProtoConfig, ProtoStats, Protocol, StatsHandle};
 use dms_core::{Endpoint, Multipart, Role};
 use dms_discovery::Discovery;
 use dms_discovery::memory::MemoryDiscovery;
@@ -17,7 +19,7 @@ use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
 use crate::registrar::{Registrant, keep_registered};
 use crate::transport::{TransportSettings, Transports};
-use crate::{IncomingRequest, RequestError, StartError};
+use crate::{AclFileError, IncomingRequest, RequestError, StartError};
 
 /// A successful reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,7 @@ impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
             .field("binds", &s.binds)
             .field("targets", &s.targets)
             .field("acl", &s.acl)
+            .field("acl_file", &s.acl_file)
             .field("ping_interval", &s.ping_interval)
             .field("missed_pongs", &s.missed_pongs)
             .finish_non_exhaustive()
@@ -131,7 +134,11 @@ impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
 struct Settings {
     binds: Vec<Endpoint>,
     targets: Vec<ClusterPath>,
-    acl: Option<Vec<ClusterPath>>,
+    /// Rules given in code (`allow`, `acl_policy`); `None` and no file: no policy.
+    acl: Option<Vec<Rule>>,
+    /// A policy file read at start (its rules come after those given in code).
+    acl_file: Option<PathBuf>,
+    ping_limit: Option<PingLimit>,
     ping_interval: Duration,
     missed_pongs: u32,
     request_timeout: Duration,
@@ -151,6 +158,8 @@ impl NodeBuilder<MemoryDiscovery> {
                 binds: Vec::new(),
                 targets: Vec::new(),
                 acl: None,
+                acl_file: None,
+                ping_limit: None,
                 ping_interval: Duration::from_secs(1),
                 missed_pongs: 3,
                 request_timeout: Duration::from_secs(5),
@@ -257,10 +266,55 @@ impl<D: Discovery> NodeBuilder<D> {
         self
     }
 
-    /// Allows `cluster` to talk to this node. Once any cluster is allowed, all others are
-    /// refused with DISCONNECT (`ACCESS_DENIED`).
+    /// Allows the instances of `cluster` every operation on this node (`connect`,
+    /// `request`, `notify`, `broadcast`, `forward`): the rule `allow * from CLUSTER`.
+    /// Once any cluster is allowed (or any policy given), this node has an ACL, and what
+    /// it does not allow is refused (see [`acl_policy`](Self::acl_policy)).
     pub fn allow(mut self, cluster: ClusterPath) -> Self {
-        self.settings.acl.get_or_insert_with(Vec::new).push(cluster);
+        let rule = Rule::allow(Operations::ALL, Pattern::from(&cluster));
+        self.settings.acl.get_or_insert_with(Vec::new).push(rule);
+        self
+    }
+
+    /// The access-control policy of this node (see [`dms_core::acl`]): which peers may
+    /// `connect` (checked at READY: refused peers get DISCONNECT `ACCESS_DENIED`),
+    /// `request` (a refused request fails at its sender with
+    /// [`RequestError::Denied`] within one round trip), `notify` and `broadcast` (a
+    /// refused one is dropped and counted in [`Node::protocol_stats`]). Deny rules win;
+    /// what no rule allows is denied. Without any policy (the default) every peer may do
+    /// everything. Rules of several calls, of [`allow`](Self::allow) and of
+    /// [`acl_file`](Self::acl_file) add up.
+    ///
+    /// ```
+    /// use dms::acl::AclPolicy;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy: AclPolicy = "allow connect,request from /demo/cn/*/*/*/Lobby".parse()?;
+    /// let builder = dms::Node::builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
+    ///     .acl_policy(policy);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn acl_policy(mut self, policy: AclPolicy) -> Self {
+        let rules = self.settings.acl.get_or_insert_with(Vec::new);
+        rules.extend(policy.rules().iter().cloned());
+        self
+    }
+
+    /// An access-control policy file in the text format of [`dms_core::acl`], read by
+    /// [`start`](Self::start). Fails closed: a file that is missing, unreadable, larger
+    /// than [`MAX_POLICY_LEN`] or that does not parse makes `start` fail with
+    /// [`StartError::Acl`] (naming the line and the field); the node never runs without
+    /// the policy it was given. An empty file denies everything.
+    pub fn acl_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.acl_file = Some(path.into());
+        self
+    }
+
+    /// The DMS PINGs each peer may send this node (default: [`PingLimit::default`], with
+    /// its rate raised to twice this node's own PING rate when that is higher, so peers
+    /// configured like this node are never throttled).
+    pub fn ping_limit(mut self, limit: PingLimit) -> Self {
+        self.settings.ping_limit = Some(limit);
         self
     }
 
@@ -304,6 +358,51 @@ impl<D: Discovery> NodeBuilder<D> {
     }
 }
 
+/// The policy made of the rules given in code and those of the file, if any.
+fn acl_of(rules: Option<&[Rule]>, file: Option<&Path>) -> Result<Option<AclPolicy>, AclFileError> {
+    let from_file = match file {
+        None => None,
+        Some(path) => Some(read_acl_file(path)?),
+    };
+    if rules.is_none() && from_file.is_none() {
+        return Ok(None);
+    }
+    let in_code = rules.into_iter().flatten().cloned();
+    let in_file = from_file.iter().flat_map(|p| p.rules().iter().cloned());
+    Ok(Some(AclPolicy::new(in_code.chain(in_file))))
+}
+
+/// Reads and parses a policy file, reading at most one byte more than a policy may have.
+fn read_acl_file(path: &Path) -> Result<AclPolicy, AclFileError> {
+    use std::io::Read;
+    let read = |source| AclFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    AclPolicy::parse_bytes(&bytes).map_err(|source| AclFileError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The default PING budget, its rate at least twice this node's own PING rate.
+fn default_ping_limit(ping_interval: Duration) -> PingLimit {
+    let mut limit = PingLimit::default();
+    let own_rate = 1.0 / ping_interval.as_secs_f64().max(0.001);
+    let wanted = (2.0 * own_rate).ceil().min(f64::from(u32::MAX / 2));
+    // Truncation is fine: the value is bounded just above.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let wanted = wanted as u32;
+    limit.per_second = limit.per_second.max(wanted);
+    limit.burst = limit.burst.max(limit.per_second.saturating_mul(2));
+    limit
+}
+
 /// Longest a start waits for each endpoint of a registration it finds under its own path.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -312,6 +411,8 @@ async fn start<D: Discovery>(
     discovery: D,
     settings: Settings,
 ) -> Result<Node, StartError> {
+    // Before anything is bound or registered: a policy that cannot be read stops here.
+    let acl = acl_of(settings.acl.as_deref(), settings.acl_file.as_deref())?;
     let transports = Transports::new(
         &path,
         settings.transports,
@@ -331,7 +432,7 @@ async fn start<D: Discovery>(
         path: path.clone(),
         endpoints: endpoints.iter().map(ToString::to_string).collect(),
         targets: settings.targets.clone(),
-        acl: settings.acl.clone(),
+        acl: acl.as_ref().map(|policy| policy.connect_principals(&path)),
         lease_ttl: settings.lease_ttl,
     };
     // A registration left by a crashed predecessor is taken over once its endpoints
@@ -355,7 +456,12 @@ async fn start<D: Discovery>(
     let mut proto = ProtoConfig::new(path.clone());
     proto.ping_interval = settings.ping_interval;
     proto.missed_pongs = settings.missed_pongs;
-    proto.acl = settings.acl;
+    proto.acl = acl;
+    proto.ping_limit = settings
+        .ping_limit
+        .unwrap_or_else(|| default_ping_limit(settings.ping_interval));
+    let protocol = Protocol::new(proto);
+    let proto_stats = protocol.stats_handle();
     let (command_tx, commands) = mpsc::channel(1024);
     let (incoming_tx, incoming_rx) = mpsc::channel(settings.incoming_queue);
     let (events, _) = broadcast::channel(1024);
@@ -370,7 +476,7 @@ async fn start<D: Discovery>(
         ));
     }
     let driver = Driver {
-        proto: Protocol::new(proto),
+        proto: protocol,
         transports,
         registered: Some(registered),
         local: path.clone(),
@@ -389,6 +495,7 @@ async fn start<D: Discovery>(
     Ok(Node {
         inner: Arc::new(Inner {
             path,
+            proto_stats,
             endpoints,
             bucket,
             commands: command_tx,
@@ -402,6 +509,7 @@ async fn start<D: Discovery>(
 #[derive(Debug)]
 struct Inner {
     path: ServicePath,
+    proto_stats: StatsHandle,
     endpoints: Vec<Endpoint>,
     bucket: u32,
     commands: mpsc::Sender<Command>,
@@ -478,6 +586,12 @@ impl Node {
     /// Its dispatch bucket in its cluster.
     pub fn bucket(&self) -> u32 {
         self.inner.bucket
+    }
+
+    /// The protocol's counters: ACL refusals (`acl_denied`, by kind), PINGs over their
+    /// peer's budget and PING floods disconnected, late replies.
+    pub fn protocol_stats(&self) -> ProtoStats {
+        self.inner.proto_stats.snapshot()
     }
 
     async fn call<T>(

@@ -23,7 +23,8 @@ pub(crate) struct Registrant {
     pub(crate) path: ServicePath,
     pub(crate) endpoints: Vec<String>,
     pub(crate) targets: Vec<ClusterPath>,
-    pub(crate) acl: Option<Vec<ClusterPath>>,
+    /// Principal patterns allowed to connect, as published (`None`: no ACL).
+    pub(crate) acl: Option<Vec<String>>,
     pub(crate) lease_ttl: Duration,
 }
 

@@ -22,7 +22,9 @@ pub struct Registration {
     pub bucket: u32,
     /// Clusters it targets (so that two instances targeting each other open one link).
     pub targets: Vec<String>,
-    /// Clusters allowed to talk to it (`None`: everyone).
+    /// The principal patterns its ACL allows to `connect` (clusters, path prefixes with
+    /// `*` segments, or `*`); informational, deny rules may narrow them. `None`: no ACL,
+    /// everyone may.
     pub acl: Option<Vec<String>>,
 }
 
@@ -32,14 +34,14 @@ impl Registration {
         endpoints: Vec<String>,
         bucket: u32,
         targets: &[ClusterPath],
-        acl: Option<&[ClusterPath]>,
+        acl: Option<&[String]>,
     ) -> Self {
         Self {
             version: REGISTRATION_VERSION,
             endpoints,
             bucket,
             targets: targets.iter().map(|t| t.to_string()).collect(),
-            acl: acl.map(|list| list.iter().map(|c| c.to_string()).collect()),
+            acl: acl.map(<[String]>::to_vec),
         }
     }
 

@@ -245,9 +245,15 @@ async fn acl_refusal_is_a_clear_error() {
     })
     .await;
     match denied {
-        Err(RequestError::Denied(detail)) => {
+        Err(RequestError::Denied {
+            service,
+            op,
+            detail,
+        }) => {
+            assert_eq!(service, instance("Battle", "battle-1"));
+            assert_eq!(op, dms::Operation::Connect);
             assert!(detail.contains("/Lobby"), "{detail}");
-            assert!(detail.contains("may not talk to"), "{detail}");
+            assert!(detail.starts_with("denied connect from "), "{detail}");
         }
         other => panic!("{other:?}"),
     }

@@ -66,7 +66,8 @@ pub struct Reason {
 pub mod codes {
     /// The peer is shutting down (DISCONNECT).
     pub const SHUTDOWN: u16 = 1;
-    /// The ACL refuses the requester's cluster (DISCONNECT, REP error).
+    /// The ACL refuses an operation: `connect` (DISCONNECT at READY) or `request` (REP
+    /// error). The detail reads `denied OP from PRINCIPAL to SERVICE`.
     pub const ACCESS_DENIED: u16 = 2;
     /// The peer broke the protocol (DISCONNECT).
     pub const PROTOCOL_VIOLATION: u16 = 3;
@@ -74,6 +75,8 @@ pub mod codes {
     pub const TIMEOUT: u16 = 4;
     /// Unsupported control frame version (DISCONNECT).
     pub const VERSION_MISMATCH: u16 = 5;
+    /// The peer exceeded a rate limit, e.g. flooded PINGs (DISCONNECT).
+    pub const RATE_LIMITED: u16 = 6;
     /// No handler took the request (REP error).
     pub const NO_HANDLER: u16 = 16;
     /// The responder is overloaded (REP error).

@@ -11,8 +11,8 @@ mod protocol;
 mod session;
 
 pub use protocol::{
-    Event, Initiator, LossReason, ProtoConfig, ProtoError, Protocol, RequestError, RequestId,
-    Transmit,
+    Event, Initiator, LossReason, PingLimit, ProtoConfig, ProtoError, ProtoStats, Protocol,
+    RequestError, RequestId, StatsHandle, Transmit,
 };
 pub use session::SessionState;
 

@@ -1,13 +1,16 @@
 //! [`Protocol`]: all sessions of one local instance, and its pending requests.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::control::{Body, CommandCode, Control, ControlError, Reason, codes, flags};
 use super::session::{Session, SessionState};
-use crate::path::{ClusterPath, ServicePath};
+use crate::acl::{AclPolicy, Operation, Operations};
+use crate::path::ServicePath;
 use crate::{Multipart, PeerId, Role};
 
 /// Shortest liveness timeout a requester may ask a responder to apply.
@@ -32,14 +35,60 @@ pub struct ProtoConfig {
     pub ready_timeout: Duration,
     /// Requests waiting for a reply, at most (`request` fails beyond).
     pub max_pending: usize,
-    /// Clusters allowed to open sessions with us (`None`: everyone). Others get
-    /// DISCONNECT with `ACCESS_DENIED`.
-    pub acl: Option<Vec<ClusterPath>>,
+    /// The access-control policy (`None`: no policy, every peer may do everything).
+    ///
+    /// With a policy, `connect` is checked when a requester's READY arrives (refused:
+    /// DISCONNECT `ACCESS_DENIED`); `request`, `notify` and `broadcast` are checked on
+    /// every REQ (a denied request is answered with a REP error `ACCESS_DENIED`, a denied
+    /// notification or broadcast is dropped); every refusal is counted in
+    /// [`ProtoStats`]. `forward` is not checked yet: nothing forwards.
+    pub acl: Option<AclPolicy>,
+    /// The budget of DMS PINGs each peer may send us.
+    pub ping_limit: PingLimit,
 }
+
+/// The PINGs a peer may send: a token bucket per session, and a flood bound.
+///
+/// A PING within the budget is answered with PONG; one beyond it is not answered and is
+/// counted ([`ProtoStats::pings_dropped`]); a peer that sends `flood` PINGs beyond the
+/// budget within one `flood_window` is disconnected (DISCONNECT `RATE_LIMITED`): the link
+/// pays for its flood, not the process.
+///
+/// ```
+/// use dms_core::proto::PingLimit;
+/// let limit = PingLimit::default();
+/// assert_eq!((limit.burst, limit.per_second, limit.flood), (20, 10, 100));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingLimit {
+    /// PINGs that may come back to back (the bucket's size).
+    pub burst: u32,
+    /// PINGs per second the bucket refills with (the sustained rate).
+    pub per_second: u32,
+    /// PINGs beyond the budget within `flood_window` that end the session.
+    pub flood: u32,
+    /// The window `flood` is counted in.
+    pub flood_window: Duration,
+}
+
+impl Default for PingLimit {
+    /// A burst of 20, 10 per second, disconnected at 100 over budget within 1 s.
+    fn default() -> Self {
+        Self {
+            burst: 20,
+            per_second: 10,
+            flood: 100,
+            flood_window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One PING's worth of tokens (tokens are counted in millionths of a PING).
+const PING_COST: u64 = 1_000_000;
 
 impl ProtoConfig {
     /// Defaults: PING every second, dead after 3 missed, READY within 2 s, 65,536 pending
-    /// requests, no ACL.
+    /// requests, no ACL, the default [`PingLimit`].
     pub fn new(local: ServicePath) -> Self {
         Self {
             local,
@@ -48,6 +97,7 @@ impl ProtoConfig {
             ready_timeout: Duration::from_secs(2),
             max_pending: 65_536,
             acl: None,
+            ping_limit: PingLimit::default(),
         }
     }
 
@@ -126,6 +176,15 @@ pub enum RequestError {
     /// The peer answered with an error.
     #[error("peer replied with error {}: {}", .0.code, .0.detail)]
     Remote(Reason),
+    /// The peer's ACL refused the request (a REP error `ACCESS_DENIED`).
+    #[error("access denied: {op} to {service}")]
+    Denied {
+        /// The service that refused it (the peer).
+        service: ServicePath,
+        /// The operation refused (read from the reply's detail; `request` if it names
+        /// none).
+        op: Operation,
+    },
 }
 
 /// An application command that cannot be carried out.
@@ -196,6 +255,75 @@ pub enum Event {
     },
 }
 
+/// Counters of a [`Protocol`], as read by [`Protocol::stats`] or a [`StatsHandle`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProtoStats {
+    /// Operations the ACL refused, all kinds: the sum of the three below.
+    pub acl_denied: u64,
+    /// Sessions refused at READY (`connect` denied).
+    pub acl_denied_connects: u64,
+    /// Requests refused (answered with `ACCESS_DENIED`).
+    pub acl_denied_requests: u64,
+    /// Notifications and broadcasts refused (dropped, never delivered).
+    pub acl_denied_notifications: u64,
+    /// PINGs beyond their peer's budget, not answered.
+    pub pings_dropped: u64,
+    /// Sessions ended for a PING flood.
+    pub ping_floods: u64,
+    /// Replies that came after their request had timed out.
+    pub late_replies: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    acl_denied_connects: AtomicU64,
+    acl_denied_requests: AtomicU64,
+    acl_denied_notifications: AtomicU64,
+    pings_dropped: AtomicU64,
+    ping_floods: AtomicU64,
+    late_replies: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A handle on a [`Protocol`]'s counters that can be read from another task or thread
+/// while the protocol runs (cheap to clone).
+///
+/// ```
+/// use dms_core::proto::{ProtoConfig, Protocol};
+/// let proto = Protocol::new(ProtoConfig::new("/demo/cn/android/w1/g1/Battle/battle-1".parse()?));
+/// let stats = proto.stats_handle();
+/// assert_eq!(stats.snapshot().acl_denied, 0);
+/// # Ok::<(), dms_core::path::PathError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Counters>);
+
+impl StatsHandle {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProtoStats {
+        let c = &self.0;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let connects = read(&c.acl_denied_connects);
+        let requests = read(&c.acl_denied_requests);
+        let notifications = read(&c.acl_denied_notifications);
+        ProtoStats {
+            acl_denied: connects
+                .saturating_add(requests)
+                .saturating_add(notifications),
+            acl_denied_connects: connects,
+            acl_denied_requests: requests,
+            acl_denied_notifications: notifications,
+            pings_dropped: read(&c.pings_dropped),
+            ping_floods: read(&c.ping_floods),
+            late_replies: read(&c.late_replies),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     peer: PeerId,
@@ -242,8 +370,7 @@ pub struct Protocol {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     local_hash: u64,
-    /// Replies that arrived for requests no longer pending (timed out).
-    late_replies: u64,
+    counters: Arc<Counters>,
 }
 
 impl Protocol {
@@ -259,7 +386,7 @@ impl Protocol {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             local_hash,
-            late_replies: 0,
+            counters: Arc::default(),
         }
     }
 
@@ -285,7 +412,17 @@ impl Protocol {
 
     /// Replies that came after their request had timed out.
     pub fn late_replies(&self) -> u64 {
-        self.late_replies
+        self.counters.late_replies.load(Ordering::Relaxed)
+    }
+
+    /// The counters: ACL refusals, PINGs over budget, late replies.
+    pub fn stats(&self) -> ProtoStats {
+        self.stats_handle().snapshot()
+    }
+
+    /// A handle to read the counters from elsewhere while the protocol runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.counters))
     }
 
     // ---- inputs -------------------------------------------------------------------------
@@ -306,6 +443,11 @@ impl Protocol {
             next_ping: None,
             ping_seq: 0,
             pending: 0,
+            permitted: Operations::NONE,
+            ping_tokens: u64::from(self.config.ping_limit.burst).saturating_mul(PING_COST),
+            ping_refilled: now,
+            flood_window_start: now,
+            flood_count: 0,
         };
         if role == Role::Connector {
             self.send_ready(
@@ -331,6 +473,7 @@ impl Protocol {
         };
         session.last_heard = now;
         let state = session.state;
+        let permitted = session.permitted;
         let from = session.path.clone();
         let control = match msg.frames().get(1).map(|frame| Control::decode(frame)) {
             Some(Ok(control)) => control,
@@ -364,15 +507,28 @@ impl Protocol {
                 self.violation_text(&peer, "message before READY");
             }
             (CommandCode::Ping, SessionState::Ready) => {
-                let pong = Control::new(CommandCode::Pong, 0, control.id, Body::Empty);
-                self.push(&peer, pong, std::iter::empty());
+                if self.ping_within_budget(now, &peer) {
+                    let pong = Control::new(CommandCode::Pong, 0, control.id, Body::Empty);
+                    self.push(&peer, pong, std::iter::empty());
+                }
             }
             (CommandCode::Pong, SessionState::Ready) => {}
             (CommandCode::Req, SessionState::Ready) => {
                 let Some(from) = from else {
                     return self.violation_text(&peer, "request before READY");
                 };
-                let event = if control.flags & flags::EXPECT_REPLY != 0 {
+                let expects_reply = control.flags & flags::EXPECT_REPLY != 0;
+                let op = if expects_reply {
+                    Operation::Request
+                } else if control.flags & flags::BROADCAST != 0 {
+                    Operation::Broadcast
+                } else {
+                    Operation::Notify
+                };
+                if !permitted.contains(op) {
+                    return self.refuse(&peer, &from, op, control.id);
+                }
+                let event = if expects_reply {
                     Event::Request {
                         peer,
                         from,
@@ -391,7 +547,7 @@ impl Protocol {
             }
             (CommandCode::Rep, SessionState::Ready) => {
                 let Some(pending) = self.pending.remove(&control.id) else {
-                    self.late_replies += 1;
+                    bump(&self.counters.late_replies);
                     return;
                 };
                 if pending.peer != peer {
@@ -403,8 +559,16 @@ impl Protocol {
                 if let Some(session) = self.sessions.get_mut(&peer) {
                     session.pending = session.pending.saturating_sub(1);
                 }
-                let result = match control.body {
-                    Body::Reason(reason) => Err(RequestError::Remote(reason)),
+                let result = match (control.body, from) {
+                    (Body::Reason(reason), Some(service))
+                        if reason.code == codes::ACCESS_DENIED =>
+                    {
+                        Err(RequestError::Denied {
+                            service,
+                            op: denied_operation(&reason.detail).unwrap_or(Operation::Request),
+                        })
+                    }
+                    (Body::Reason(reason), _) => Err(RequestError::Remote(reason)),
                     _ => Ok(body()),
                 };
                 self.events.push_back(Event::Reply {
@@ -655,20 +819,21 @@ impl Protocol {
         if session.state == SessionState::Ready {
             return; // a repeated READY changes nothing
         }
+        let permitted = match &self.config.acl {
+            None => Operations::ALL,
+            Some(policy) => policy.permitted(&path, &self.config.local),
+        };
+        session.permitted = permitted;
         match session.role {
             Role::Connector => {
                 session.next_ping = Some(now + self.config.ping_interval);
             }
             Role::Acceptor => {
-                let allowed = self
-                    .config
-                    .acl
-                    .as_ref()
-                    .is_none_or(|acl| acl.contains(&path.cluster()));
-                if !allowed {
+                if !permitted.contains(Operation::Connect) {
+                    bump(&self.counters.acl_denied_connects);
                     let reason = Reason {
                         code: codes::ACCESS_DENIED,
-                        detail: format!("{} may not talk to {}", path.cluster(), self.config.local),
+                        detail: denied_detail(Operation::Connect, &path, &self.config.local),
                     };
                     return self.disconnect(peer, reason);
                 }
@@ -692,6 +857,61 @@ impl Protocol {
             path,
             role,
         });
+    }
+
+    /// A REQ the ACL does not let `from` send: a request is answered `ACCESS_DENIED`, a
+    /// notification or broadcast dropped; both are counted.
+    fn refuse(&mut self, peer: &PeerId, from: &ServicePath, op: Operation, id: u64) {
+        if op == Operation::Request {
+            bump(&self.counters.acl_denied_requests);
+            let reason = Reason {
+                code: codes::ACCESS_DENIED,
+                detail: denied_detail(op, from, &self.config.local),
+            };
+            self.push(
+                peer,
+                Control::new(CommandCode::Rep, flags::ERROR, id, Body::Reason(reason)),
+                std::iter::empty(),
+            );
+        } else {
+            bump(&self.counters.acl_denied_notifications);
+        }
+    }
+
+    /// Takes one PING from `peer`'s bucket: whether it is within the budget. A peer over
+    /// budget `flood` times within the flood window is disconnected.
+    fn ping_within_budget(&mut self, now: Instant, peer: &PeerId) -> bool {
+        let limit = self.config.ping_limit;
+        let Some(session) = self.sessions.get_mut(peer) else {
+            return false;
+        };
+        let elapsed = now.saturating_duration_since(session.ping_refilled);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let capacity = u64::from(limit.burst).saturating_mul(PING_COST);
+        session.ping_tokens = session
+            .ping_tokens
+            .saturating_add(micros.saturating_mul(u64::from(limit.per_second)))
+            .min(capacity);
+        session.ping_refilled = now;
+        if session.ping_tokens >= PING_COST {
+            session.ping_tokens -= PING_COST;
+            return true;
+        }
+        bump(&self.counters.pings_dropped);
+        if now.saturating_duration_since(session.flood_window_start) >= limit.flood_window {
+            session.flood_window_start = now;
+            session.flood_count = 0;
+        }
+        session.flood_count = session.flood_count.saturating_add(1);
+        if session.flood_count >= limit.flood.max(1) {
+            bump(&self.counters.ping_floods);
+            let detail = format!(
+                "PING flood: {} over the budget of {}/s within {:?}",
+                session.flood_count, limit.per_second, limit.flood_window
+            );
+            self.end_for_violation(peer, codes::RATE_LIMITED, detail);
+        }
+        false
     }
 
     fn violation(&mut self, peer: &PeerId, err: ControlError) {
@@ -739,4 +959,20 @@ impl Protocol {
             reason,
         });
     }
+}
+
+/// The detail of an `ACCESS_DENIED` refusal: `denied OP from PRINCIPAL to SERVICE`
+/// (docs/PROTOCOL.md §3.1; cut at 255 bytes on the wire).
+fn denied_detail(op: Operation, principal: &ServicePath, service: &ServicePath) -> String {
+    format!("denied {op} from {principal} to {service}")
+}
+
+/// The operation an `ACCESS_DENIED` detail names, if it follows the format.
+fn denied_operation(detail: &str) -> Option<Operation> {
+    detail
+        .strip_prefix("denied ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }

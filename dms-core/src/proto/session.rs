@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::Role;
+use crate::acl::Operations;
 use crate::path::ServicePath;
 
 /// Where a session with an adjacent peer stands.
@@ -40,6 +41,17 @@ pub(crate) struct Session {
     pub(crate) ping_seq: u64,
     /// Requests to this peer waiting for a reply.
     pub(crate) pending: usize,
+    /// What the ACL lets the peer do to us, decided once at READY (all before READY:
+    /// nothing but READY and DISCONNECT is accepted then anyway).
+    pub(crate) permitted: Operations,
+    /// PINGs the peer may still send now, in millionths of a PING (token bucket).
+    pub(crate) ping_tokens: u64,
+    /// When the bucket was last refilled.
+    pub(crate) ping_refilled: Instant,
+    /// Start of the current flood window.
+    pub(crate) flood_window_start: Instant,
+    /// PINGs over budget in the current flood window.
+    pub(crate) flood_count: u32,
 }
 
 impl Session {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::control::{Body, CommandCode, Control, Reason, codes};
 use super::*;
+use crate::acl::{AclPolicy, Operation};
 use crate::path::{ClusterPath, ServicePath};
 use crate::{Multipart, PeerId, Role};
 
@@ -423,7 +424,7 @@ fn disconnect_is_terminal() {
 #[test]
 fn acl_refuses_other_clusters_with_a_reason() {
     let allowed: ClusterPath = "/demo/cn/android/w1/g1/Club".parse().unwrap();
-    let mut pair = Pair::new(|b| b.acl = Some(vec![allowed]));
+    let mut pair = Pair::new(|b| b.acl = Some(AclPolicy::allow_clusters([allowed])));
     pair.drive_for(Duration::from_millis(50));
     match lost(&pair.a.events) {
         Some(LossReason::Disconnected {
@@ -431,7 +432,10 @@ fn acl_refuses_other_clusters_with_a_reason() {
             reason,
         }) => {
             assert_eq!(reason.code, codes::ACCESS_DENIED);
-            assert!(reason.detail.contains("/Lobby"), "{}", reason.detail);
+            assert_eq!(
+                reason.detail,
+                format!("denied connect from {} to {}", a_path(), b_path())
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -513,4 +517,434 @@ fn garbage_control_frames_never_panic() {
         while b.poll_event().is_some() {}
     }
     let _: PeerId = a;
+}
+
+// ---- ACL matrix -------------------------------------------------------------------------
+
+/// Two protocols linked back to back without latency: `holder` has the policy under
+/// test, `principal` is the peer whose operations it checks.
+struct Duo {
+    now: Instant,
+    holder: Protocol,
+    principal: Protocol,
+    holder_events: Vec<Event>,
+    principal_events: Vec<Event>,
+}
+
+impl Duo {
+    /// Links the two; `holder_dials`: the holder is the requester (so `connect` is not
+    /// checked and only the per-message checks apply).
+    fn new(
+        holder: ServicePath,
+        principal: ServicePath,
+        acl: Option<AclPolicy>,
+        holder_dials: bool,
+    ) -> Self {
+        let now = epoch();
+        let mut config = ProtoConfig::new(holder.clone());
+        config.acl = acl;
+        let mut duo = Self {
+            now,
+            holder: Protocol::new(config),
+            principal: Protocol::new(ProtoConfig::new(principal.clone())),
+            holder_events: Vec::new(),
+            principal_events: Vec::new(),
+        };
+        let (holder_role, principal_role) = if holder_dials {
+            (Role::Connector, Role::Acceptor)
+        } else {
+            (Role::Acceptor, Role::Connector)
+        };
+        duo.principal
+            .handle_link_up(now, principal.peer_id(), principal_role);
+        duo.holder
+            .handle_link_up(now, principal.peer_id(), holder_role);
+        duo.principal
+            .handle_link_up(now, holder.peer_id(), principal_role);
+        duo.pump();
+        duo
+    }
+
+    fn holder_id(&self) -> PeerId {
+        self.holder.config().local.peer_id()
+    }
+
+    fn principal_id(&self) -> PeerId {
+        self.principal.config().local.peer_id()
+    }
+
+    fn ready(&self) -> bool {
+        self.holder.session_state(&self.principal_id()) == Some(SessionState::Ready)
+    }
+
+    /// Delivers everything in flight, both ways, until nothing moves (no time passes).
+    fn pump(&mut self) {
+        let (holder_id, principal_id) = (self.holder_id(), self.principal_id());
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.holder.poll_transmit() {
+                self.principal
+                    .handle_message(self.now, holder_id.clone(), t.msg);
+                moved = true;
+            }
+            while let Some(t) = self.principal.poll_transmit() {
+                self.holder
+                    .handle_message(self.now, principal_id.clone(), t.msg);
+                moved = true;
+            }
+            while let Some(e) = self.holder.poll_event() {
+                self.holder_events.push(e);
+            }
+            while let Some(e) = self.principal.poll_event() {
+                self.principal_events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Sends `op` from the principal; whether the holder's application got it. Checks
+    /// that a refused request comes back as `Denied` at once.
+    fn try_op(&mut self, op: Operation) -> bool {
+        let holder = self.holder_id();
+        let body = Multipart::from_frames([op.as_str()]);
+        let request = match op {
+            Operation::Request => Some(
+                self.principal
+                    .request(self.now, &holder, body, Duration::from_secs(5))
+                    .unwrap(),
+            ),
+            Operation::Notify | Operation::Broadcast => {
+                self.principal
+                    .notify(&holder, body, op == Operation::Broadcast)
+                    .unwrap();
+                None
+            }
+            Operation::Connect | Operation::Forward => unreachable!(),
+        };
+        self.pump();
+        let mut delivered = false;
+        for event in std::mem::take(&mut self.holder_events) {
+            match event {
+                Event::Request { id, from, .. } => {
+                    assert_eq!(op, Operation::Request);
+                    assert_eq!(&from, &self.principal.config().local);
+                    let principal = self.principal_id();
+                    self.holder
+                        .reply(&principal, id, Ok(Multipart::new()))
+                        .unwrap();
+                    delivered = true;
+                }
+                Event::Notification { broadcast, .. } => {
+                    assert_eq!(broadcast, op == Operation::Broadcast);
+                    delivered = true;
+                }
+                _ => {}
+            }
+        }
+        self.pump();
+        if let Some(id) = request {
+            // Answered either way, within one round trip: no time has passed.
+            let result = self
+                .principal_events
+                .drain(..)
+                .find_map(|e| match e {
+                    Event::Reply { id: got, result } if got == id => Some(result),
+                    _ => None,
+                })
+                .expect("a reply within one round trip");
+            if delivered {
+                assert_eq!(result, Ok(Multipart::new()));
+            } else {
+                assert_eq!(
+                    result,
+                    Err(RequestError::Denied {
+                        service: self.holder.config().local.clone(),
+                        op: Operation::Request,
+                    })
+                );
+            }
+        }
+        delivered
+    }
+}
+
+fn world(cluster: &str, instance: &str) -> ServicePath {
+    path(&format!("/demo/cn/android/w1/g1/{cluster}/{instance}"))
+}
+
+const MATRIX_POLICY: &str = "
+# Lobbies anywhere in area cn may connect, request and notify the Battle cluster.
+allow connect, request, notify from /demo/cn/*/*/*/Lobby to /demo/cn/android/w1/g1/Battle
+# ...but lobby-9 may not notify anyone (deny overrides allow).
+deny notify from /demo/cn/android/w1/g1/Lobby/lobby-9
+# Clubs may connect to and notify battle-1 only.
+allow connect,notify from /demo/cn/android/w1/g1/Club to /demo/cn/android/w1/g1/Battle/battle-1
+# Admins may do everything everywhere, except mallory.
+allow * from /demo/cn/android/w1/g1/Admin
+deny * from /demo/cn/android/w1/g1/Admin/mallory
+# Anyone may broadcast to battle-2.
+allow broadcast from * to /demo/cn/android/w1/g1/Battle/battle-2
+forward is reserved: parsed, not enforced
+";
+
+/// Principals × services × operations against one policy, through the protocol: deny
+/// overriding allow, a missing rule denying, and `connect` at READY.
+#[test]
+fn acl_matrix_principals_services_operations() {
+    let policy: AclPolicy = MATRIX_POLICY
+        .lines()
+        .filter(|l| !l.starts_with("forward"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .parse()
+        .unwrap();
+    let lobby_1 = world("Lobby", "lobby-1");
+    let lobby_eu = path("/demo/cn/ios/w7/g3/Lobby/lobby-1");
+    let lobby_9 = world("Lobby", "lobby-9");
+    let club = world("Club", "club-1");
+    let admin = world("Admin", "admin-1");
+    let mallory = world("Admin", "mallory");
+    let trade = world("Trade", "trade-1");
+    let battle_1 = world("Battle", "battle-1");
+    let battle_2 = world("Battle", "battle-2");
+    let guild = world("Guild", "guild-1");
+    // (principal, service, allowed ops as c r n b, '-' for denied)
+    let table: &[(&ServicePath, &ServicePath, &str)] = &[
+        (&lobby_1, &battle_1, "crn-"),
+        (&lobby_1, &battle_2, "crnb"),
+        (&lobby_1, &guild, "----"),
+        (&lobby_eu, &battle_1, "crn-"),
+        (&lobby_9, &battle_1, "cr--"),
+        (&lobby_9, &battle_2, "cr-b"),
+        (&club, &battle_1, "c-n-"),
+        (&club, &battle_2, "---b"),
+        (&club, &guild, "----"),
+        (&admin, &battle_1, "crnb"),
+        (&admin, &guild, "crnb"),
+        (&mallory, &battle_1, "----"),
+        (&mallory, &battle_2, "----"),
+        (&trade, &battle_1, "----"),
+        (&trade, &battle_2, "---b"),
+        (&trade, &guild, "----"),
+    ];
+    let ops = [
+        Operation::Connect,
+        Operation::Request,
+        Operation::Notify,
+        Operation::Broadcast,
+    ];
+    let mut cells = 0;
+    for (principal, service, expected) in table {
+        for (op, want) in ops.iter().zip(expected.chars()) {
+            let allowed = want != '-';
+            let case = format!("{op} from {principal} to {service}");
+            assert_eq!(
+                policy.decide(principal, service, *op).is_allowed(),
+                allowed,
+                "decide: {case}"
+            );
+            if *op == Operation::Connect {
+                let duo = Duo::new(
+                    (*service).clone(),
+                    (*principal).clone(),
+                    Some(policy.clone()),
+                    false,
+                );
+                assert_eq!(duo.ready(), allowed, "connect: {case}");
+                assert_eq!(
+                    duo.holder.stats().acl_denied_connects,
+                    u64::from(!allowed),
+                    "{case}"
+                );
+                if !allowed {
+                    let refused = duo.principal_events.iter().any(|e| {
+                        matches!(e, Event::PeerLost {
+                            reason: LossReason::Disconnected { reason, .. }, ..
+                        } if reason.code == codes::ACCESS_DENIED
+                            && reason.detail == format!("denied connect from {principal} to {service}"))
+                    });
+                    assert!(refused, "{case}: {:?}", duo.principal_events);
+                }
+            } else {
+                // The holder dials, so the per-message check is what decides.
+                let mut duo = Duo::new(
+                    (*service).clone(),
+                    (*principal).clone(),
+                    Some(policy.clone()),
+                    true,
+                );
+                assert!(duo.ready(), "{case}");
+                assert_eq!(duo.try_op(*op), allowed, "{case}");
+                let stats = duo.holder.stats();
+                assert_eq!(stats.acl_denied, u64::from(!allowed), "{case}");
+                let per_kind = if *op == Operation::Request {
+                    stats.acl_denied_requests
+                } else {
+                    stats.acl_denied_notifications
+                };
+                assert_eq!(per_kind, u64::from(!allowed), "{case}");
+            }
+            cells += 1;
+        }
+    }
+    assert_eq!(cells, table.len() * ops.len());
+}
+
+#[test]
+fn no_policy_allows_everything_and_an_empty_policy_denies_everything() {
+    for op in [Operation::Request, Operation::Notify, Operation::Broadcast] {
+        let mut open = Duo::new(b_path(), a_path(), None, true);
+        assert!(open.try_op(op), "{op} without a policy");
+        let mut closed = Duo::new(b_path(), a_path(), Some(AclPolicy::deny_all()), true);
+        assert!(!closed.try_op(op), "{op} with an empty policy");
+        assert_eq!(closed.holder.stats().acl_denied, 1);
+    }
+    assert!(Duo::new(b_path(), a_path(), None, false).ready());
+    assert!(!Duo::new(b_path(), a_path(), Some(AclPolicy::deny_all()), false).ready());
+}
+
+#[test]
+fn denied_notifications_are_counted_and_the_session_stays_up() {
+    let policy: AclPolicy = "allow connect,request from *".parse().unwrap();
+    let mut duo = Duo::new(b_path(), a_path(), Some(policy), false);
+    assert!(duo.ready());
+    for _ in 0..3 {
+        assert!(!duo.try_op(Operation::Notify));
+        assert!(!duo.try_op(Operation::Broadcast));
+    }
+    assert!(duo.try_op(Operation::Request));
+    let stats = duo.holder.stats();
+    assert_eq!(stats.acl_denied_notifications, 6);
+    assert_eq!(stats.acl_denied, 6);
+    assert!(duo.ready());
+}
+
+#[test]
+fn an_access_denied_reply_without_the_format_is_still_denied() {
+    let mut duo = Duo::new(b_path(), a_path(), None, false);
+    let id = duo
+        .principal
+        .request(
+            duo.now,
+            &b_path().peer_id(),
+            Multipart::new(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    duo.pump();
+    let Some(Event::Request { id: got, .. }) = duo.holder_events.pop() else {
+        panic!("{:?}", duo.holder_events)
+    };
+    let reason = Reason {
+        code: codes::ACCESS_DENIED,
+        detail: "go away".into(),
+    };
+    duo.holder
+        .reply(&a_path().peer_id(), got, Err(reason))
+        .unwrap();
+    duo.pump();
+    assert!(duo.principal_events.contains(&Event::Reply {
+        id,
+        result: Err(RequestError::Denied {
+            service: b_path(),
+            op: Operation::Request
+        })
+    }));
+}
+
+// ---- PING rate limit --------------------------------------------------------------------
+
+fn ping(seq: u64) -> Multipart {
+    let a = a_path().peer_id();
+    let control = Control::new(CommandCode::Ping, 0, seq, Body::Empty).encode();
+    Multipart::from_frames([a.to_frame(), control])
+}
+
+fn pongs(proto: &mut Protocol) -> usize {
+    let mut n = 0;
+    while let Some(t) = proto.poll_transmit() {
+        if Control::decode(&t.msg[1]).unwrap().command == CommandCode::Pong {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn pings_beyond_the_budget_are_not_answered_and_are_counted() {
+    let mut pair = Pair::ready();
+    let a = a_path().peer_id();
+    let now = pair.now;
+    let b = &mut pair.b.proto;
+    let _ = pongs(b);
+    for seq in 0..30 {
+        b.handle_message(now, a.clone(), ping(seq));
+    }
+    // The bucket held the burst (20, minus what the healthy PINGs before took back).
+    let answered = pongs(b);
+    assert!((19..=20).contains(&answered), "{answered}");
+    assert_eq!(b.stats().pings_dropped, 30 - answered as u64);
+    // A second refills 10.
+    let later = now + Duration::from_secs(1);
+    for seq in 0..15 {
+        b.handle_message(later, a.clone(), ping(seq));
+    }
+    assert_eq!(pongs(b), 10);
+    assert_eq!(b.session_state(&a), Some(SessionState::Ready));
+    assert_eq!(b.stats().ping_floods, 0);
+}
+
+#[test]
+fn a_ping_flood_ends_the_session_with_rate_limited() {
+    let mut pair = Pair::ready();
+    let a = a_path().peer_id();
+    let now = pair.now;
+    for seq in 0..200 {
+        pair.b.proto.handle_message(now, a.clone(), ping(seq));
+    }
+    pair.collect();
+    let stats = pair.b.proto.stats();
+    assert_eq!(stats.ping_floods, 1);
+    assert_eq!(pair.b.proto.session_state(&a), None);
+    assert!(
+        matches!(lost(&pair.b.events), Some(LossReason::ProtocolViolation(d)) if d.contains("PING flood")),
+        "{:?}",
+        pair.b.events
+    );
+    pair.drive_for(Duration::from_millis(20));
+    match lost(&pair.a.events) {
+        Some(LossReason::Disconnected {
+            initiator: Initiator::Remote,
+            reason,
+        }) => assert_eq!(reason.code, codes::RATE_LIMITED),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn heartbeats_at_the_budget_are_never_throttled() {
+    // The requester pings every 100 ms: exactly the default 10/s.
+    let mut pair = Pair::ready();
+    pair.drive_for(Duration::from_secs(10));
+    assert!(lost(&pair.a.events).is_none());
+    assert_eq!(pair.b.proto.stats().pings_dropped, 0);
+}
+
+#[test]
+fn slow_pings_over_a_long_time_are_never_a_flood() {
+    // 30 PINGs a second: 20 a second over budget, never 100 within a window.
+    let mut pair = Pair::ready();
+    let a = a_path().peer_id();
+    let start = pair.now;
+    for i in 0..300u32 {
+        let at = start + Duration::from_millis(u64::from(i) * 33);
+        pair.b
+            .proto
+            .handle_message(at, a.clone(), ping(u64::from(i)));
+    }
+    assert_eq!(pair.b.proto.session_state(&a), Some(SessionState::Ready));
+    assert!(pair.b.proto.stats().pings_dropped > 100);
+    assert_eq!(pair.b.proto.stats().ping_floods, 0);
 }
