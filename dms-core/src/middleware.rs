@@ -243,6 +243,15 @@ pub trait MessageMiddleware: Send + Sync + 'static {
         }
     }
 
+    /// Stops (`paused`) or resumes reading `peer`'s link. While paused nothing more is
+    /// read from it (messages already read are still delivered), so the peer's sends meet
+    /// the medium's own flow control (TCP's window, QUIC's stream credit) and cost this
+    /// process nothing: the way to throttle a peer that sends requests faster than it
+    /// reads their replies. Heartbeats are not read either, so a peer paused for longer
+    /// than its liveness bound is declared dead by the protocol above. No effect on an
+    /// unknown peer; a new link starts unpaused.
+    fn pause_reading(&self, peer: &PeerId, paused: bool);
+
     /// Closes every link and listener at once, without flushing (use
     /// [`disconnect`](Self::disconnect) per peer for that). Pending and later calls fail
     /// with `Closed`.

@@ -147,6 +147,9 @@ pub(crate) struct ReadSide {
     holding: bool,
     /// A caller stopped decoding at its limit: complete frames may be left in `buf`.
     more: bool,
+    /// Nobody reads the stream (what is buffered is still decoded): see
+    /// [`Link::pause_reading`].
+    paused: bool,
     /// The reader task's waker, for the hand-back.
     reader: Option<Waker>,
 }
@@ -182,6 +185,7 @@ impl ReadSide {
             driven: false,
             holding: false,
             more: false,
+            paused: false,
             reader: None,
         }
     }
@@ -257,6 +261,10 @@ impl ReadSide {
                 link.direct.store(true, Ordering::Relaxed);
                 return Poll::Ready(());
             }
+            if self.paused {
+                // Resumed by `Link::pause_reading`, which wakes the reader task.
+                return Poll::Pending;
+            }
             if self.poll_read_once(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -320,6 +328,11 @@ impl Link {
             // The reader task is at it: its items come through the inbox.
             return Poll::Pending;
         };
+        if side.paused {
+            // The reader task's to resume (`pause_reading` wakes it, not us).
+            side.driven = false;
+            return Poll::Pending;
+        }
         if !side.started
             || side.holding
             || side.ended.is_some()
@@ -346,11 +359,29 @@ impl Link {
         };
         let wake = side.ended.is_some()
             || side.more
-            || side
-                .poll_read_once(&mut Context::from_waker(&reader))
-                .is_ready();
+            || (!side.paused
+                && side
+                    .poll_read_once(&mut Context::from_waker(&reader))
+                    .is_ready());
         drop(side);
         if wake {
+            reader.wake();
+        }
+    }
+}
+
+impl Link {
+    /// Stops (`paused`) or resumes reading the stream ([`LinkSet::pause_reading`]).
+    /// Resuming wakes the reader task, which reads again (a caller that was driving the
+    /// stream gave it up on its next poll).
+    pub(crate) fn pause_reading(&self, paused: bool) {
+        let mut side = lock(&self.read);
+        if std::mem::replace(&mut side.paused, paused) == paused || paused {
+            return;
+        }
+        let reader = side.reader.clone();
+        drop(side);
+        if let Some(reader) = reader {
             reader.wake();
         }
     }

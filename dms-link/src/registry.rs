@@ -550,6 +550,17 @@ impl LinkSet {
         }
     }
 
+    /// [`MessageMiddleware::pause_reading`](dms_core::MessageMiddleware::pause_reading):
+    /// stops or resumes reading `peer`'s link (no effect on an unknown peer).
+    pub fn pause_reading(&self, peer: &PeerId, paused: bool) {
+        if let Some(link) = self.link(peer.as_bytes()) {
+            if paused {
+                Counters::bump(&self.counters.reads_paused);
+            }
+            link.pause_reading(paused);
+        }
+    }
+
     /// [`MessageMiddleware::disconnect`](dms_core::MessageMiddleware::disconnect): writes
     /// what is queued to `peer`, then closes its link (`LinkDown` with `Disconnected`). A
     /// peer that does not read within [`LinkConfig::drain_timeout`] loses the rest

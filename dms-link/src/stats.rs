@@ -27,6 +27,8 @@ pub struct LinkStats {
     /// Reconnect attempts of connected links (counted by the transport's supervisor with
     /// [`LinkSet::count_reconnect_attempt`](crate::LinkSet::count_reconnect_attempt)).
     pub reconnect_attempts: u64,
+    /// Times reading a link was paused ([`LinkSet::pause_reading`](crate::LinkSet::pause_reading)).
+    pub reads_paused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +42,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_dropped_on_link_down: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
     pub(crate) reconnect_attempts: AtomicU64,
+    pub(crate) reads_paused: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +61,7 @@ impl Counters {
             bytes_dropped_on_link_down: self.bytes_dropped_on_link_down.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
             reconnect_attempts: self.reconnect_attempts.load(Relaxed),
+            reads_paused: self.reads_paused.load(Relaxed),
         }
     }
 }

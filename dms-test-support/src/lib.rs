@@ -9,6 +9,9 @@
 //! [`discovery`] is the same for every [`Discovery`] backend; [`etcd`] runs real etcd
 //! servers and clusters for the etcd backend's tests.
 //!
+//! [`metrics`] records the figures code under test reports through the `metrics` facade,
+//! for tests that assert a counter moved.
+//!
 //! [`udp_proxy`] loses and reorders datagrams between a client and a server, for fault
 //! tests of datagram transports.
 //!
@@ -19,6 +22,7 @@
 pub mod allocations;
 pub mod discovery;
 pub mod etcd;
+pub mod metrics;
 pub mod middleware;
 pub mod udp_proxy;
 pub mod wait;

@@ -433,6 +433,10 @@ impl MessageMiddleware for QuicMiddleware {
         self.shared.close();
     }
 
+    fn pause_reading(&self, peer: &PeerId, paused: bool) {
+        self.shared.links.pause_reading(peer, paused);
+    }
+
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {
         self.shared.links.disconnect(peer).await
     }

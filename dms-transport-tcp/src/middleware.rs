@@ -124,6 +124,10 @@ impl MessageMiddleware for TcpMiddleware {
         self.shared.links.close();
     }
 
+    fn pause_reading(&self, peer: &PeerId, paused: bool) {
+        self.shared.links.pause_reading(peer, paused);
+    }
+
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {
         let supervised = self.shared.stop_supervisor(peer);
         match self.shared.links.disconnect(peer).await {

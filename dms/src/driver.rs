@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dms_core::Backoff;
 use dms_core::dispatch::{Candidate, DispatchPolicy};
 use dms_core::path::{ClusterPath, ServicePath};
-use dms_core::proto::control::{Reason, codes};
+use dms_core::proto::control::{CommandCode, Control, Reason, codes};
 use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId};
 use dms_core::{Incoming, Multipart, PeerId, SendError};
 use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
@@ -20,6 +20,8 @@ use crate::awaiting::{Awaiting, AwaitingRequest};
 use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registrar::Release;
 use crate::registration::{Registration, cluster_key};
+use crate::request_queue::QueueSender;
+use crate::telemetry::NodeMetrics;
 use crate::transport::Transports;
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 
@@ -120,7 +122,8 @@ pub(crate) struct Driver {
     pub(crate) policy: Arc<dyn DispatchPolicy>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) command_tx: mpsc::WeakSender<Command>,
-    pub(crate) incoming: mpsc::Sender<IncomingRequest>,
+    pub(crate) incoming: QueueSender,
+    pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) watch: mpsc::Receiver<WatchItem>,
     pub(crate) reconnect: (Duration, Duration),
@@ -151,7 +154,9 @@ pub(crate) struct DriverState {
     synced: HashSet<ClusterPath>,
     /// Messages waiting for room, per peer: one full link never holds up the others.
     parked: HashMap<PeerId, VecDeque<Multipart>>,
-    dropped_notifications: u64,
+    /// Peers whose links are not read: replies to their requests are parked (they send
+    /// requests faster than they read the answers). Read again once the backlog is gone.
+    throttled: HashSet<PeerId>,
 }
 
 /// Outcome of a connect attempt, reported back to the driver.
@@ -300,15 +305,13 @@ impl Driver {
 
     fn transmit(&mut self, msg: Multipart) {
         let peer = msg.first().and_then(|f| PeerId::new(f.clone()).ok());
-        if let Some(queue) = peer.as_ref().and_then(|p| self.state.parked.get_mut(p)) {
+        if let Some(peer) = peer.as_ref().filter(|p| self.state.parked.contains_key(*p)) {
             // Behind what is already waiting for that link, to keep its order.
-            return park(queue, msg);
+            return self.park(peer.clone(), msg);
         }
         match self.transports.try_send(msg) {
             Ok(()) => {}
-            Err(SendError::Full { peer, msg }) => {
-                park(self.state.parked.entry(peer).or_default(), *msg);
-            }
+            Err(SendError::Full { peer, msg }) => self.park(peer, *msg),
             // Requests and notifications are checked before they are queued; what fails
             // here is the protocol's own traffic to a link that just went down.
             Err(error) => debug!(%error, "message not sent"),
@@ -325,12 +328,42 @@ impl Driver {
         }
     }
 
+    /// Parks `msg` behind what waits for `peer`'s full link, or drops it when that
+    /// backlog is full. A parked reply throttles the peer: its link is not read until
+    /// the backlog is gone, so a peer that does not read its replies stops costing us
+    /// (its sends meet TCP's flow control) instead of crowding out other peers.
+    fn park(&mut self, peer: PeerId, msg: Multipart) {
+        let reply = msg
+            .frames()
+            .get(1)
+            .and_then(|control| Control::peek_command(control))
+            == Some(CommandCode::Rep);
+        if reply && !self.state.throttled.contains(&peer) {
+            debug!(node = %self.local, %peer, "replies cannot leave: link no longer read");
+            self.transports.pause_reading(&peer, true);
+            self.state.throttled.insert(peer.clone());
+            self.metrics.throttled.increment(1);
+        }
+        let queue = self.state.parked.entry(peer).or_default();
+        if queue.len() < MAX_PARKED_PER_PEER {
+            queue.push_back(msg);
+            self.metrics.parked.increment(1.0);
+        } else {
+            self.metrics.dropped_backlog_full.increment(1);
+            debug!(
+                "a peer's outbound backlog is full: message dropped (its request will time out)"
+            );
+        }
+    }
+
     fn retry_parked(&mut self) {
         let transports = &self.transports;
-        self.state.parked.retain(|_, queue| {
+        let throttled = &mut self.state.throttled;
+        let metrics = &self.metrics;
+        self.state.parked.retain(|peer, queue| {
             while let Some(msg) = queue.pop_front() {
                 match transports.try_send(msg) {
-                    Ok(()) => {}
+                    Ok(()) => metrics.parked.decrement(1.0),
                     Err(SendError::Full { msg, .. }) => {
                         queue.push_front(*msg);
                         return true;
@@ -338,10 +371,17 @@ impl Driver {
                     Err(error) => {
                         // The link is gone: what waited for it goes too (its requests fail
                         // with the session).
-                        debug!(%error, dropped = queue.len() + 1, "parked messages not sent");
+                        let dropped = queue.len() + 1;
+                        debug!(%error, dropped, "parked messages not sent");
+                        metrics.parked.decrement(dropped as f64);
+                        metrics.dropped_peer_lost.increment(dropped as u64);
+                        throttled.remove(peer);
                         return false;
                     }
                 }
+            }
+            if throttled.remove(peer) {
+                transports.pause_reading(peer, false);
             }
             false
         });
@@ -356,7 +396,11 @@ impl Driver {
                 }
             }
             Incoming::LinkUp { peer, role, .. } => self.proto.handle_link_up(now, peer, role),
-            Incoming::LinkDown { peer, .. } => self.proto.handle_link_down(now, &peer),
+            Incoming::LinkDown { peer, .. } => {
+                // A new link of the peer starts unthrottled.
+                self.state.throttled.remove(&peer);
+                self.proto.handle_link_down(now, &peer);
+            }
             Incoming::Refused { endpoint, error } => {
                 debug!(%endpoint, %error, "connection refused")
             }
@@ -371,6 +415,7 @@ impl Driver {
                 self.state.retry_at.remove(&path);
                 self.state.backoff.remove(&path);
                 self.state.ready.insert(peer, path.clone());
+                self.metrics.peer_up(role);
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
                 self.retry_awaiting();
             }
@@ -391,34 +436,40 @@ impl Driver {
                         answered: false,
                     }),
                 };
-                match self.incoming.try_send(request) {
-                    Ok(()) => {}
-                    Err(refused) => {
+                match self.incoming.try_push(&peer, request) {
+                    Ok(()) => self.metrics.received(true, false),
+                    Err(mut refused) => {
+                        self.metrics.overloaded.increment(1);
                         // Answer here, not from the responder's drop.
-                        if let Kind::Request(responder) = &mut refused.into_inner().kind {
+                        if let Kind::Request(responder) = &mut refused.kind {
                             responder.answered = true;
                         }
                         let overloaded = Reason {
                             code: codes::OVERLOADED,
-                            detail: format!("{} has too many requests waiting", self.local),
+                            detail: format!(
+                                "{} has too many requests waiting (from {peer} or in all)",
+                                self.local
+                            ),
                         };
                         let _ = self.proto.reply(&peer, id, Err(overloaded));
                     }
                 }
             }
             Event::Notification {
+                peer,
                 from,
                 broadcast,
                 body,
-                ..
             } => {
                 let note = IncomingRequest {
                     from,
                     body,
                     kind: Kind::Notification { broadcast },
                 };
-                if self.incoming.try_send(note).is_err() {
-                    self.state.dropped_notifications += 1;
+                if self.incoming.try_push(&peer, note).is_ok() {
+                    self.metrics.received(false, broadcast);
+                } else {
+                    self.metrics.dropped_incoming_full.increment(1);
                     warn!(node = %self.local, "incoming queue full: notification dropped");
                 }
             }
@@ -452,7 +503,8 @@ impl Driver {
     }
 
     fn on_peer_lost(&mut self, peer: PeerId, path: Option<ServicePath>, reason: LossReason) {
-        self.state.ready.remove(&peer);
+        let was_ready = self.state.ready.remove(&peer).is_some();
+        self.metrics.peer_lost(&reason, was_ready);
         let path = path.or_else(|| std::str::from_utf8(peer.as_bytes()).ok()?.parse().ok());
         info!(node = %self.local, peer = %peer, %reason, "peer lost");
         if let Some(path) = &path {
@@ -878,6 +930,7 @@ impl Driver {
             .or_insert_with(|| Backoff::new(initial, cap));
         let delay = backoff.next_delay().max(initial / 2);
         self.state.retry_at.insert(path, now() + delay);
+        self.metrics.redials.increment(1);
     }
 
     fn on_timer(&mut self, connected_tx: &mpsc::Sender<Connected>) {
@@ -937,15 +990,6 @@ fn not_sent(error: dms_core::proto::ProtoError, path: &ServicePath) -> RequestEr
         dms_core::proto::ProtoError::TooManyPending { .. } => RequestError::TooManyPending,
         dms_core::proto::ProtoError::NotReady(_) => RequestError::NoInstance(path.to_string()),
         other => RequestError::NoInstance(format!("{path}: {other}")),
-    }
-}
-
-/// Parks `msg` at the end of a peer's queue, or drops it when the queue is full.
-fn park(queue: &mut VecDeque<Multipart>, msg: Multipart) {
-    if queue.len() < MAX_PARKED_PER_PEER {
-        queue.push_back(msg);
-    } else {
-        warn!("a peer's outbound backlog is full: message dropped (its request will time out)");
     }
 }
 

@@ -28,6 +28,8 @@ mod awaiting;
 mod driver;
 mod error;
 mod incoming;
+mod request_queue;
+mod telemetry;
 mod node;
 mod registrar;
 pub mod registration;

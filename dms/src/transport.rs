@@ -426,6 +426,21 @@ impl Transports {
         }
     }
 
+    /// Stops or resumes reading `peer`'s link (see `MessageMiddleware::pause_reading`).
+    pub(crate) fn pause_reading(&self, peer: &PeerId, paused: bool) {
+        match self.medium_of(peer.as_bytes()) {
+            #[cfg(feature = "tcp")]
+            Some(Medium::Tcp) => self.tcp.pause_reading(peer, paused),
+            #[cfg(feature = "quic")]
+            Some(Medium::Quic) => {
+                if let Some(quic) = &self.quic {
+                    quic.pause_reading(peer, paused);
+                }
+            }
+            None => {}
+        }
+    }
+
     /// The medium of the link `msg` goes to (its first frame names the peer).
     fn route(&self, msg: Multipart) -> Result<(Medium, Multipart), SendError> {
         let first = msg.first().ok_or(SendError::NoPeerFrame)?;

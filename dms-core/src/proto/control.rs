@@ -209,6 +209,16 @@ impl Control {
         out.freeze()
     }
 
+    /// The command of an encoded control frame, read from its header alone (`None` if
+    /// the frame is too short or of another version). For a node's own outbound
+    /// messages; peers' frames go through [`decode`](Self::decode).
+    pub fn peek_command(frame: &[u8]) -> Option<CommandCode> {
+        match frame {
+            [VERSION, command, ..] if frame.len() >= HEADER_LEN => CommandCode::from_byte(*command),
+            _ => None,
+        }
+    }
+
     /// Decodes a control frame. Bytes after the known fields of the body are ignored (room
     /// for later minor additions); everything declared must be present.
     pub fn decode(frame: &[u8]) -> Result<Self, ControlError> {

@@ -1,0 +1,170 @@
+//! The kernel's figures, through the [`metrics`] facade: the application installs the
+//! recorder it likes (`metrics-exporter-prometheus` in `dms node --metrics`); without
+//! one, every figure is a no-op.
+//!
+//! Every figure carries the label `node` (the instance's service path). Counters:
+//!
+//! | name | labels | counts |
+//! |---|---|---|
+//! | `dms_requests_total` | `outcome`: `ok`, or the error (`timeout`, `peer_lost`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `closed`) | requests and notifications this node sent, by how they ended |
+//! | `dms_requests_received_total` | `kind`: `request`, `notification`, `broadcast` | what reached the application |
+//! | `dms_dropped_total` | `reason`: `backlog_full`, `incoming_full`, `peer_lost` | messages dropped (none is dropped silently) |
+//! | `dms_overloaded_total` | | requests answered `OVERLOADED` (the incoming queue, or the sender's share of it, was full) |
+//! | `dms_throttled_total` | | times a peer's link stopped being read because replies to it could not leave |
+//! | `dms_peers_up_total` | `role`: `connector`, `acceptor` | sessions that became ready |
+//! | `dms_peers_lost_total` | `reason`: `heartbeat`, `probe_timeout`, `link_down`, `disconnected`, `denied`, `protocol` | sessions that ended |
+//! | `dms_redials_total` | | redials scheduled for a lost instance |
+//!
+//! Gauges: `dms_peers_ready` (ready sessions), `dms_parked_messages` (messages waiting
+//! for room in full links).
+
+use dms_core::Role;
+use dms_core::proto::LossReason;
+use dms_core::proto::control::codes;
+use metrics::{Counter, Gauge, counter, gauge};
+
+use crate::RequestError;
+
+/// Handles of one node's figures, registered once at start (an increment is then one
+/// atomic add in the recorder, or nothing without one).
+#[derive(Debug)]
+pub(crate) struct NodeMetrics {
+    requests_ok: Counter,
+    requests_failed: [Counter; FAILURES.len()],
+    received: [Counter; 3],
+    pub(crate) dropped_backlog_full: Counter,
+    pub(crate) dropped_incoming_full: Counter,
+    pub(crate) dropped_peer_lost: Counter,
+    pub(crate) overloaded: Counter,
+    pub(crate) throttled: Counter,
+    peers_up: [Counter; 2],
+    peers_lost: [Counter; LOSSES.len()],
+    pub(crate) redials: Counter,
+    pub(crate) peers_ready: Gauge,
+    pub(crate) parked: Gauge,
+}
+
+const FAILURES: [&str; 9] = [
+    "not_a_target",
+    "no_instance",
+    "denied",
+    "timeout",
+    "peer_lost",
+    "remote",
+    "too_large",
+    "too_many_pending",
+    "closed",
+];
+
+const LOSSES: [&str; 6] = [
+    "heartbeat",
+    "probe_timeout",
+    "link_down",
+    "disconnected",
+    "denied",
+    "protocol",
+];
+
+impl NodeMetrics {
+    /// Registers the figures of the node at `node` with the current recorder.
+    pub(crate) fn new(node: &str) -> Self {
+        let node = node.to_owned();
+        let labelled = |name: &'static str, key: &'static str, value: &'static str| counter!(name, "node" => node.clone(), key => value);
+        Self {
+            requests_ok: labelled("dms_requests_total", "outcome", "ok"),
+            requests_failed: FAILURES.map(|f| labelled("dms_requests_total", "outcome", f)),
+            received: ["request", "notification", "broadcast"]
+                .map(|k| labelled("dms_requests_received_total", "kind", k)),
+            dropped_backlog_full: labelled("dms_dropped_total", "reason", "backlog_full"),
+            dropped_incoming_full: labelled("dms_dropped_total", "reason", "incoming_full"),
+            dropped_peer_lost: labelled("dms_dropped_total", "reason", "peer_lost"),
+            overloaded: counter!("dms_overloaded_total", "node" => node.clone()),
+            throttled: counter!("dms_throttled_total", "node" => node.clone()),
+            peers_up: ["connector", "acceptor"].map(|r| labelled("dms_peers_up_total", "role", r)),
+            peers_lost: LOSSES.map(|r| labelled("dms_peers_lost_total", "reason", r)),
+            redials: counter!("dms_redials_total", "node" => node.clone()),
+            peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
+            parked: gauge!("dms_parked_messages", "node" => node),
+        }
+    }
+
+    /// Counts how a request (or notification) this node sent ended.
+    pub(crate) fn request_ended<T>(&self, result: &Result<T, RequestError>) {
+        match result {
+            Ok(_) => self.requests_ok.increment(1),
+            Err(error) => self.requests_failed[failure_index(error)].increment(1),
+        }
+    }
+
+    /// Counts a request or notification handed to the application.
+    pub(crate) fn received(&self, request: bool, broadcast: bool) {
+        let kind = match (request, broadcast) {
+            (true, _) => 0,
+            (false, false) => 1,
+            (false, true) => 2,
+        };
+        self.received[kind].increment(1);
+    }
+
+    pub(crate) fn peer_up(&self, role: Role) {
+        self.peers_up[usize::from(role == Role::Acceptor)].increment(1);
+        self.peers_ready.increment(1.0);
+    }
+
+    /// Counts a lost session; `was_ready`: it had been counted up.
+    pub(crate) fn peer_lost(&self, reason: &LossReason, was_ready: bool) {
+        let index = match reason {
+            LossReason::HeartbeatTimeout { .. } => 0,
+            LossReason::ProbeTimeout => 1,
+            LossReason::LinkDown => 2,
+            LossReason::Disconnected { reason, .. } if reason.code == codes::ACCESS_DENIED => 4,
+            LossReason::Disconnected { .. } => 3,
+            LossReason::ProtocolViolation(_) => 5,
+            // Causes added later count as the link's.
+            _ => 2,
+        };
+        self.peers_lost[index].increment(1);
+        if was_ready {
+            self.peers_ready.decrement(1.0);
+        }
+    }
+}
+
+fn failure_index(error: &RequestError) -> usize {
+    match error {
+        RequestError::NotATarget(_) => 0,
+        RequestError::NoInstance(_) => 1,
+        RequestError::Denied { .. } => 2,
+        RequestError::Timeout => 3,
+        RequestError::PeerLost(_) => 4,
+        RequestError::Remote { .. } => 5,
+        RequestError::TooLarge(_) => 6,
+        RequestError::TooManyPending => 7,
+        RequestError::Closed => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_its_own_label() {
+        let errors = [
+            RequestError::NotATarget("/a/b/c/d/e/F".parse().expect("cluster")),
+            RequestError::NoInstance(String::new()),
+            RequestError::Denied(String::new()),
+            RequestError::Timeout,
+            RequestError::PeerLost(String::new()),
+            RequestError::Remote {
+                code: 1,
+                detail: String::new(),
+            },
+            RequestError::TooLarge(String::new()),
+            RequestError::TooManyPending,
+            RequestError::Closed,
+        ];
+        let labels: Vec<_> = errors.iter().map(|e| FAILURES[failure_index(e)]).collect();
+        assert_eq!(labels, FAILURES);
+    }
+}
