@@ -128,15 +128,31 @@ async fn requester<D: Discovery>(
     let instances = node.settle(cluster, settle).await;
     if !instances.iter().any(dms::InstanceStatus::is_ready) {
         node.shutdown().await;
-        // QUIC-only instances cannot be dialled without QUIC credentials: say so.
-        let quic_only = instances.iter().any(|i| {
-            !i.endpoints.is_empty() && i.endpoints.iter().all(|e| e.starts_with("quic://"))
+        // TLS-only instances (quic://, tcp+tls://) cannot be dialled without TLS
+        // credentials: say so.
+        let tls_only = instances.iter().find(|i| {
+            !i.endpoints.is_empty()
+                && i.endpoints
+                    .iter()
+                    .all(|e| e.starts_with("quic://") || e.starts_with("tcp+tls://"))
         });
-        let hint = if quic_only {
-            "; they publish only quic:// endpoints: dialling them needs QUIC credentials \
-             from their CA (--tls-dev DIR, or --tls-cert/--tls-key/--tls-ca)"
-        } else {
-            ""
+        let hint = match tls_only {
+            Some(instance) => {
+                let mut schemes: Vec<&str> = instance
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| e.split_once("://").map(|(scheme, _)| scheme))
+                    .collect();
+                schemes.sort_unstable();
+                schemes.dedup();
+                let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+                format!(
+                    "; they publish only {} endpoints: dialling them needs TLS credentials \
+                     from their CA (--tls-dev DIR, or --tls-cert/--tls-key/--tls-ca)",
+                    schemes.join(" and ")
+                )
+            }
+            None => String::new(),
         };
         return Err(Failure::NoInstance(format!(
             "no live instance of {cluster} ({} registered){hint}",

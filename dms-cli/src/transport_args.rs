@@ -1,5 +1,5 @@
 //! The transport options shared by every command that runs a node: TLS credentials for
-//! QUIC (production files, or a development CA), and the dial preference.
+//! QUIC and TCP+TLS (production files, or a development CA), and the dial preference.
 
 use std::path::PathBuf;
 
@@ -7,11 +7,12 @@ use dms::{Discovery, NodeBuilder};
 
 use crate::failure::Failure;
 
-/// Options that turn QUIC on and choose what a node dials.
+/// Options that turn QUIC and TCP+TLS on and choose what a node dials.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct TransportArgs {
     /// PEM certificate (chain) of this instance, naming its service path as a URI SAN
-    /// `dms:/App/...`; with --tls-key and --tls-ca it turns QUIC on.
+    /// `dms:/App/...`; with --tls-key and --tls-ca it turns QUIC and TCP+TLS on (bind
+    /// quic:// or tcp+tls:// endpoints, dial peers that publish them).
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
@@ -20,13 +21,14 @@ pub(crate) struct TransportArgs {
     /// PEM CA certificate(s) that peers' certificates must chain to.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
-    /// DEVELOPMENT ONLY, never in production: turns QUIC on with a certificate issued at
-    /// start by the development CA kept in this directory (created if missing; see
-    /// `dms certs dev`). Every node given the same directory trusts the others.
+    /// DEVELOPMENT ONLY, never in production: turns QUIC and TCP+TLS on with a
+    /// certificate issued at start by the development CA kept in this directory (created
+    /// if missing; see `dms certs dev`). Every node given the same directory trusts the
+    /// others.
     #[arg(long, conflicts_with = "tls_cert")]
     tls_dev: Option<PathBuf>,
     /// Schemes this node dials, most preferred first, comma-separated (default
-    /// shm,quic,tcp; a scheme not listed is never dialled).
+    /// shm,quic,tcp+tls,tcp; a scheme not listed is never dialled).
     #[arg(long, value_delimiter = ',')]
     prefer: Vec<String>,
 }

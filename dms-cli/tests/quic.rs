@@ -1,7 +1,7 @@
 //! `dms` over QUIC on a real etcd: `dms node --bind quic://... --tls-dev DIR` processes,
 //! requesters with and without TLS options, a node on TCP and QUIC at once, SIGKILL of a
-//! QUIC peer detected by DMS heartbeats, and production-style certificate files from
-//! `dms certs dev`.
+//! QUIC peer detected by DMS heartbeats, production-style certificate files from
+//! `dms certs dev`, and `dms node --bind tcp+tls://...` with the same TLS options.
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(clippy::print_stdout)] // the measured detection time is reported
@@ -320,6 +320,80 @@ fn quic_nodes_answer_tls_requesters_and_refuse_plain_ones_cleanly() {
     // And over QUIC by a requester with the CA that prefers it.
     let out = request(&discovery, 5, &["--tls-dev", dev, "--prefer", "quic"]);
     replies(&out, 5);
+}
+
+/// `dms node --bind tcp+tls://...` with the QUIC/TLS options serves requesters with the
+/// same CA over TCP+TLS; a requester without them cannot dial it (no plaintext fallback)
+/// and says why; a node on tcp:// and tcp+tls:// is dialled over TLS by a requester with
+/// credentials.
+#[test]
+fn tcp_tls_nodes_answer_tls_requesters_and_refuse_plain_ones_cleanly() {
+    let etcd = EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let certs = tempfile::tempdir().unwrap();
+    let dev = path_str(certs.path());
+    let node = start_node(
+        &discovery,
+        &instance_path("battle-1"),
+        &["--bind", "tcp+tls://127.0.0.1:0", "--tls-dev", dev],
+    );
+    assert_eq!(node.endpoints.len(), 1, "{:?}", node.endpoints);
+    assert!(
+        node.endpoints[0].starts_with("tcp+tls://127.0.0.1:"),
+        "{:?}",
+        node.endpoints
+    );
+    let listing = wait_battles(&discovery, 1);
+    assert_eq!(listing["battle-1"], node.endpoints);
+
+    let out = request(&discovery, 5, &["--tls-dev", dev]);
+    let owners = replies(&out, 5);
+    assert!(
+        owners.values().all(|p| p.ends_with("/battle-1")),
+        "{owners:?}"
+    );
+
+    let out = request(
+        &discovery,
+        1,
+        &["--discover-ms", "2000", "--timeout-ms", "2000"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("only tcp+tls:// endpoints") && stderr.contains("--tls-dev"),
+        "stderr explains: {stderr}"
+    );
+
+    // Both schemes published: a requester with credentials prefers TLS by default, and
+    // with `--prefer tcp+tls` only it still gets every reply.
+    drop(node);
+    let both = start_node(
+        &discovery,
+        &instance_path("battle-2"),
+        &[
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--bind",
+            "tcp+tls://127.0.0.1:0",
+            "--tls-dev",
+            dev,
+        ],
+    );
+    let schemes: Vec<&str> = both
+        .endpoints
+        .iter()
+        .map(|e| e.split_once("://").unwrap().0)
+        .collect();
+    assert_eq!(schemes, ["tcp", "tcp+tls"], "{:?}", both.endpoints);
+    let listing = wait_battles(&discovery, 1);
+    assert_eq!(listing["battle-2"], both.endpoints);
+    let out = request(&discovery, 5, &["--tls-dev", dev, "--prefer", "tcp+tls"]);
+    let owners = replies(&out, 5);
+    assert!(
+        owners.values().all(|p| p.ends_with("/battle-2")),
+        "{owners:?}"
+    );
 }
 
 /// Waits (deadline) for the next event matching `pick`.

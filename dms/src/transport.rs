@@ -12,8 +12,11 @@
 //! An instance publishes every endpoint it bound. A dialler takes the first scheme of its
 //! preference list ([`NodeBuilder::prefer`](crate::NodeBuilder::prefer), default
 //! [`DEFAULT_PREFERENCE`]) that the peer published and that it can dial itself (the
-//! medium is compiled in and configured: QUIC needs TLS credentials). Ties within a scheme
-//! go to the endpoint listed first.
+//! medium is compiled in and configured: QUIC and TCP+TLS need TLS credentials). Ties
+//! within a scheme go to the endpoint listed first. The default prefers the secured media
+//! (`quic`, then `tcp+tls`) to plaintext `tcp`, so a node with credentials never dials
+//! plaintext to a peer that published an endpoint it can dial with TLS, unless its own
+//! preference list says so.
 //!
 //! # One link per peer
 //!
@@ -29,6 +32,8 @@ use dms_core::{
 };
 #[cfg(feature = "quic")]
 use dms_transport_quic::{QuicConfigBuilder, QuicMiddleware};
+#[cfg(feature = "tcp-tls")]
+use dms_transport_tcp::TlsConfig;
 #[cfg(feature = "tcp")]
 use dms_transport_tcp::{TcpConfigBuilder, TcpMiddleware};
 
@@ -39,8 +44,8 @@ use crate::registrar::Liveness;
 compile_error!("dms needs at least one transport: enable the feature `tcp` or `quic`");
 
 /// Schemes in the order a node dials them by default: shared memory (same host only),
-/// then QUIC, then TCP.
-pub const DEFAULT_PREFERENCE: &[&str] = &["shm", "quic", "tcp"];
+/// then the secured media, QUIC and TCP with TLS, then plaintext TCP.
+pub const DEFAULT_PREFERENCE: &[&str] = &["shm", "quic", "tcp+tls", "tcp"];
 
 /// Bytes a DMS control frame takes at most on the wire (its 30-byte header and fields,
 /// with room to spare), counted against a message's size limit.
@@ -55,6 +60,9 @@ pub(crate) enum Medium {
     /// ZMTP 3.1 on one QUIC stream, mutual TLS.
     #[cfg(feature = "quic")]
     Quic,
+    /// ZMTP 3.1 inside mutual TLS 1.3 over TCP (the QUIC credentials).
+    #[cfg(feature = "tcp-tls")]
+    TcpTls,
 }
 
 impl Medium {
@@ -65,6 +73,8 @@ impl Medium {
             Self::Tcp => "tcp",
             #[cfg(feature = "quic")]
             Self::Quic => "quic",
+            #[cfg(feature = "tcp-tls")]
+            Self::TcpTls => "tcp+tls",
         }
     }
 
@@ -74,6 +84,8 @@ impl Medium {
             "tcp" => Some(Self::Tcp),
             #[cfg(feature = "quic")]
             "quic" => Some(Self::Quic),
+            #[cfg(feature = "tcp-tls")]
+            "tcp+tls" => Some(Self::TcpTls),
             _ => None,
         }
     }
@@ -142,6 +154,19 @@ impl Dialer {
     }
 }
 
+/// What [`Transports::stats`] reads: the counters of the media present.
+#[derive(Debug, Default)]
+pub(crate) struct MediaStats {
+    /// Link counters by scheme.
+    pub(crate) links: Vec<(&'static str, dms_link::LinkStats)>,
+    /// QUIC connections refused at the handshake cap.
+    pub(crate) handshakes_refused: u64,
+    /// TLS handshakes (over TCP) that failed.
+    pub(crate) tls_handshake_failures: u64,
+    /// Plaintext connections refused by a TLS listener.
+    pub(crate) plaintext_refused: u64,
+}
+
 /// Every medium of one node, used by the driver as one middleware.
 #[derive(Debug)]
 pub(crate) struct Transports {
@@ -150,6 +175,9 @@ pub(crate) struct Transports {
     tcp: TcpMiddleware,
     #[cfg(feature = "quic")]
     quic: Option<QuicMiddleware>,
+    /// TCP with TLS: there when QUIC's TLS credentials are (same identity, TCP settings).
+    #[cfg(feature = "tcp-tls")]
+    tcp_tls: Option<TcpMiddleware>,
     /// The medium of every live link (from `LinkUp` to `LinkDown`).
     links: HashMap<PeerId, Medium>,
     /// The only medium, when there is one: sends need no lookup.
@@ -167,6 +195,8 @@ impl Transports {
         ping_interval: std::time::Duration,
         missed: u32,
     ) -> Result<Self, StartError> {
+        #[cfg(feature = "tcp-tls")]
+        let tcp_settings = settings.tcp.clone();
         #[cfg(feature = "tcp")]
         let tcp = {
             let config = settings
@@ -208,6 +238,21 @@ impl Transports {
             }
             None => None,
         };
+        #[cfg(feature = "tcp-tls")]
+        let tcp_tls = match &quic {
+            Some(quic) => {
+                let tls = TlsConfig::new(quic.config().tls().clone())
+                    .map_err(|e| StartError::Transport(e.to_string()))?;
+                let config = tcp_settings
+                    .tls(tls)
+                    .identity(local.as_str().to_owned())
+                    .redial(false)
+                    .build()
+                    .map_err(|e| StartError::Transport(e.to_string()))?;
+                Some(TcpMiddleware::new(config))
+            }
+            None => None,
+        };
         #[cfg(not(feature = "quic"))]
         let _ = (ping_interval, missed);
         let mut transports = Self {
@@ -215,6 +260,8 @@ impl Transports {
             tcp,
             #[cfg(feature = "quic")]
             quic,
+            #[cfg(feature = "tcp-tls")]
+            tcp_tls,
             links: HashMap::new(),
             single: None,
             prefer: Vec::new(),
@@ -245,6 +292,8 @@ impl Transports {
             Some(Medium::Tcp),
             #[cfg(feature = "quic")]
             self.quic.as_ref().map(|_| Medium::Quic),
+            #[cfg(feature = "tcp-tls")]
+            self.tcp_tls.as_ref().map(|_| Medium::TcpTls),
         ]
         .into_iter()
         .flatten()
@@ -272,6 +321,11 @@ impl Transports {
             Medium::Tcp => self.tcp.bind(endpoint).await,
             #[cfg(feature = "quic")]
             Medium::Quic => match &self.quic {
+                Some(m) => m.bind(endpoint).await,
+                None => return Err(unsupported()),
+            },
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => match &self.tcp_tls {
                 Some(m) => m.bind(endpoint).await,
                 None => return Err(unsupported()),
             },
@@ -343,6 +397,8 @@ impl Transports {
             Medium::Tcp => Some(Dialer::Tcp(self.tcp.clone())),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.clone().map(Dialer::Quic),
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => self.tcp_tls.clone().map(Dialer::Tcp),
         }
     }
 
@@ -387,6 +443,8 @@ impl Transports {
             Medium::Tcp => Some(*self.tcp.config().limits()),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.as_ref().map(|m| *m.config().link().limits()),
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => self.tcp_tls.as_ref().map(|m| *m.config().limits()),
         }
     }
 
@@ -408,6 +466,12 @@ impl Transports {
             Medium::Tcp => self.tcp.try_send(msg),
             #[cfg(feature = "quic")]
             Medium::Quic => self.quic.as_ref().ok_or(SendError::Closed)?.try_send(msg),
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => self
+                .tcp_tls
+                .as_ref()
+                .ok_or(SendError::Closed)?
+                .try_send(msg),
         }
     }
 
@@ -423,7 +487,35 @@ impl Transports {
                 .as_ref()
                 .ok_or(SendError::Closed)?
                 .try_send_urgent(msg),
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => self
+                .tcp_tls
+                .as_ref()
+                .ok_or(SendError::Closed)?
+                .try_send_urgent(msg),
         }
+    }
+
+    /// The counters of every medium present: the links' (by scheme), and the refusals
+    /// only some media count (QUIC's handshake cap, TLS's plaintext refusals).
+    pub(crate) fn stats(&self) -> MediaStats {
+        let mut stats = MediaStats::default();
+        #[cfg(feature = "tcp")]
+        stats.links.push((Medium::Tcp.scheme(), self.tcp.stats()));
+        #[cfg(feature = "quic")]
+        if let Some(quic) = &self.quic {
+            let q = quic.stats();
+            stats.links.push((Medium::Quic.scheme(), q.links));
+            stats.handshakes_refused += q.handshakes_refused;
+        }
+        #[cfg(feature = "tcp-tls")]
+        if let Some(tcp_tls) = &self.tcp_tls {
+            stats.links.push((Medium::TcpTls.scheme(), tcp_tls.stats()));
+            let tls = tcp_tls.tls_stats();
+            stats.tls_handshake_failures += tls.handshake_failures;
+            stats.plaintext_refused += tls.plaintext_refused;
+        }
+        stats
     }
 
     /// Stops or resumes reading `peer`'s link (see `MessageMiddleware::pause_reading`).
@@ -469,6 +561,27 @@ impl Transports {
             let mut from_quic = Vec::new();
             return tokio::select! {
                 taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
+        #[cfg(feature = "tcp-tls")]
+        if let Some(tcp_tls) = &self.tcp_tls {
+            let tcp = &self.tcp;
+            let (mut from_quic, mut from_tls) = (Vec::new(), Vec::new());
+            return tokio::select! {
+                taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
+                taken = async {
+                    match &self.quic {
+                        Some(quic) => quic.recv_many(&mut from_quic, limit).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    items.append(&mut from_quic);
+                    taken.map(|_| Medium::Quic)
+                }
+                taken = tcp_tls.recv_many(&mut from_tls, limit) => {
+                    items.append(&mut from_tls);
+                    taken.map(|_| Medium::TcpTls)
+                }
+            };
+        }
                 taken = quic.recv_many(&mut from_quic, limit) => {
                     items.append(&mut from_quic);
                     taken.map(|_| Medium::Quic)
@@ -542,6 +655,10 @@ impl Transports {
 #[cfg(all(test, feature = "tcp", feature = "quic"))]
 #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
+        #[cfg(feature = "tcp-tls")]
+        if let Some(m) = &self.tcp_tls {
+            m.close();
+        }
     use super::*;
 
     fn media(prefer: &[&str], quic: bool) -> Transports {
@@ -600,6 +717,36 @@ mod tests {
         let peer: PeerId = "/t/t/t/w1/g1/Battle/battle-1"
             .parse::<ServicePath>()
             .map(|p| p.peer_id())
+    #[cfg(feature = "tcp-tls")]
+    #[tokio::test]
+    async fn tcp_tls_comes_before_plaintext_tcp_with_credentials() {
+        let published: Vec<String> =
+            vec!["tcp://127.0.0.1:1".into(), "tcp+tls://127.0.0.1:3".into()];
+        // With credentials, never plaintext to a peer that publishes TLS.
+        assert_eq!(
+            dialled(&media(&[], true), &published).as_deref(),
+            Some("tcp+tls://127.0.0.1:3")
+        );
+        // Without them TCP+TLS cannot be dialled: plaintext TCP.
+        assert_eq!(
+            dialled(&media(&[], false), &published).as_deref(),
+            Some("tcp://127.0.0.1:1")
+        );
+        assert_eq!(dialled(&media(&[], false), &published[1..]), None);
+        // QUIC first when the peer publishes it too.
+        let mut all = published.clone();
+        all.push("quic://127.0.0.1:2".into());
+        assert_eq!(
+            dialled(&media(&[], true), &all).as_deref(),
+            Some("quic://127.0.0.1:2")
+        );
+        // An explicit preference still wins.
+        assert_eq!(
+            dialled(&media(&["tcp", "tcp+tls"], true), &published).as_deref(),
+            Some("tcp://127.0.0.1:1")
+        );
+    }
+
             .unwrap();
         let up = |peer: &PeerId| Incoming::LinkUp {
             peer: peer.clone(),
