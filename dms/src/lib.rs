@@ -15,12 +15,14 @@
 //! # Transports
 //!
 //! The kernel runs over the [`MessageMiddleware`](dms_core::MessageMiddleware) trait; the
-//! cargo features choose what is compiled in: `tcp` (default; ZMTP 3.1, libzmq-compatible)
-//! and `quic` (mutual TLS, the service path bound to the certificate). A node may bind
+//! cargo features choose what is compiled in: `tcp` (default; ZMTP 3.1, libzmq-compatible),
+//! `quic` (mutual TLS, the service path bound to the certificate) and `tcp-tls` (the same
+//! mutual TLS over TCP, `tcp+tls://`, with the QUIC credentials). A node may bind
 //! endpoints of several schemes at once ([`NodeBuilder::bind`]) and publishes all of them;
 //! it dials each peer on the first scheme of its preference ([`NodeBuilder::prefer`],
-//! default [`DEFAULT_PREFERENCE`]) that the peer published and it can dial. QUIC needs TLS
-//! credentials ([`NodeBuilder::quic`]; `quic_dev_certificates` for development only).
+//! default [`DEFAULT_PREFERENCE`]) that the peer published and it can dial. QUIC and
+//! TCP+TLS need TLS credentials ([`NodeBuilder::quic`]; `quic_dev_certificates` for
+//! development only).
 //! A build needs at least one of `tcp` and `quic`.
 #![forbid(unsafe_code)]
 

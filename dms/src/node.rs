@@ -199,9 +199,9 @@ impl<D: Discovery> NodeBuilder<D> {
     }
 
     /// Schemes this node dials, most preferred first (default
-    /// [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE): `shm`, `quic`, `tcp`). For each
-    /// peer the first scheme it published and this node can dial is used; schemes not
-    /// listed are never dialled.
+    /// [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE): `shm`, `quic`, `tcp+tls`,
+    /// `tcp`). For each peer the first scheme it published and this node can dial is used;
+    /// schemes not listed are never dialled.
     ///
     /// ```
     /// # let path: dms::ServicePath = "/demo/cn/android/w1/g1/Lobby/lobby-1".parse().unwrap();
@@ -232,6 +232,8 @@ impl<D: Discovery> NodeBuilder<D> {
     /// this node's service path (checked at start); the node sets the announced identity
     /// and derives QUIC's idle timeout and keep-alive from its heartbeat (see
     /// [`QuicConfigBuilder::liveness`](dms_transport_quic::QuicConfigBuilder::liveness)).
+    /// With the feature `tcp-tls` the same TLS identity also turns `tcp+tls://` on (the
+    /// [`tcp`](Self::tcp) settings, mutual TLS 1.3 under ZMTP).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
