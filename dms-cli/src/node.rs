@@ -34,9 +34,15 @@ pub(crate) struct NodeArgs {
     /// Heartbeat interval in ms this instance drives as requester (dead after 3 silent).
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
-    /// Allow only these clusters to talk to this instance (repeatable; default: all).
+    /// Allow only these clusters to talk to this instance (repeatable; default: all):
+    /// each is the ACL rule `allow * from CLUSTER`.
     #[arg(long)]
     allow: Vec<ClusterPath>,
+    /// ACL policy file (one rule a line: `allow|deny OPS from PRINCIPAL [to SERVICE]`,
+    /// see the README). Added to the --allow rules; a file that is missing or does not
+    /// parse stops the start with an error naming the line and the field.
+    #[arg(long, value_name = "FILE")]
+    acl: Option<std::path::PathBuf>,
     /// Registration lease TTL in seconds (how long a killed node stays listed).
     #[arg(long, default_value_t = 5)]
     lease_ttl_s: u64,
@@ -66,6 +72,9 @@ async fn serve<D: Discovery>(
     }
     for cluster in args.allow {
         builder = builder.allow(cluster);
+    }
+    if let Some(file) = args.acl {
+        builder = builder.acl_file(file);
     }
     let node = builder
         .start()

@@ -42,7 +42,7 @@
 //! use dms_core::path::ServicePath;
 //!
 //! let policy: AclPolicy = "
-//!     # Lobbies may talk to Battle; lobby-9 may not broadcast.
+//!     ## Lobbies may talk to Battle; lobby-9 may not broadcast.
 //!     allow connect, request, notify, broadcast from /demo/cn/*/*/*/Lobby to /demo/cn/android/w1/g1/Battle
 //!     deny broadcast from /demo/cn/android/w1/g1/Lobby/lobby-9
 //! ".parse()?;
@@ -90,7 +90,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order of the text format.
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Self; 5] = [
         Self::Connect,
         Self::Request,
         Self::Notify,

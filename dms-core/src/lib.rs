@@ -10,6 +10,8 @@
 //!   implements, with ZeroMQ ROUTER semantics, and the types it speaks in
 //!   ([`Endpoint`], [`PeerId`], [`Incoming`] and their errors);
 //! - [`route`]: the routing table of multi-hop forwarding (published links, Dijkstra).
+//! - [`acl`]: access-control policies (principals × services × operations, deny first,
+//!   default deny) and their text format.
 //!
 //! ```
 //! use bytes::BytesMut;
