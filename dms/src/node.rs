@@ -14,10 +14,12 @@ use dms_discovery::Discovery;
 use dms_discovery::memory::MemoryDiscovery;
 #[cfg(feature = "tcp")]
 use dms_transport_tcp::TcpConfigBuilder;
-use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
 use crate::registrar::{Registrant, keep_registered};
+use crate::request_queue::{QueueReceiver, request_queue};
+use crate::telemetry::NodeMetrics;
 use crate::transport::{TransportSettings, Transports};
 use crate::{AclFileError, IncomingRequest, RequestError, StartError};
 
@@ -144,6 +146,7 @@ struct Settings {
     request_timeout: Duration,
     lease_ttl: Duration,
     incoming_queue: usize,
+    incoming_per_peer: usize,
     reconnect: (Duration, Duration),
     policy: Arc<dyn DispatchPolicy>,
     transports: TransportSettings,
@@ -165,6 +168,7 @@ impl NodeBuilder<MemoryDiscovery> {
                 request_timeout: Duration::from_secs(5),
                 lease_ttl: Duration::from_secs(10),
                 incoming_queue: 1024,
+                incoming_per_peer: 256,
                 reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
                 policy: Arc::new(JumpHash),
                 transports: TransportSettings::default(),
@@ -195,9 +199,9 @@ impl<D: Discovery> NodeBuilder<D> {
     }
 
     /// Schemes this node dials, most preferred first (default
-    /// [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE): `shm`, `quic`, `tcp`). For each
-    /// peer the first scheme it published and this node can dial is used; schemes not
-    /// listed are never dialled.
+    /// [`DEFAULT_PREFERENCE`](crate::DEFAULT_PREFERENCE): `shm`, `quic`, `tcp+tls`,
+    /// `tcp`). For each peer the first scheme it published and this node can dial is used;
+    /// schemes not listed are never dialled.
     ///
     /// ```
     /// # let path: dms::ServicePath = "/demo/cn/android/w1/g1/Lobby/lobby-1".parse().unwrap();
@@ -228,6 +232,8 @@ impl<D: Discovery> NodeBuilder<D> {
     /// this node's service path (checked at start); the node sets the announced identity
     /// and derives QUIC's idle timeout and keep-alive from its heartbeat (see
     /// [`QuicConfigBuilder::liveness`](dms_transport_quic::QuicConfigBuilder::liveness)).
+    /// With the feature `tcp-tls` the same TLS identity also turns `tcp+tls://` on (the
+    /// [`tcp`](Self::tcp) settings, mutual TLS 1.3 under ZMTP).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -329,6 +335,15 @@ impl<D: Discovery> NodeBuilder<D> {
     /// Default timeout of requests (5 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Requests and notifications waiting for [`Node::next_request`], at most: `total`
+    /// in all (default 1,024) and `per_peer` from one peer (default 256). Beyond, a
+    /// request gets an `OVERLOADED` error reply and a notification is dropped (counted).
+    pub fn incoming_queue(mut self, total: usize, per_peer: usize) -> Self {
+        self.settings.incoming_queue = total.max(1);
+        self.settings.incoming_per_peer = per_peer.clamp(1, total.max(1));
         self
     }
 
@@ -463,7 +478,8 @@ async fn start<D: Discovery>(
     let protocol = Protocol::new(proto);
     let proto_stats = protocol.stats_handle();
     let (command_tx, commands) = mpsc::channel(1024);
-    let (incoming_tx, incoming_rx) = mpsc::channel(settings.incoming_queue);
+    let (incoming_tx, incoming_rx) =
+        request_queue(settings.incoming_queue, settings.incoming_per_peer);
     let (events, _) = broadcast::channel(1024);
     let (watch_tx, watch) = mpsc::channel(1024);
     let mut targets = HashMap::new();
@@ -475,7 +491,9 @@ async fn start<D: Discovery>(
             watch_tx.clone(),
         ));
     }
+    let metrics = Arc::new(NodeMetrics::new(path.as_str()));
     let driver = Driver {
+        metrics: metrics.clone(),
         proto: protocol,
         transports,
         registered: Some(registered),
@@ -499,9 +517,10 @@ async fn start<D: Discovery>(
             endpoints,
             bucket,
             commands: command_tx,
-            incoming: Mutex::new(incoming_rx),
+            incoming: incoming_rx,
             events,
             request_timeout: settings.request_timeout,
+            metrics,
         }),
     })
 }
@@ -513,9 +532,10 @@ struct Inner {
     endpoints: Vec<Endpoint>,
     bucket: u32,
     commands: mpsc::Sender<Command>,
-    incoming: Mutex<mpsc::Receiver<IncomingRequest>>,
+    incoming: QueueReceiver,
     events: broadcast::Sender<NodeEvent>,
     request_timeout: Duration,
+    metrics: Arc<NodeMetrics>,
 }
 
 /// A running service instance: registered in discovery, linked to the live instances of
@@ -599,12 +619,12 @@ impl Node {
         command: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
     ) -> Result<T, RequestError> {
         let (done, result) = oneshot::channel();
-        self.inner
-            .commands
-            .send(command(done))
-            .await
-            .map_err(|_| RequestError::Closed)?;
-        result.await.map_err(|_| RequestError::Closed)?
+        let result = match self.inner.commands.send(command(done)).await {
+            Ok(()) => result.await.unwrap_or(Err(RequestError::Closed)),
+            Err(_) => Err(RequestError::Closed),
+        };
+        self.inner.metrics.request_ended(&result);
+        result
     }
 
     /// Sends a request to one live instance of `cluster`, picked by the dispatch policy
@@ -695,10 +715,12 @@ impl Node {
         .await
     }
 
-    /// The next request or notification for this node (one consumer at a time); `None`
-    /// once the node is shut down.
+    /// The next request or notification for this node; `None` once the node is shut
+    /// down. Peers take turns: a peer with many requests waiting delays another peer's
+    /// by one of its own at most. Several tasks may wait on it at once (each request
+    /// goes to one of them). Cancel-safe.
     pub async fn next_request(&self) -> Option<IncomingRequest> {
-        self.inner.incoming.lock().await.recv().await
+        self.inner.incoming.recv().await
     }
 
     /// Peer up/down events from now on.
