@@ -529,6 +529,12 @@ impl Transports {
                     quic.pause_reading(peer, paused);
                 }
             }
+            #[cfg(feature = "tcp-tls")]
+            Some(Medium::TcpTls) => {
+                if let Some(tcp_tls) = &self.tcp_tls {
+                    tcp_tls.pause_reading(peer, paused);
+                }
+            }
             None => {}
         }
     }
@@ -555,12 +561,6 @@ impl Transports {
         items: &mut Vec<Incoming>,
         limit: usize,
     ) -> Result<Medium, MiddlewareError> {
-        #[cfg(all(feature = "tcp", feature = "quic"))]
-        if let Some(quic) = &self.quic {
-            let tcp = &self.tcp;
-            let mut from_quic = Vec::new();
-            return tokio::select! {
-                taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
         #[cfg(feature = "tcp-tls")]
         if let Some(tcp_tls) = &self.tcp_tls {
             let tcp = &self.tcp;
@@ -582,6 +582,12 @@ impl Transports {
                 }
             };
         }
+        #[cfg(all(feature = "tcp", feature = "quic"))]
+        if let Some(quic) = &self.quic {
+            let tcp = &self.tcp;
+            let mut from_quic = Vec::new();
+            return tokio::select! {
+                taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
                 taken = quic.recv_many(&mut from_quic, limit) => {
                     items.append(&mut from_quic);
                     taken.map(|_| Medium::Quic)
@@ -649,16 +655,16 @@ impl Transports {
         if let Some(m) = &self.quic {
             m.close();
         }
+        #[cfg(feature = "tcp-tls")]
+        if let Some(m) = &self.tcp_tls {
+            m.close();
+        }
     }
 }
 
 #[cfg(all(test, feature = "tcp", feature = "quic"))]
 #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
-        #[cfg(feature = "tcp-tls")]
-        if let Some(m) = &self.tcp_tls {
-            m.close();
-        }
     use super::*;
 
     fn media(prefer: &[&str], quic: bool) -> Transports {
@@ -711,12 +717,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_peer_has_one_link_across_media() {
-        let mut t = media(&[], true);
-        let peer: PeerId = "/t/t/t/w1/g1/Battle/battle-1"
-            .parse::<ServicePath>()
-            .map(|p| p.peer_id())
     #[cfg(feature = "tcp-tls")]
     #[tokio::test]
     async fn tcp_tls_comes_before_plaintext_tcp_with_credentials() {
@@ -747,6 +747,12 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_peer_has_one_link_across_media() {
+        let mut t = media(&[], true);
+        let peer: PeerId = "/t/t/t/w1/g1/Battle/battle-1"
+            .parse::<ServicePath>()
+            .map(|p| p.peer_id())
             .unwrap();
         let up = |peer: &PeerId| Incoming::LinkUp {
             peer: peer.clone(),
