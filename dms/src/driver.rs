@@ -21,7 +21,7 @@ use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registrar::Release;
 use crate::registration::{Registration, cluster_key};
 use crate::request_queue::QueueSender;
-use crate::telemetry::NodeMetrics;
+use crate::telemetry::{EXPORT_INTERVAL, NodeMetrics};
 use crate::transport::Transports;
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 
@@ -157,6 +157,8 @@ pub(crate) struct DriverState {
     /// Peers whose links are not read: replies to their requests are parked (they send
     /// requests faster than they read the answers). Read again once the backlog is gone.
     throttled: HashSet<PeerId>,
+    /// When the transports' and the protocol's counters are next copied to the recorder.
+    next_export: Option<Instant>,
 }
 
 /// Outcome of a connect attempt, reported back to the driver.
@@ -277,6 +279,7 @@ impl Driver {
         if let Some(at) = self.state.awaiting.next_deadline() {
             earlier(at);
         }
+        earlier(self.state.next_export.unwrap_or_else(now));
         deadline
     }
 
@@ -936,6 +939,11 @@ impl Driver {
     fn on_timer(&mut self, connected_tx: &mpsc::Sender<Connected>) {
         let now = now();
         self.proto.handle_timeout(now);
+        if self.state.next_export.is_none_or(|at| now >= at) {
+            self.state.next_export = Some(now + EXPORT_INTERVAL);
+            self.metrics
+                .export(&self.transports.stats(), &self.proto.stats());
+        }
         let due: Vec<ServicePath> = self
             .state
             .retry_at

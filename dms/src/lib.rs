@@ -24,20 +24,53 @@
 //! TCP+TLS need TLS credentials ([`NodeBuilder::quic`]; `quic_dev_certificates` for
 //! development only).
 //! A build needs at least one of `tcp` and `quic`.
+//!
+//! # Metrics
+//!
+//! A node records its figures through the [`metrics`](https://docs.rs/metrics) facade:
+//! install the recorder you use (Prometheus, StatsD...) before starting nodes; without
+//! one, recording costs nothing. `dms node --metrics ADDR` serves them in Prometheus text
+//! format. Every figure carries the label `node` (the instance's service path).
+//!
+//! | name | labels | counts |
+//! |---|---|---|
+//! | `dms_requests_total` | `outcome`: `ok` or the error (`timeout`, `peer_lost`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `closed`) | requests, notifications and broadcasts this node sent, by how they ended |
+//! | `dms_requests_received_total` | `kind`: `request`, `notification`, `broadcast` | what was queued for the application |
+//! | `dms_dropped_total` | `reason`: `backlog_full`, `incoming_full`, `peer_lost` | messages dropped: a full link's backlog, a notification the incoming queue had no room for, what waited for a link that died |
+//! | `dms_overloaded_total` | | requests answered `OVERLOADED` (the incoming queue, or the sender's share of it, was full) |
+//! | `dms_throttled_total` | | times a peer's link stopped being read because replies to it could not leave |
+//! | `dms_peers_up_total` | `role`: `connector`, `acceptor` | sessions that became ready |
+//! | `dms_peers_lost_total` | `reason`: `heartbeat`, `probe_timeout`, `link_down`, `disconnected`, `denied`, `protocol` | sessions that ended |
+//! | `dms_redials_total` | | redials scheduled for a lost instance |
+//! | `dms_acl_denied_total` | `op`: `connect`, `request`, `notify` | operations the ACL refused |
+//! | `dms_pings_dropped_total`, `dms_ping_floods_total`, `dms_late_replies_total` | | PINGs over a peer's budget, sessions ended for a PING flood, replies after their timeout |
+//! | `dms_links_up_total`, `dms_links_down_total` | `transport` | links of each medium |
+//! | `dms_handshake_failures_total`, `dms_protocol_errors_total` | `transport` | connections whose handshake failed, links closed for breaking the wire protocol |
+//! | `dms_connections_refused_total` | `cause`: `duplicate_identity`, `peer_limit` (with `transport`), `handshake_limit`, `plaintext`, `tls_handshake` | connections refused |
+//! | `dms_reconnect_attempts_total`, `dms_reads_paused_total`, `dms_events_dropped_total`, `dms_bytes_dropped_total` | `transport` | redials of a transport's own supervisor, pauses of a link's reading, `Refused` events and bytes lost with a dead link |
+//!
+//! Gauges: `dms_peers_ready` (ready sessions), `dms_parked_messages` (messages waiting
+//! for room in full links). The counters kept by the transports and the protocol
+//! (`dms_acl_*`, `dms_pings_*`, `dms_late_*` and those labelled `transport`) are copied
+//! into the recorder once a second.
 #![forbid(unsafe_code)]
 
 mod awaiting;
 mod driver;
 mod error;
 mod incoming;
-mod request_queue;
-mod telemetry;
 mod node;
 mod registrar;
 pub mod registration;
+mod request_queue;
+mod telemetry;
 mod transport;
 
+/// Access control: policies, rules, patterns, operations (`dms_core::acl`).
+pub use dms_core::acl;
+pub use dms_core::acl::{AclPolicy, Operation};
 pub use dms_core::path::{ClusterPath, PathError, ServicePath};
+pub use dms_core::proto::{PingLimit, ProtoStats};
 pub use dms_core::{Endpoint, Multipart};
 pub use dms_discovery::Discovery;
 pub use dms_discovery::memory::MemoryDiscovery;
@@ -50,10 +83,6 @@ pub use dms_transport_quic as quic;
 /// The TCP transport (feature `tcp`).
 #[cfg(feature = "tcp")]
 pub use dms_transport_tcp as tcp;
-/// Access control: policies, rules, patterns, operations (`dms_core::acl`).
-pub use dms_core::acl;
-pub use dms_core::acl::{AclPolicy, Operation};
-pub use dms_core::proto::{PingLimit, ProtoStats};
 pub use error::{AclFileError, Outcome, RequestError, StartError};
 pub use incoming::IncomingRequest;
 pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};

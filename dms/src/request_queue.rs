@@ -66,15 +66,15 @@ impl QueueSender {
         &self,
         peer: &PeerId,
         item: IncomingRequest,
-    ) -> Result<(), IncomingRequest> {
+    ) -> Result<(), Box<IncomingRequest>> {
         let mut state = self.0.state();
         if state.len >= state.capacity {
-            return Err(item);
+            return Err(Box::new(item));
         }
         let per_peer = state.per_peer;
         let State { queues, turns, .. } = &mut *state;
         match queues.get_mut(peer) {
-            Some(queue) if queue.len() >= per_peer => return Err(item),
+            Some(queue) if queue.len() >= per_peer => return Err(Box::new(item)),
             Some(queue) => queue.push_back(item),
             None => {
                 queues.insert(peer.clone(), VecDeque::from([item]));

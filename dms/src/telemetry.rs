@@ -2,28 +2,22 @@
 //! recorder it likes (`metrics-exporter-prometheus` in `dms node --metrics`); without
 //! one, every figure is a no-op.
 //!
-//! Every figure carries the label `node` (the instance's service path). Counters:
-//!
-//! | name | labels | counts |
-//! |---|---|---|
-//! | `dms_requests_total` | `outcome`: `ok`, or the error (`timeout`, `peer_lost`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `closed`) | requests and notifications this node sent, by how they ended |
-//! | `dms_requests_received_total` | `kind`: `request`, `notification`, `broadcast` | what reached the application |
-//! | `dms_dropped_total` | `reason`: `backlog_full`, `incoming_full`, `peer_lost` | messages dropped (none is dropped silently) |
-//! | `dms_overloaded_total` | | requests answered `OVERLOADED` (the incoming queue, or the sender's share of it, was full) |
-//! | `dms_throttled_total` | | times a peer's link stopped being read because replies to it could not leave |
-//! | `dms_peers_up_total` | `role`: `connector`, `acceptor` | sessions that became ready |
-//! | `dms_peers_lost_total` | `reason`: `heartbeat`, `probe_timeout`, `link_down`, `disconnected`, `denied`, `protocol` | sessions that ended |
-//! | `dms_redials_total` | | redials scheduled for a lost instance |
-//!
-//! Gauges: `dms_peers_ready` (ready sessions), `dms_parked_messages` (messages waiting
-//! for room in full links).
+//! The figures and their names are listed in the [crate docs](crate#metrics).
 
 use dms_core::Role;
 use dms_core::proto::LossReason;
 use dms_core::proto::control::codes;
+use std::time::Duration;
+
+use dms_core::proto::ProtoStats;
 use metrics::{Counter, Gauge, counter, gauge};
 
 use crate::RequestError;
+use crate::transport::MediaStats;
+
+/// How often the counters kept by the transports and the protocol are copied into the
+/// recorder.
+pub(crate) const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Handles of one node's figures, registered once at start (an increment is then one
 /// atomic add in the recorder, or nothing without one).
@@ -42,6 +36,7 @@ pub(crate) struct NodeMetrics {
     pub(crate) redials: Counter,
     pub(crate) peers_ready: Gauge,
     pub(crate) parked: Gauge,
+    node: String,
 }
 
 const FAILURES: [&str; 9] = [
@@ -84,8 +79,54 @@ impl NodeMetrics {
             peers_lost: LOSSES.map(|r| labelled("dms_peers_lost_total", "reason", r)),
             redials: counter!("dms_redials_total", "node" => node.clone()),
             peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
-            parked: gauge!("dms_parked_messages", "node" => node),
+            parked: gauge!("dms_parked_messages", "node" => node.clone()),
+            node,
         }
+    }
+
+    /// Copies the counters the transports and the protocol keep themselves (atomics on
+    /// their own paths) into the recorder, as absolute values.
+    pub(crate) fn export(&self, media: &MediaStats, proto: &ProtoStats) {
+        let node = &self.node;
+        for (scheme, links) in &media.links {
+            let set = |name: &'static str, value: u64| {
+                counter!(name, "node" => node.clone(), "transport" => *scheme).absolute(value);
+            };
+            set("dms_links_up_total", links.links_up);
+            set("dms_links_down_total", links.links_down);
+            set("dms_handshake_failures_total", links.handshake_failures);
+            set("dms_protocol_errors_total", links.protocol_errors);
+            set("dms_reconnect_attempts_total", links.reconnect_attempts);
+            set("dms_reads_paused_total", links.reads_paused);
+            set("dms_events_dropped_total", links.events_dropped);
+            set("dms_bytes_dropped_total", links.bytes_dropped_on_link_down);
+            let refused = |cause: &'static str, value: u64| {
+                counter!("dms_connections_refused_total", "node" => node.clone(),
+                    "transport" => *scheme, "cause" => cause)
+                .absolute(value);
+            };
+            refused("duplicate_identity", links.duplicate_identities);
+            refused("peer_limit", links.peer_limit_refusals);
+        }
+        let refused = |cause: &'static str, value: u64| {
+            counter!("dms_connections_refused_total", "node" => node.clone(), "cause" => cause)
+                .absolute(value);
+        };
+        refused("handshake_limit", media.handshakes_refused);
+        refused("plaintext", media.plaintext_refused);
+        refused("tls_handshake", media.tls_handshake_failures);
+        let denied = |op: &'static str, value: u64| {
+            counter!("dms_acl_denied_total", "node" => node.clone(), "op" => op).absolute(value);
+        };
+        denied("connect", proto.acl_denied_connects);
+        denied("request", proto.acl_denied_requests);
+        denied("notify", proto.acl_denied_notifications);
+        let set = |name: &'static str, value: u64| {
+            counter!(name, "node" => node.clone()).absolute(value);
+        };
+        set("dms_pings_dropped_total", proto.pings_dropped);
+        set("dms_ping_floods_total", proto.ping_floods);
+        set("dms_late_replies_total", proto.late_replies);
     }
 
     /// Counts how a request (or notification) this node sent ended.
@@ -153,7 +194,11 @@ mod tests {
         let errors = [
             RequestError::NotATarget("/a/b/c/d/e/F".parse().expect("cluster")),
             RequestError::NoInstance(String::new()),
-            RequestError::Denied(String::new()),
+            RequestError::Denied {
+                service: "/a/b/c/d/e/F/f1".parse().expect("path"),
+                op: dms_core::acl::Operation::Request,
+                detail: String::new(),
+            },
             RequestError::Timeout,
             RequestError::PeerLost(String::new()),
             RequestError::Remote {
