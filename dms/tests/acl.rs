@@ -45,14 +45,14 @@ deny request from /demo/cn/android/w1/g1/Lobby/lobby-2
 ";
 
 /// A Battle instance with the policy above: echoes requests, reports notifications.
-async fn battle(discovery: &MemoryDiscovery) -> (Node, mpsc::UnboundedReceiver<String>) {
+async fn battle(discovery: &MemoryDiscovery) -> (Node, mpsc::Receiver<String>) {
     let node = node_builder(instance("Battle", "battle-1"))
         .acl_policy(BATTLE_POLICY.parse().unwrap())
         .discovery(discovery.clone())
         .start()
         .await
         .unwrap();
-    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let (notes_tx, notes) = mpsc::channel(64);
     let server = node.clone();
     tokio::spawn(async move {
         while let Some(request) = server.next_request().await {
@@ -61,7 +61,9 @@ async fn battle(discovery: &MemoryDiscovery) -> (Node, mpsc::UnboundedReceiver<S
                 let _ = request.reply(body).await;
             } else {
                 let body = String::from_utf8_lossy(&request.body()[0]).into_owned();
-                let _ = notes_tx.send(format!("{} {body}", request.from().instance()));
+                let _ = notes_tx
+                    .send(format!("{} {body}", request.from().instance()))
+                    .await;
             }
         }
     });
