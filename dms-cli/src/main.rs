@@ -10,6 +10,7 @@ mod failure;
 mod ls;
 mod node;
 mod request;
+mod stats;
 mod transport_args;
 
 use std::io::Write;
@@ -49,6 +50,9 @@ enum Commands {
     Broadcast(request::BroadcastArgs),
     /// Lists clusters, instances, buckets and endpoints registered in discovery.
     Ls(ls::LsArgs),
+    /// Prints a node's figures from its metrics endpoint (`dms node --metrics ADDR`): a
+    /// table grouped by metric name, or with `--json` one JSON array.
+    Stats(stats::StatsArgs),
     /// Prints registrations and deregistrations as they happen.
     Watch(ls::WatchArgs),
     /// Measures throughput and latency (transport alone, kernel request/reply, broadcast,
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             Commands::Request(args) => request::run(args).await,
             Commands::Broadcast(args) => request::broadcast(args).await,
             Commands::Ls(args) => ls::run(args).await,
+            Commands::Stats(args) => stats::run(args).await,
             Commands::Watch(args) => ls::watch(args).await,
             Commands::Bench(args) => bench::run(args).await,
             Commands::BenchWorker(args) => bench::worker(args).await,

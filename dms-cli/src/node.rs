@@ -7,6 +7,7 @@ use dms::{ClusterPath, Discovery, Endpoint, Multipart, Node, ServicePath};
 
 use crate::discovery_url::{DiscoveryUrl, with_discovery};
 use crate::failure::Failure;
+use crate::stats::serve::MetricsEndpoint;
 use crate::transport_args::TransportArgs;
 
 /// Options of `dms node`.
@@ -46,17 +47,39 @@ pub(crate) struct NodeArgs {
     /// Registration lease TTL in seconds (how long a killed node stays listed).
     #[arg(long, default_value_t = 5)]
     lease_ttl_s: u64,
+    /// Serve this node's figures in the Prometheus text format over HTTP on this address
+    /// (e.g. 127.0.0.1:9464; port 0 picks a free port); the bound address is printed as
+    /// `metrics HOST:PORT`. Read them with `dms stats HOST:PORT`.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
+    // The recorder goes in first: the kernel (and the discovery client) register their
+    // figures when they are built, with the recorder installed then.
+    let exporter = match args.metrics {
+        Some(addr) => {
+            let endpoint = MetricsEndpoint::bind(addr)
+                .await
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            Some((endpoint.local_addr(), endpoint.spawn()))
+        }
+        None => None,
+    };
+    let metrics = exporter.as_ref().map(|(addr, _)| *addr);
     let url = args.discovery.clone();
-    with_discovery!(&url, |d| serve(d, &url, args))
+    let result = with_discovery!(&url, |d| serve(d, &url, args, metrics));
+    if let Some((_, task)) = exporter {
+        task.abort();
+    }
+    result
 }
 
 async fn serve<D: Discovery>(
     discovery: D,
     url: &DiscoveryUrl,
     args: NodeArgs,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), Failure> {
     let builder = Node::builder(args.service.clone()).discovery(discovery);
     let mut builder = args
@@ -85,6 +108,9 @@ async fn serve<D: Discovery>(
         let _ = writeln!(out, "service {}", node.path());
         for endpoint in node.endpoints() {
             let _ = writeln!(out, "endpoint {endpoint}");
+        }
+        if let Some(metrics) = metrics {
+            let _ = writeln!(out, "metrics {metrics}");
         }
         let _ = writeln!(out, "bucket {}", node.bucket());
         let _ = out.flush();
