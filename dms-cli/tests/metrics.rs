@@ -199,6 +199,34 @@ fn node_serves_its_figures_and_stats_prints_them() {
         names.iter().all(|n| n.starts_with("dms_peers_")),
         "{names:?}"
     );
+
+    // The endpoint defends itself: silent connections do not block a scrape, another
+    // method is 405, a head that is not HTTP or never ends is 400.
+    let silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&node.metrics).unwrap())
+        .collect();
+    assert_eq!(
+        count(&stats_json(&node.metrics), "dms_peers_ready", &service),
+        1
+    );
+    drop(silent);
+    let raw = |request: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(&node.metrics).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let _ = stream.write_all(request);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert!(raw(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(raw(b"hello\r\n\r\n").starts_with("HTTP/1.1 400"));
+    // Exactly the 8 KiB the endpoint reads (more would be reset unread, racing the answer).
+    assert!(raw(&[b'a'; 8 * 1024]).starts_with("HTTP/1.1 400"));
+    let head = raw(b"HEAD / HTTP/1.0\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
 }
 
 /// A metrics address already taken stops the node before it starts, with the address
