@@ -12,6 +12,9 @@
 //! [`metrics`] records the figures code under test reports through the `metrics` facade,
 //! for tests that assert a counter moved.
 //!
+//! [`tcp_proxy`] delays, blackholes (half-open), resets, throttles and refuses TCP
+//! connections between a client and a server, for fault tests of stream transports.
+//!
 //! [`udp_proxy`] loses and reorders datagrams between a client and a server, for fault
 //! tests of datagram transports.
 //!
@@ -24,5 +27,6 @@ pub mod discovery;
 pub mod etcd;
 pub mod metrics;
 pub mod middleware;
+pub mod tcp_proxy;
 pub mod udp_proxy;
 pub mod wait;
