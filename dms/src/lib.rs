@@ -44,6 +44,7 @@
 //! | `dms_redials_total` | | redials scheduled for a lost instance |
 //! | `dms_acl_denied_total` | `op`: `connect`, `request`, `notify` | operations the ACL refused |
 //! | `dms_pings_dropped_total`, `dms_ping_floods_total`, `dms_late_replies_total` | | PINGs over a peer's budget, sessions ended for a PING flood, replies after their timeout |
+//! | `dms_pauses_total` | | timer ticks so late the process cannot have been running (SIGSTOP, VM pause): peers got one more interval instead of a verdict on the stale silence |
 //! | `dms_links_up_total`, `dms_links_down_total` | `transport` | links of each medium |
 //! | `dms_handshake_failures_total`, `dms_protocol_errors_total` | `transport` | connections whose handshake failed, links closed for breaking the wire protocol |
 //! | `dms_connections_refused_total` | `cause`: `duplicate_identity`, `peer_limit` (with `transport`), `handshake_limit`, `plaintext`, `tls_handshake` | connections refused |

@@ -127,6 +127,7 @@ impl NodeMetrics {
         set("dms_pings_dropped_total", proto.pings_dropped);
         set("dms_ping_floods_total", proto.ping_floods);
         set("dms_late_replies_total", proto.late_replies);
+        set("dms_pauses_total", proto.pauses);
     }
 
     /// Counts how a request (or notification) this node sent ended.

@@ -273,6 +273,10 @@ pub struct ProtoStats {
     pub ping_floods: u64,
     /// Replies that came after their request had timed out.
     pub late_replies: u64,
+    /// Timer ticks so late that this process cannot have been running (SIGSTOP, a VM
+    /// pause, a starved runtime): silence measured across them was not held against
+    /// peers (see [`Protocol::handle_timeout`]).
+    pub pauses: u64,
 }
 
 #[derive(Debug, Default)]
@@ -283,6 +287,7 @@ struct Counters {
     pings_dropped: AtomicU64,
     ping_floods: AtomicU64,
     late_replies: AtomicU64,
+    pauses: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -320,6 +325,7 @@ impl StatsHandle {
             pings_dropped: read(&c.pings_dropped),
             ping_floods: read(&c.ping_floods),
             late_replies: read(&c.late_replies),
+            pauses: read(&c.pauses),
         }
     }
 }
@@ -580,7 +586,26 @@ impl Protocol {
     }
 
     /// Timers: probes, heartbeats, liveness and request deadlines.
+    ///
+    /// A tick that comes later than the earliest deadline this protocol reported
+    /// ([`poll_timeout`](Self::poll_timeout)) by more than a ping interval (or than the
+    /// shortest liveness bound of a session, if shorter) means this process was not
+    /// running (a SIGSTOP, a VM pause, a starved runtime): what peers sent meanwhile may
+    /// wait unread in the sockets. Their silence is then not held against them: every
+    /// session gets one more ping interval (at most half its liveness bound) to be heard
+    /// from, a probe as long to be answered, and a requester pings at once. A peer that
+    /// really died is declared dead that much later; a live one is not torn down by the
+    /// stale verdict of its resumed peer. Request deadlines are kept as they are.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(due) = self.poll_timeout() {
+            let shortest = self.sessions.values().map(|s| s.liveness).min();
+            let threshold = shortest.map_or(self.config.ping_interval, |l| {
+                l.min(self.config.ping_interval)
+            });
+            if now.saturating_duration_since(due) > threshold {
+                self.resumed_after_pause(now);
+            }
+        }
         let mut lost = Vec::new();
         let mut pings = Vec::new();
         for (peer, session) in &mut self.sessions {
@@ -633,6 +658,26 @@ impl Protocol {
                     id: RequestId(id),
                     result: Err(RequestError::Timeout),
                 });
+            }
+        }
+    }
+
+    /// See [`handle_timeout`](Self::handle_timeout): one more interval for every session.
+    fn resumed_after_pause(&mut self, now: Instant) {
+        bump(&self.counters.pauses);
+        let interval = self.config.ping_interval;
+        for session in self.sessions.values_mut() {
+            let grace = interval.min(session.liveness / 2);
+            match session.state {
+                SessionState::AwaitingReady => {
+                    session.ready_deadline = session.ready_deadline.max(now + grace);
+                }
+                SessionState::Ready => {
+                    let floor = now.checked_sub(session.liveness.saturating_sub(grace));
+                    if let Some(floor) = floor {
+                        session.last_heard = session.last_heard.max(floor);
+                    }
+                }
             }
         }
     }

@@ -948,3 +948,41 @@ fn slow_pings_over_a_long_time_are_never_a_flood() {
     assert!(pair.b.proto.stats().pings_dropped > 100);
     assert_eq!(pair.b.proto.stats().ping_floods, 0);
 }
+
+#[test]
+fn a_resumed_process_does_not_condemn_peers_whose_messages_wait_unread() {
+    let mut pair = Pair::ready();
+    // Both sides stop running for 3 s (a SIGSTOP, a VM pause): no timer, no read.
+    // The PINGs the requester queued just before wait for the responder in its socket.
+    pair.now += Duration::from_secs(3);
+    // On resume the responder's timer happens to run before its reads.
+    pair.b.proto.handle_timeout(pair.now);
+    pair.a.proto.handle_timeout(pair.now);
+    pair.drive_for(Duration::from_secs(2));
+    pair.collect();
+    assert_eq!(lost(&pair.a.events), None, "the requester kept its session");
+    assert_eq!(lost(&pair.b.events), None, "the responder kept its session");
+    assert_eq!(pair.b.proto.stats().pauses, 1);
+    assert_eq!(pair.a.proto.stats().pauses, 1);
+}
+
+#[test]
+fn a_peer_that_died_during_a_pause_is_still_declared_dead_one_interval_later() {
+    let mut pair = Pair::ready();
+    pair.drop_a_to_b = true;
+    pair.now += Duration::from_secs(3);
+    let resumed = pair.now;
+    pair.b.proto.handle_timeout(pair.now);
+    assert_eq!(lost(&pair.b.events), None, "no verdict on the stale silence");
+    while lost(&pair.b.events).is_none() && pair.now < resumed + Duration::from_secs(2) {
+        pair.drive_for(Duration::from_millis(5));
+        pair.collect();
+    }
+    let after = pair.now - resumed;
+    // The grace (the responder's ping interval, at most half the 300 ms bound: 150 ms),
+    // plus a step: not a whole bound again.
+    assert!(
+        after >= Duration::from_millis(150) && after <= Duration::from_millis(160),
+        "declared dead {after:?} after the resume"
+    );
+}
