@@ -5,6 +5,7 @@ use std::time::Duration;
 use dms_core::PeerId;
 use dms_core::peer_id::PeerIdError;
 use dms_core::wire::Limits;
+use tokio::sync::Semaphore;
 
 /// Configuration of a [`LinkSet`](crate::LinkSet): what every stream transport shares
 /// (a transport's own configuration, such as `TcpConfig`, holds one of these plus its
@@ -17,10 +18,12 @@ use dms_core::wire::Limits;
 /// let config = LinkConfig::builder()
 ///     .identity("battle-3")
 ///     .max_peers(64)
+///     .max_handshakes(32)
 ///     .link_queue_bytes(1 << 20)
 ///     .limits(Limits::builder().max_frame_len(1 << 20).build())
 ///     .build()?;
 /// assert_eq!(config.max_peers(), 64);
+/// assert_eq!(config.max_handshakes(), 32);
 /// # Ok::<(), dms_link::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -28,6 +31,7 @@ pub struct LinkConfig {
     pub(crate) identity: Option<PeerId>,
     pub(crate) limits: Limits,
     pub(crate) max_peers: usize,
+    pub(crate) max_handshakes: usize,
     pub(crate) link_queue_bytes: usize,
     pub(crate) inbound_queue: usize,
     pub(crate) read_buffer: usize,
@@ -49,6 +53,9 @@ pub enum ConfigError {
 impl LinkConfig {
     /// Default peer limit: 10,000 links (handshaking ones included).
     pub const DEFAULT_MAX_PEERS: usize = 10_000;
+    /// Default incoming connections handshaking at once: 256 (beyond, a new connection is
+    /// closed as soon as it is accepted; see [`LinkConfigBuilder::max_handshakes`]).
+    pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
     /// Default bytes queued per link before sends see `Full`: 8 MiB.
     pub const DEFAULT_LINK_QUEUE_BYTES: usize = 8 << 20;
     /// Default inbound queue (messages and events waiting for `recv`): 4,096.
@@ -81,6 +88,11 @@ impl LinkConfig {
         self.max_peers
     }
 
+    /// Most incoming connections whose handshake is unfinished at once.
+    pub fn max_handshakes(&self) -> usize {
+        self.max_handshakes
+    }
+
     /// Bytes a link queues before `try_send` returns `Full` and `send` waits.
     pub fn link_queue_bytes(&self) -> usize {
         self.link_queue_bytes
@@ -108,6 +120,7 @@ impl Default for LinkConfig {
             identity: None,
             limits: Limits::default(),
             max_peers: Self::DEFAULT_MAX_PEERS,
+            max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
             link_queue_bytes: Self::DEFAULT_LINK_QUEUE_BYTES,
             inbound_queue: Self::DEFAULT_INBOUND_QUEUE,
             read_buffer: Self::DEFAULT_READ_BUFFER,
@@ -136,9 +149,23 @@ impl LinkConfigBuilder {
         self
     }
 
-    /// Most links at once (at least 1).
+    /// Most links at once, handshaking ones included (default 10,000; at least 1, at
+    /// most [`Semaphore::MAX_PERMITS`]).
     pub fn max_peers(mut self, max: usize) -> Self {
-        self.config.max_peers = max.max(1);
+        self.config.max_peers = max.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Most incoming connections whose handshake is unfinished at once (default 256; at
+    /// least 1, at most [`Semaphore::MAX_PERMITS`]). A transport's listener takes a place
+    /// with [`LinkSet::try_begin_handshake`](crate::LinkSet::try_begin_handshake) for
+    /// each accepted connection; beyond the bound it closes the connection at once,
+    /// before any handshake work, and counts it
+    /// ([`handshakes_refused`](crate::LinkStats::handshakes_refused)). A peer that
+    /// dribbles its greeting holds its place for the handshake timeout at most. Links we
+    /// dial are not counted (they are bounded by [`max_peers`](Self::max_peers)).
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        self.config.max_handshakes = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 

@@ -12,6 +12,9 @@
 //! reconnect supervisor if it has one. Its
 //! [`MessageMiddleware`](dms_core::MessageMiddleware) impl forwards to a [`LinkSet`]:
 //!
+//! * a listener takes a [`HandshakePermit`] ([`LinkSet::try_begin_handshake`]) for each
+//!   connection it accepts and closes the connection at once when there is none (too
+//!   many handshakes in progress);
 //! * a listener or dialler takes a [`Slot`] ([`LinkSet::take_slot`]), opens a connection
 //!   and hands its two directions to [`LinkSet::establish`], which returns a
 //!   [`LinkHandle`] (a failed incoming connection is reported with
@@ -131,5 +134,5 @@ mod stats;
 mod writer;
 
 pub use config::{ConfigError, LinkConfig, LinkConfigBuilder};
-pub use registry::{LinkHandle, LinkSet, Slot};
+pub use registry::{HandshakePermit, LinkHandle, LinkSet, Slot};
 pub use stats::LinkStats;

@@ -51,6 +51,9 @@ pub struct LinkSet {
     /// every send looks its link up here, and the map is bounded by `max_peers`.
     links: RwLock<HashMap<PeerId, Arc<Link>, foldhash::fast::RandomState>>,
     slots: Arc<Semaphore>,
+    /// Places of incoming connections whose handshake is unfinished
+    /// ([`LinkConfig::max_handshakes`]).
+    handshakes: Arc<Semaphore>,
     next_id: AtomicU32,
     /// Set with `shutdown` (an atomic load is cheaper than the token's lock on every send).
     closed: AtomicBool,
@@ -74,6 +77,15 @@ impl Drop for HandBack<'_> {
 /// dropped (a failed dial or handshake).
 #[derive(Debug)]
 pub struct Slot(OwnedSemaphorePermit);
+
+/// A place among the incoming connections handshaking at once (one of
+/// [`LinkConfig::max_handshakes`]), taken with [`LinkSet::try_begin_handshake`] when a
+/// connection is accepted and held until its handshake is over (the link is up or
+/// refused); dropping it frees the place.
+#[derive(Debug)]
+pub struct HandshakePermit {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// A live (or once live) link, as [`LinkSet::establish`] returns it: what a transport's
 /// reconnect supervisor watches. Cheap to clone.
@@ -119,7 +131,9 @@ impl LinkSet {
             shutdown: CancellationToken::new(),
             closed: AtomicBool::new(false),
             links: RwLock::default(),
+            // The builder bounds both by `Semaphore::MAX_PERMITS`.
             slots: Arc::new(Semaphore::new(config.max_peers)),
+            handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
             next_id: AtomicU32::new(fastrand::u32(..)),
             inbox: Inbox::new(config.inbound_queue),
             hot: Mutex::new(None),
@@ -132,9 +146,12 @@ impl LinkSet {
         &self.config
     }
 
-    /// Counters of refusals and losses.
+    /// Counters of refusals and losses (and the handshakes in progress).
     pub fn stats(&self) -> LinkStats {
-        self.counters.snapshot()
+        let free = self.handshakes.available_permits();
+        let pending = self.config.max_handshakes.saturating_sub(free);
+        self.counters
+            .snapshot(u64::try_from(pending).unwrap_or(u64::MAX))
     }
 
     /// Peers with a live link, in no particular order.
@@ -166,6 +183,22 @@ impl LinkSet {
                     max: self.config.max_peers,
                 }
             })
+    }
+
+    /// A place for an incoming connection's handshake, or `None` when
+    /// [`LinkConfig::max_handshakes`] are in progress (counted in
+    /// [`handshakes_refused`](LinkStats::handshakes_refused)). A listener takes it as
+    /// soon as it accepts a connection, before any work or allocation for it, closes the
+    /// connection at once without it, and holds it until
+    /// [`establish`](Self::establish) returns. It allocates nothing.
+    pub fn try_begin_handshake(&self) -> Option<HandshakePermit> {
+        match self.handshakes.clone().try_acquire_owned() {
+            Ok(permit) => Some(HandshakePermit { _permit: permit }),
+            Err(_) => {
+                Counters::bump(&self.counters.handshakes_refused);
+                None
+            }
+        }
     }
 
     /// Makes a link of a fresh connection: runs the ZMTP handshake within the handshake
@@ -635,6 +668,35 @@ mod tests {
                 certified,
             ),
         )
+    }
+
+    #[test]
+    fn handshakes_beyond_the_bound_are_refused_and_counted() {
+        let config = LinkConfig::builder().max_handshakes(2).build();
+        let set = LinkSet::new(config.unwrap_or_else(|e| panic!("{e}")));
+        let first = set.try_begin_handshake();
+        let second = set.try_begin_handshake();
+        assert!(first.is_some() && second.is_some());
+        assert!(set.try_begin_handshake().is_none());
+        assert!(set.try_begin_handshake().is_none());
+        let stats = set.stats();
+        assert_eq!((stats.handshakes_refused, stats.pending_handshakes), (2, 2));
+        drop(first);
+        assert_eq!(set.stats().pending_handshakes, 1);
+        let third = set.try_begin_handshake();
+        assert!(third.is_some(), "a freed place is taken again");
+        drop((second, third));
+        let stats = set.stats();
+        assert_eq!((stats.handshakes_refused, stats.pending_handshakes), (2, 0));
+        // Absurd bounds are clamped, not a panic in `LinkSet::new`.
+        let huge = LinkConfig::builder()
+            .max_handshakes(usize::MAX)
+            .max_peers(usize::MAX)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set = LinkSet::new(huge);
+        assert_eq!(set.stats().pending_handshakes, 0);
+        assert_eq!(LinkConfig::default().max_handshakes(), 256);
     }
 
     #[tokio::test(flavor = "current_thread")]

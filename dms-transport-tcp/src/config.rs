@@ -18,6 +18,7 @@ use dms_link::{ConfigError, LinkConfig, LinkConfigBuilder};
 /// let config = TcpConfig::builder()
 ///     .identity("battle-3")
 ///     .max_peers(64)
+///     .max_handshakes(32)
 ///     .link_queue_bytes(1 << 20)
 ///     .limits(Limits::builder().max_frame_len(1 << 20).build())
 ///     .reconnect(Duration::from_millis(50), Duration::from_secs(2))
@@ -38,6 +39,9 @@ pub struct TcpConfig {
 impl TcpConfig {
     /// Default peer limit: 10,000 links (handshaking ones included).
     pub const DEFAULT_MAX_PEERS: usize = LinkConfig::DEFAULT_MAX_PEERS;
+    /// Default accepted connections handshaking at once: 256 (beyond, a new connection
+    /// is closed as soon as it is accepted).
+    pub const DEFAULT_MAX_HANDSHAKES: usize = LinkConfig::DEFAULT_MAX_HANDSHAKES;
     /// Default bytes queued per link before sends see `Full`: 8 MiB.
     pub const DEFAULT_LINK_QUEUE_BYTES: usize = LinkConfig::DEFAULT_LINK_QUEUE_BYTES;
     /// Default inbound queue (messages and events waiting for `recv`): 4,096.
@@ -73,6 +77,11 @@ impl TcpConfig {
     /// Most links at once, handshaking ones included.
     pub fn max_peers(&self) -> usize {
         self.link.max_peers()
+    }
+
+    /// Most accepted connections whose handshake (TLS and ZMTP) is unfinished at once.
+    pub fn max_handshakes(&self) -> usize {
+        self.link.max_handshakes()
     }
 
     /// Bytes a link queues before `try_send` returns `Full` and `send` waits.
@@ -177,9 +186,26 @@ impl TcpConfigBuilder {
         self
     }
 
-    /// Most links at once (at least 1).
+    /// Most links at once, handshaking ones included (default 10,000; at least 1). A
+    /// connection accepted beyond it is closed at once and reported as
+    /// [`Incoming::Refused`](dms_core::Incoming::Refused) with
+    /// [`PeerLimit`](dms_core::MiddlewareError::PeerLimit) (counted in
+    /// [`peer_limit_refusals`](crate::TcpStats::peer_limit_refusals)).
     pub fn max_peers(mut self, max: usize) -> Self {
         self.link = self.link.max_peers(max);
+        self
+    }
+
+    /// Most accepted connections whose handshake (TLS and ZMTP) is unfinished at once
+    /// (default 256; at least 1). A connection accepted beyond it is closed at once,
+    /// before any handshake work, and counted in
+    /// [`handshakes_refused`](crate::TcpStats::handshakes_refused); the handshakes in
+    /// progress are [`pending_handshakes`](crate::TcpStats::pending_handshakes). Each
+    /// handshake ends within the handshake timeout
+    /// ([`Limits::handshake_timeout`], default 5 s) however its peer dribbles bytes, so
+    /// a slowloris holds a place that long at most.
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        self.link = self.link.max_handshakes(max);
         self
     }
 

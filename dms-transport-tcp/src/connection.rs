@@ -3,6 +3,7 @@
 //! connected links.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dms_core::{Backoff, Endpoint, LinkDownCause, MiddlewareError, PeerId, Role};
 use dms_link::{LinkHandle, LinkSet, Slot};
@@ -71,41 +72,105 @@ async fn accept(
     establish(&shared.links, stream, Role::Acceptor, slot, None).await
 }
 
+/// Shortest interval between two reports of refused connections and failed accepts: a
+/// flood of them is one warning per interval, not one line per connection.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// What the accept loop refused or failed to accept since it last said so, reported at
+/// most once per [`REPORT_EVERY`] (the counters in [`dms_link::LinkStats`] have each one).
+#[derive(Debug, Default)]
+struct Refusals {
+    last_report: Option<Instant>,
+    handshake_limit: u64,
+    peer_limit: u64,
+    accept_errors: u64,
+}
+
+impl Refusals {
+    /// Reports what was counted if the last report is old enough (or there was none).
+    fn maybe_report(&mut self, max_handshakes: usize, max_peers: usize) {
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_some_and(|last| now.duration_since(last) < REPORT_EVERY)
+        {
+            return;
+        }
+        self.last_report = Some(now);
+        warn!(
+            handshake_limit = self.handshake_limit,
+            peer_limit = self.peer_limit,
+            accept_errors = self.accept_errors,
+            max_handshakes,
+            max_peers,
+            "connections refused at a limit or not accepted (reported at most every {REPORT_EVERY:?})"
+        );
+        *self = Self {
+            last_report: self.last_report,
+            ..Self::default()
+        };
+    }
+}
+
 /// Accepts connections on `listener` until shutdown; each handshakes in its own task.
+///
+/// A connection beyond [`max_handshakes`](dms_link::LinkConfig::max_handshakes) or
+/// [`max_peers`](dms_link::LinkConfig::max_peers) is closed right here, as soon as it
+/// is accepted: no task, no buffer, no handshake work for it (a peer-limit refusal is
+/// reported as `Incoming::Refused`, into the bounded inbound queue).
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let links = &shared.links;
     let scheme = shared.config.scheme();
+    let (max_handshakes, max_peers) = (links.config().max_handshakes(), links.config().max_peers());
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = links.closed() => return,
         };
-        match accepted {
-            Ok((stream, addr)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let links = &shared.links;
-                    let remote = endpoint_of(addr, scheme);
-                    let result = match links.take_slot() {
-                        Ok(slot) => tokio::select! {
-                            result = accept(&shared, stream, slot) => result.map(drop),
-                            () = links.closed() => Ok(()),
-                        },
-                        Err(err) => Err(err),
-                    };
-                    if let Err(error) = result {
-                        debug!(%remote, %error, "connection refused");
-                        links.emit_refused(remote, error);
-                    }
-                });
-            }
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of descriptors or a connection reset before accept: back off a little
                 // rather than spin.
-                warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                debug!(%error, "accept failed");
+                refusals.accept_errors += 1;
+                refusals.maybe_report(max_handshakes, max_peers);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
-        }
+        };
+        let slot = match links.take_slot() {
+            Ok(slot) => slot,
+            Err(error) => {
+                drop(stream);
+                refusals.peer_limit += 1;
+                refusals.maybe_report(max_handshakes, max_peers);
+                links.emit_refused(endpoint_of(addr, scheme), error);
+                continue;
+            }
+        };
+        let Some(permit) = links.try_begin_handshake() else {
+            drop((stream, slot));
+            refusals.handshake_limit += 1;
+            refusals.maybe_report(max_handshakes, max_peers);
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // Held until the handshake is over, whatever its end.
+            let _permit = permit;
+            let links = &shared.links;
+            let result = tokio::select! {
+                result = accept(&shared, stream, slot) => result.map(drop),
+                () = links.closed() => Ok(()),
+            };
+            if let Err(error) = result {
+                let remote = endpoint_of(addr, scheme);
+                debug!(%remote, %error, "connection refused");
+                links.emit_refused(remote, error);
+            }
+        });
     }
 }
 
