@@ -304,13 +304,13 @@ async fn slowloris_is_closed_at_the_handshake_timeout_and_capped() {
     // Refusals are fast (no handshake work): generous bounds for a loaded CI machine.
     assert!(percentile(&refused, 99.0) < Duration::from_millis(500));
     // Legitimate clients still connect while the cap is held full: every one of them
-    // links, half within two handshake timeouts. Not more: a place freed by a timeout goes
+    // links, half within three handshake timeouts. Not more: a place freed by a timeout goes
     // to whoever connects next, the attacker's reconnects or a legitimate client, so the
     // tail (p99, printed above) is a race the cap alone does not win; new connections
     // beyond the cap are refused, not let in by closing a dribbler early.
     assert_eq!(legit_times.len(), LEGIT);
     assert!(
-        percentile(&legit_times, 50.0) < timeout * 2,
+        percentile(&legit_times, 50.0) < timeout * 3,
         "legitimate connects: {legit_times:?}"
     );
 
