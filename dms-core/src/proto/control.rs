@@ -147,6 +147,14 @@ pub enum ControlError {
     /// The message has no control frame.
     #[error("message has no control frame")]
     Missing,
+    /// Bytes after the declared body: the frame is longer than `30 + N`.
+    #[error("control frame of {len} bytes, its header declares {declared}")]
+    TrailingBytes {
+        /// Bytes present.
+        len: usize,
+        /// Bytes the header declares (`30 + N`).
+        declared: usize,
+    },
 }
 
 impl Control {
@@ -220,7 +228,8 @@ impl Control {
     }
 
     /// Decodes a control frame. Bytes after the known fields of the body are ignored (room
-    /// for later minor additions); everything declared must be present.
+    /// for later minor additions); everything declared must be present, and nothing may
+    /// follow the declared body (the frame is exactly `30 + N` bytes).
     pub fn decode(frame: &[u8]) -> Result<Self, ControlError> {
         if frame.len() < HEADER_LEN {
             if let Some(&version) = frame.first() {
@@ -253,7 +262,13 @@ impl Control {
                 needed: HEADER_LEN + body_len,
             });
         }
-        let body = &buf[..body_len];
+        if buf.len() > body_len {
+            return Err(ControlError::TrailingBytes {
+                len: frame.len(),
+                declared: HEADER_LEN + body_len,
+            });
+        }
+        let body = buf;
         let body = match command {
             CommandCode::Ready => decode_ready(body)?,
             CommandCode::Disconnect => Body::Reason(decode_reason(body, frame.len())?),

@@ -17,4 +17,6 @@ pub use protocol::{
 pub use session::SessionState;
 
 #[cfg(test)]
+mod malformed_tests;
+#[cfg(test)]
 mod tests;

@@ -277,6 +277,14 @@ pub struct ProtoStats {
     /// pause, a starved runtime): silence measured across them was not held against
     /// peers (see [`Protocol::handle_timeout`]).
     pub pauses: u64,
+    /// Messages ignored without ending their session (docs/PROTOCOL.md, "Malformed
+    /// input"): a repeated READY, a PONG whose id matches no PING sent, a message from a
+    /// peer with no session.
+    pub ignored_messages: u64,
+    /// Messages of a command that carries no payload (READY, PING, PONG, DISCONNECT, REP
+    /// with ERROR) that came with payload frames: the command was handled, the frames
+    /// dropped.
+    pub ignored_payloads: u64,
 }
 
 #[derive(Debug, Default)]
@@ -288,6 +296,8 @@ struct Counters {
     ping_floods: AtomicU64,
     late_replies: AtomicU64,
     pauses: AtomicU64,
+    ignored_messages: AtomicU64,
+    ignored_payloads: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -326,6 +336,8 @@ impl StatsHandle {
             ping_floods: read(&c.ping_floods),
             late_replies: read(&c.late_replies),
             pauses: read(&c.pauses),
+            ignored_messages: read(&c.ignored_messages),
+            ignored_payloads: read(&c.ignored_payloads),
         }
     }
 }
@@ -472,27 +484,38 @@ impl Protocol {
     }
 
     /// A message from `peer`: `[peer id, control, payload...]` as the middleware gives it.
-    /// Peer faults end the session (reported as `PeerLost`), never an `Err`.
+    /// Peer faults end the session (reported as `PeerLost`), never an `Err`; what each
+    /// malformed input leads to is the table "Malformed input" of docs/PROTOCOL.md.
     pub fn handle_message(&mut self, now: Instant, peer: PeerId, msg: Multipart) {
         let Some(session) = self.sessions.get_mut(&peer) else {
+            bump(&self.counters.ignored_messages);
             return;
         };
         session.last_heard = now;
         let state = session.state;
         let permitted = session.permitted;
         let from = session.path.clone();
+        let pings_sent = session.ping_seq;
         let control = match msg.frames().get(1).map(|frame| Control::decode(frame)) {
             Some(Ok(control)) => control,
             Some(Err(err)) => return self.violation(&peer, err),
             None => return self.violation(&peer, ControlError::Missing),
         };
+        let carries_payload = match control.command {
+            CommandCode::Req => true,
+            CommandCode::Rep => control.flags & flags::ERROR == 0,
+            _ => false,
+        };
+        if !carries_payload && msg.len() > 2 {
+            bump(&self.counters.ignored_payloads);
+        }
         let body =
             || Multipart::from_frames(msg.frames().get(2..).unwrap_or_default().iter().cloned());
         match (control.command, state) {
             (CommandCode::Ready, _) => self.on_ready(now, &peer, control),
             (CommandCode::Disconnect, _) => {
                 let reason = match control.body {
-                    Body::Reason(reason) => reason,
+                    Body::Reason(reason) => printable(reason),
                     _ => Reason {
                         code: codes::PROTOCOL_VIOLATION,
                         detail: String::new(),
@@ -518,7 +541,13 @@ impl Protocol {
                     self.push(&peer, pong, std::iter::empty());
                 }
             }
-            (CommandCode::Pong, SessionState::Ready) => {}
+            (CommandCode::Pong, SessionState::Ready) => {
+                // A sign of life like any message; one that answers no PING of ours (we
+                // never sent that sequence number) is counted.
+                if control.id == 0 || control.id > pings_sent {
+                    bump(&self.counters.ignored_messages);
+                }
+            }
             (CommandCode::Req, SessionState::Ready) => {
                 let Some(from) = from else {
                     return self.violation_text(&peer, "request before READY");
@@ -574,7 +603,7 @@ impl Protocol {
                             op: denied_operation(&reason.detail).unwrap_or(Operation::Request),
                         })
                     }
-                    (Body::Reason(reason), _) => Err(RequestError::Remote(reason)),
+                    (Body::Reason(reason), _) => Err(RequestError::Remote(printable(reason))),
                     _ => Ok(body()),
                 };
                 self.events.push_back(Event::Reply {
@@ -862,6 +891,7 @@ impl Protocol {
             return;
         };
         if session.state == SessionState::Ready {
+            bump(&self.counters.ignored_messages);
             return; // a repeated READY changes nothing
         }
         let permitted = match &self.config.acl {
@@ -1010,6 +1040,20 @@ impl Protocol {
 /// (docs/PROTOCOL.md §3.1; cut at 255 bytes on the wire).
 fn denied_detail(op: Operation, principal: &ServicePath, service: &ServicePath) -> String {
     format!("denied {op} from {principal} to {service}")
+}
+
+/// A peer's reason as the application sees it: control characters (newlines, escapes,
+/// NUL...) in the detail are replaced by U+FFFD, so that a peer cannot forge log lines or
+/// terminal output with them.
+fn printable(mut reason: Reason) -> Reason {
+    if reason.detail.chars().any(char::is_control) {
+        reason.detail = reason
+            .detail
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+    }
+    reason
 }
 
 /// The operation an `ACCESS_DENIED` detail names, if it follows the format.
