@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/seed-*).
 
-Each input starts with two selector bytes (limits, chunk size; see dms_core::fuzzing),
-then wire bytes. Run it again after changing the seeds; the files are committed.
+wire_decode and zmtp_handshake: each input starts with two selector bytes (limits, chunk
+size; see dms_core::fuzzing), then wire bytes. control_frame: one DMS control frame
+(docs/PROTOCOL.md §3), or a sequence of [selector, length, frame] messages for the
+protocol state machine. service_path: path, pattern, endpoint or ACL policy text.
+discovery_value: postcard-encoded registration records (docs/PROTOCOL.md §8). Run it
+again after changing the seeds; the files are committed.
 """
 import os
 import struct
@@ -72,3 +76,142 @@ def write(target, seeds):
 
 write("wire_decode", WIRE)
 write("zmtp_handshake", HANDSHAKE)
+
+
+# ---- control_frame ---------------------------------------------------------------------
+
+LOBBY = "/demo/cn/android/w1/g1/Lobby/lobby-1"
+BATTLE = "/demo/cn/android/w1/g1/Battle/battle-1"
+FUZZ_PEER = "/fuzz/cn/android/w1/g1/Lobby/lobby-1"  # the peer of dms_core::fuzzing's responder
+
+
+def fnv1a64(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) % (1 << 64)
+    return h
+
+
+def control(command, flags=0, id_=0, fields=b"", source=LOBBY, version=1, hops=16):
+    src = fnv1a64(source.encode())
+    return struct.pack(">BBBBQQQH", version, command, flags, hops, id_, src, 0, len(fields)) + fields
+
+
+def ready_fields(liveness, path):
+    raw = path.encode()
+    return struct.pack(">IIB", liveness, 0, len(raw)) + raw
+
+
+def reason_fields(code, detail):
+    raw = detail.encode() if isinstance(detail, str) else detail
+    return struct.pack(">HB", code, len(raw)) + raw
+
+
+def sequence(*messages):
+    """[selector, length, frame] per message (see exercise_protocol)."""
+    out = b""
+    for selector, frame in messages:
+        out += bytes([selector, len(frame)]) + frame
+    return out
+
+
+CONTROL = {
+    "ready": control(1, fields=ready_fields(3000, LOBBY)),
+    "ready-answer": control(1, fields=ready_fields(0, BATTLE), source=BATTLE),
+    "ping": control(2, id_=1),
+    "pong": control(3, id_=1, source=BATTLE),
+    "req": control(5, flags=1, id_=7),
+    "rep": control(6, id_=7, source=BATTLE),
+    "rep-error": control(6, flags=4, id_=7, fields=reason_fields(16, "no handler"), source=BATTLE),
+    "disconnect": control(4, fields=reason_fields(1, "bye"), source=BATTLE),
+    "disconnect-control-chars": control(4, fields=reason_fields(1, "bye\n\x1b[31m")),
+    "disconnect-not-utf8": control(4, fields=reason_fields(1, b"\xc3")),
+    "broadcast": control(5, flags=2),
+    "version-2": control(2, id_=1, version=2),
+    "unknown-command": control(7),
+    "truncated": control(1, fields=ready_fields(3000, LOBBY))[:40],
+    "trailing": control(2, id_=1) + b"\x00",
+    "body-past-frame": control(2, id_=1)[:28] + b"\xff\xff",
+    "ready-bad-path": control(1, fields=ready_fields(1, "../x")),
+    "session": sequence(
+        (0x00, control(1, fields=ready_fields(1000, FUZZ_PEER), source=FUZZ_PEER)),
+        (0x08, control(2, id_=1)),
+        (0x02, control(5, flags=1, id_=1)),
+        (0xF8, control(3, id_=9)),
+        (0x00, control(4, fields=reason_fields(1, "bye"))),
+    ),
+    "session-ready-flag": sequence((0x01, control(5, id_=0)), (0x07, control(6, id_=3)), (0x01, control(2, id_=4))),
+    "before-ready": sequence((0x00, control(5, flags=1, id_=1)), (0x00, control(2, id_=1))),
+}
+
+
+# ---- service_path ----------------------------------------------------------------------
+
+PATHS = {
+    "service": LOBBY,
+    "cluster": "/demo/cn/android/w1/g1/Battle",
+    "pattern": "/demo/cn/*/*/*/Lobby",
+    "star": "*",
+    "endpoint": "tcp://127.0.0.1:4000",
+    "endpoint-quic": "quic://[::1]:7000",
+    "dot-segment": "/demo/cn/android/w1/g1/../x",
+    "long-segment": "/demo/cn/android/w1/g1/Lobby/" + "x" * 226,
+    "policy": "allow connect,request from /demo/cn/*/*/*/Lobby to /demo/cn/android/w1/g1/Battle\n"
+    "deny notify from * # comment\nallow * from /demo\n",
+    "policy-bad": "allow fly from /x\ndeny\n",
+    "not-utf8": b"/demo/\xff/android/w1/g1/Lobby/lobby-1",
+}
+
+
+# ---- discovery_value -------------------------------------------------------------------
+
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def pstr(s):
+    raw = s.encode() if isinstance(s, str) else s
+    return varint(len(raw)) + raw
+
+
+def registration(endpoints, bucket, targets, acl=None, version=1):
+    out = bytes([version]) + varint(len(endpoints)) + b"".join(pstr(e) for e in endpoints)
+    out += varint(bucket) + varint(len(targets)) + b"".join(pstr(t) for t in targets)
+    if acl is None:
+        return out + b"\x00"
+    return out + b"\x01" + varint(len(acl)) + b"".join(pstr(p) for p in acl)
+
+
+DISCOVERY = {
+    "plain": registration(["tcp://127.0.0.1:41235"], 0, []),
+    "targets": registration(["tcp://127.0.0.1:1", "quic://10.0.0.7:7000"], 3, ["/demo/cn/android/w1/g1/Battle"]),
+    "acl": registration(["tcp+tls://10.0.0.7:7001"], 7, [], acl=["/demo/cn/*/*/*/Lobby", "*"]),
+    "big-bucket": registration(["tcp://h:1"], 0xFFFFFFFF, []),
+    "version-9": registration(["tcp://h:1"], 1, [], version=9),
+    "bad-fields": registration(["no scheme", "x://"], 1, ["not/a/cluster"], acl=["/bad/../p"]),
+    "not-utf8": registration([b"tcp://\xff"], 1, []),
+    "huge-count": b"\x01" + varint(1 << 40),
+    "truncated": registration(["tcp://127.0.0.1:41235"], 0, [])[:10],
+}
+
+
+def write_plain(target, seeds):
+    out = os.path.join(HERE, "corpus", target)
+    os.makedirs(out, exist_ok=True)
+    for name, data in seeds.items():
+        raw = data.encode() if isinstance(data, str) else data
+        with open(os.path.join(out, f"seed-{name}"), "wb") as f:
+            f.write(raw)
+
+
+write_plain("control_frame", CONTROL)
+write_plain("service_path", PATHS)
+write_plain("discovery_value", DISCOVERY)

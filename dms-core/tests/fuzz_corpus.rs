@@ -35,3 +35,13 @@ fn wire_decode_corpus() {
 fn zmtp_handshake_corpus() {
     replay("zmtp_handshake", dms_core::fuzzing::exercise_handshake);
 }
+
+#[test]
+fn control_frame_corpus() {
+    replay("control_frame", dms_core::fuzzing::exercise_control_frame);
+}
+
+#[test]
+fn service_path_corpus() {
+    replay("service_path", dms_core::fuzzing::exercise_service_path);
+}

@@ -1,0 +1,44 @@
+//! Entry points of the fuzz targets that need crates above `dms-core` (the kernel's
+//! discovery records); the `dms-core` ones are in `dms_core::fuzzing`. The corpus replay
+//! test (`tests/corpus.rs`, run on stable in the test suite) exercises the same code.
+
+use dms::registration::Registration;
+use dms_core::acl::Pattern;
+use dms_core::endpoint::Endpoint;
+use dms_core::path::ClusterPath;
+
+/// A registration value as read from discovery (etcd data is untrusted, RELIABILITY B9):
+/// [`Registration::decode`] never panics and bounds what it accepts; what decodes
+/// re-encodes to a value that decodes to the same record; its endpoints, targets and ACL
+/// patterns go through the parsers the kernel and `dms ls` use, which never panic either
+/// and print back to themselves. Panics only on a bug.
+pub fn exercise_discovery_value(data: &[u8]) {
+    let Some(record) = Registration::decode(data) else {
+        return;
+    };
+    assert!(data.len() <= 64 << 10, "oversized values are refused");
+    assert_eq!(
+        Registration::decode(&record.encode()).as_ref(),
+        Some(&record),
+        "a decoded record re-encodes to itself"
+    );
+    for endpoint in &record.endpoints {
+        if let Ok(parsed) = endpoint.parse::<Endpoint>() {
+            assert_eq!(parsed.to_string(), *endpoint);
+        }
+    }
+    for target in &record.targets {
+        if let Ok(cluster) = target.parse::<ClusterPath>() {
+            assert_eq!(cluster.to_string(), *target);
+            let _ = record.targets(&cluster);
+        }
+    }
+    for principal in record.acl.iter().flatten() {
+        if let Ok(pattern) = principal.parse::<Pattern>() {
+            assert_eq!(
+                pattern.to_string().parse::<Pattern>().as_ref(),
+                Ok(&pattern)
+            );
+        }
+    }
+}
