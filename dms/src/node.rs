@@ -123,6 +123,7 @@ impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
         f.debug_struct("NodeBuilder")
             .field("path", &self.path)
             .field("binds", &s.binds)
+            .field("advertise", &s.advertise)
             .field("targets", &s.targets)
             .field("acl", &s.acl)
             .field("acl_file", &s.acl_file)
@@ -135,6 +136,8 @@ impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
 /// Everything a builder sets besides the path and the discovery.
 struct Settings {
     binds: Vec<Endpoint>,
+    /// Published instead of the bound endpoints when not empty.
+    advertise: Vec<Endpoint>,
     targets: Vec<ClusterPath>,
     /// Rules given in code (`allow`, `acl_policy`); `None` and no file: no policy.
     acl: Option<Vec<Rule>>,
@@ -159,6 +162,7 @@ impl NodeBuilder<MemoryDiscovery> {
             discovery: MemoryDiscovery::new(),
             settings: Settings {
                 binds: Vec::new(),
+                advertise: Vec::new(),
                 targets: Vec::new(),
                 acl: None,
                 acl_file: None,
@@ -195,6 +199,23 @@ impl<D: Discovery> NodeBuilder<D> {
     /// `quic://127.0.0.1:0` in a build without TCP).
     pub fn bind(mut self, endpoint: Endpoint) -> Self {
         self.settings.binds.push(endpoint);
+        self
+    }
+
+    /// An endpoint to publish in the registration **instead of** the bound ones, for a
+    /// node reached through a NAT, a load balancer or a proxy (peers dial what is
+    /// published); call it once per endpoint. The node still binds what
+    /// [`bind`](Self::bind) gives, and [`Node::endpoints`] still returns the bound
+    /// endpoints. Default: none, the bound endpoints are published.
+    ///
+    /// ```
+    /// # let path: dms::ServicePath = "/demo/cn/android/w1/g1/Battle/battle-1".parse().unwrap();
+    /// let builder = dms::Node::builder(path)
+    ///     .bind("tcp://0.0.0.0:7000".parse().unwrap())
+    ///     .advertise("tcp://203.0.113.7:7000".parse().unwrap());
+    /// ```
+    pub fn advertise(mut self, endpoint: Endpoint) -> Self {
+        self.settings.advertise.push(endpoint);
         self
     }
 
@@ -443,9 +464,14 @@ async fn start<D: Discovery>(
         endpoints.push(transports.bind(endpoint).await?);
     }
 
+    let published = if settings.advertise.is_empty() {
+        &endpoints
+    } else {
+        &settings.advertise
+    };
     let registrant = Registrant {
         path: path.clone(),
-        endpoints: endpoints.iter().map(ToString::to_string).collect(),
+        endpoints: published.iter().map(ToString::to_string).collect(),
         targets: settings.targets.clone(),
         acl: acl.as_ref().map(|policy| policy.connect_principals(&path)),
         lease_ttl: settings.lease_ttl,
@@ -614,7 +640,7 @@ impl Node {
         self.inner.proto_stats.snapshot()
     }
 
-    async fn call<T>(
+    async fn submit<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
     ) -> Result<T, RequestError> {
@@ -679,7 +705,7 @@ impl Node {
         body: Multipart,
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
-        self.call(|done| Command::Request {
+        self.submit(|done| Command::Request {
             to,
             body,
             timeout,
@@ -697,7 +723,7 @@ impl Node {
         body: Multipart,
     ) -> Result<ServicePath, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.call(|done| Command::Notify { to, body, done }).await
+        self.submit(|done| Command::Notify { to, body, done }).await
     }
 
     /// Sends `body` to every live instance of `cluster`; returns the instances reached.
@@ -707,7 +733,7 @@ impl Node {
         body: Multipart,
     ) -> Result<Vec<ServicePath>, RequestError> {
         let cluster = cluster.clone();
-        self.call(|done| Command::Broadcast {
+        self.submit(|done| Command::Broadcast {
             cluster,
             body,
             done,
