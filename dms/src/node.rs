@@ -640,7 +640,7 @@ impl Node {
         self.inner.proto_stats.snapshot()
     }
 
-    async fn submit<T>(
+    async fn call<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
     ) -> Result<T, RequestError> {
@@ -705,7 +705,7 @@ impl Node {
         body: Multipart,
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
-        self.submit(|done| Command::Request {
+        self.call(|done| Command::Request {
             to,
             body,
             timeout,
@@ -723,7 +723,7 @@ impl Node {
         body: Multipart,
     ) -> Result<ServicePath, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.submit(|done| Command::Notify { to, body, done }).await
+        self.call(|done| Command::Notify { to, body, done }).await
     }
 
     /// Sends `body` to every live instance of `cluster`; returns the instances reached.
@@ -733,7 +733,7 @@ impl Node {
         body: Multipart,
     ) -> Result<Vec<ServicePath>, RequestError> {
         let cluster = cluster.clone();
-        self.submit(|done| Command::Broadcast {
+        self.call(|done| Command::Broadcast {
             cluster,
             body,
             done,
