@@ -106,6 +106,13 @@ pub enum RequestError {
     /// Too many requests are pending.
     #[error("too many pending requests")]
     TooManyPending,
+    /// A typed request, notification or broadcast could not be encoded (nothing sent).
+    #[error("cannot encode the message: {0}")]
+    Encode(String),
+    /// The reply to a typed request could not be decoded (the request was delivered and
+    /// answered).
+    #[error("cannot decode the reply: {0}")]
+    Decode(String),
     /// The node is shut down.
     #[error("node is shut down")]
     Closed,
@@ -158,10 +165,11 @@ impl RequestError {
             | Self::NoInstance(_)
             | Self::Denied { .. }
             | Self::TooLarge(_)
-            | Self::TooManyPending => Outcome::NotSent,
+            | Self::TooManyPending
+            | Self::Encode(_) => Outcome::NotSent,
             // A node shut down while the request waited for its reply.
             Self::Timeout | Self::PeerLost(_) | Self::Closed => Outcome::MaybeDelivered,
-            Self::Remote { .. } => Outcome::Delivered,
+            Self::Remote { .. } | Self::Decode(_) => Outcome::Delivered,
         }
     }
 }

@@ -640,7 +640,7 @@ impl Node {
         self.inner.proto_stats.snapshot()
     }
 
-    async fn call<T>(
+    async fn submit<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
     ) -> Result<T, RequestError> {
@@ -705,7 +705,7 @@ impl Node {
         body: Multipart,
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
-        self.call(|done| Command::Request {
+        self.submit(|done| Command::Request {
             to,
             body,
             timeout,
@@ -723,7 +723,7 @@ impl Node {
         body: Multipart,
     ) -> Result<ServicePath, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.call(|done| Command::Notify { to, body, done }).await
+        self.submit(|done| Command::Notify { to, body, done }).await
     }
 
     /// Sends `body` to every live instance of `cluster`; returns the instances reached.
@@ -733,7 +733,7 @@ impl Node {
         body: Multipart,
     ) -> Result<Vec<ServicePath>, RequestError> {
         let cluster = cluster.clone();
-        self.call(|done| Command::Broadcast {
+        self.submit(|done| Command::Broadcast {
             cluster,
             body,
             done,

@@ -39,7 +39,7 @@ pub(crate) struct NodeMetrics {
     node: String,
 }
 
-const FAILURES: [&str; 9] = [
+const FAILURES: [&str; 11] = [
     "not_a_target",
     "no_instance",
     "denied",
@@ -49,6 +49,8 @@ const FAILURES: [&str; 9] = [
     "too_large",
     "too_many_pending",
     "closed",
+    "encode",
+    "decode",
 ];
 
 const LOSSES: [&str; 6] = [
@@ -185,6 +187,8 @@ fn failure_index(error: &RequestError) -> usize {
         RequestError::TooLarge(_) => 6,
         RequestError::TooManyPending => 7,
         RequestError::Closed => 8,
+        RequestError::Encode(_) => 9,
+        RequestError::Decode(_) => 10,
     }
 }
 
@@ -211,6 +215,8 @@ mod tests {
             RequestError::TooLarge(String::new()),
             RequestError::TooManyPending,
             RequestError::Closed,
+            RequestError::Encode(String::new()),
+            RequestError::Decode(String::new()),
         ];
         let labels: Vec<_> = errors.iter().map(|e| FAILURES[failure_index(e)]).collect();
         assert_eq!(labels, FAILURES);

@@ -83,6 +83,9 @@ pub mod codes {
     pub const OVERLOADED: u16 = 17;
     /// The handler failed (REP error).
     pub const HANDLER_FAILED: u16 = 18;
+    /// The request's payload could not be decoded by the responder (REP error): a typed
+    /// request of another type or codec than the handler's.
+    pub const BAD_REQUEST: u16 = 19;
 }
 
 /// Command-specific fields.
