@@ -158,12 +158,13 @@ impl LinkConfigBuilder {
 
     /// Most incoming connections whose handshake is unfinished at once (default 256; at
     /// least 1, at most [`Semaphore::MAX_PERMITS`]). A transport's listener takes a place
-    /// with [`LinkSet::try_begin_handshake`](crate::LinkSet::try_begin_handshake) for
-    /// each accepted connection; beyond the bound it closes the connection at once,
-    /// before any handshake work, and counts it
-    /// ([`handshakes_refused`](crate::LinkStats::handshakes_refused)). A peer that
-    /// dribbles its greeting holds its place for the handshake timeout at most. Links we
-    /// dial are not counted (they are bounded by [`max_peers`](Self::max_peers)).
+    /// with [`LinkSet::begin_handshake`](crate::LinkSet::begin_handshake) for each
+    /// accepted connection; beyond the bound the oldest unfinished handshake is closed to
+    /// make room, and counted
+    /// ([`handshakes_evicted`](crate::LinkStats::handshakes_evicted)). A peer that
+    /// dribbles its greeting holds its place for the handshake timeout at most, and less
+    /// while newer connections keep coming. Links we dial are not counted (they are
+    /// bounded by [`max_peers`](Self::max_peers)).
     pub fn max_handshakes(mut self, max: usize) -> Self {
         self.config.max_handshakes = max.clamp(1, Semaphore::MAX_PERMITS);
         self

@@ -12,9 +12,9 @@
 //! reconnect supervisor if it has one. Its
 //! [`MessageMiddleware`](dms_core::MessageMiddleware) impl forwards to a [`LinkSet`]:
 //!
-//! * a listener takes a [`HandshakePermit`] ([`LinkSet::try_begin_handshake`]) for each
-//!   connection it accepts and closes the connection at once when there is none (too
-//!   many handshakes in progress);
+//! * a listener takes a [`HandshakePermit`] ([`LinkSet::begin_handshake`]) for each
+//!   connection it accepts, and gives the handshake up when the permit is evicted (too
+//!   many handshakes in progress: the oldest gives way);
 //! * a listener or dialler takes a [`Slot`] ([`LinkSet::take_slot`]), opens a connection
 //!   and hands its two directions to [`LinkSet::establish`], which returns a
 //!   [`LinkHandle`] (a failed incoming connection is reported with
@@ -126,6 +126,7 @@
 
 mod config;
 mod handshake;
+mod handshakes;
 mod inbox;
 mod link;
 mod reader;
@@ -134,5 +135,6 @@ mod stats;
 mod writer;
 
 pub use config::{ConfigError, LinkConfig, LinkConfigBuilder};
-pub use registry::{HandshakePermit, LinkHandle, LinkSet, Slot};
+pub use handshakes::HandshakePermit;
+pub use registry::{LinkHandle, LinkSet, Slot};
 pub use stats::LinkStats;

@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::LinkConfig;
 use crate::handshake::{Handshaken, handshake, refuse, send};
+use crate::handshakes::{HandshakePermit, Handshakes};
 use crate::inbox::Inbox;
 use crate::link::{Link, lock};
 use crate::reader::{Items, ReadSide, run_reader};
@@ -53,7 +54,7 @@ pub struct LinkSet {
     slots: Arc<Semaphore>,
     /// Places of incoming connections whose handshake is unfinished
     /// ([`LinkConfig::max_handshakes`]).
-    handshakes: Arc<Semaphore>,
+    handshakes: Handshakes,
     next_id: AtomicU32,
     /// Set with `shutdown` (an atomic load is cheaper than the token's lock on every send).
     closed: AtomicBool,
@@ -77,15 +78,6 @@ impl Drop for HandBack<'_> {
 /// dropped (a failed dial or handshake).
 #[derive(Debug)]
 pub struct Slot(OwnedSemaphorePermit);
-
-/// A place among the incoming connections handshaking at once (one of
-/// [`LinkConfig::max_handshakes`]), taken with [`LinkSet::try_begin_handshake`] when a
-/// connection is accepted and held until its handshake is over (the link is up or
-/// refused); dropping it frees the place.
-#[derive(Debug)]
-pub struct HandshakePermit {
-    _permit: OwnedSemaphorePermit,
-}
 
 /// A live (or once live) link, as [`LinkSet::establish`] returns it: what a transport's
 /// reconnect supervisor watches. Cheap to clone.
@@ -133,7 +125,7 @@ impl LinkSet {
             links: RwLock::default(),
             // The builder bounds both by `Semaphore::MAX_PERMITS`.
             slots: Arc::new(Semaphore::new(config.max_peers)),
-            handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
+            handshakes: Handshakes::new(config.max_handshakes),
             next_id: AtomicU32::new(fastrand::u32(..)),
             inbox: Inbox::new(config.inbound_queue),
             hot: Mutex::new(None),
@@ -148,8 +140,7 @@ impl LinkSet {
 
     /// Counters of refusals and losses (and the handshakes in progress).
     pub fn stats(&self) -> LinkStats {
-        let free = self.handshakes.available_permits();
-        let pending = self.config.max_handshakes.saturating_sub(free);
+        let pending = self.handshakes.pending();
         self.counters
             .snapshot(u64::try_from(pending).unwrap_or(u64::MAX))
     }
@@ -185,20 +176,20 @@ impl LinkSet {
             })
     }
 
-    /// A place for an incoming connection's handshake, or `None` when
-    /// [`LinkConfig::max_handshakes`] are in progress (counted in
-    /// [`handshakes_refused`](LinkStats::handshakes_refused)). A listener takes it as
-    /// soon as it accepts a connection, before any work or allocation for it, closes the
-    /// connection at once without it, and holds it until
-    /// [`establish`](Self::establish) returns. It allocates nothing.
-    pub fn try_begin_handshake(&self) -> Option<HandshakePermit> {
-        match self.handshakes.clone().try_acquire_owned() {
-            Ok(permit) => Some(HandshakePermit { _permit: permit }),
-            Err(_) => {
-                Counters::bump(&self.counters.handshakes_refused);
-                None
-            }
+    /// A place for an incoming connection's handshake. When
+    /// [`LinkConfig::max_handshakes`] are in progress, the oldest of them gives way
+    /// (its permit's [`evicted`](HandshakePermit::evicted) resolves; counted in
+    /// [`handshakes_evicted`](LinkStats::handshakes_evicted)): a slowloris holding every
+    /// place loses them to newcomers instead of keeping legitimate peers out. A listener
+    /// takes it as soon as it accepts a connection, before any other work for it, holds
+    /// it until [`establish`](Self::establish) returns, and closes the connection when
+    /// it is evicted.
+    pub fn begin_handshake(&self) -> HandshakePermit {
+        let (permit, evicted) = self.handshakes.begin();
+        if evicted {
+            Counters::bump(&self.counters.handshakes_evicted);
         }
+        permit
     }
 
     /// Makes a link of a fresh connection: runs the ZMTP handshake within the handshake
@@ -671,23 +662,26 @@ mod tests {
     }
 
     #[test]
-    fn handshakes_beyond_the_bound_are_refused_and_counted() {
+    fn handshakes_beyond_the_bound_evict_the_oldest_and_are_counted() {
         let config = LinkConfig::builder().max_handshakes(2).build();
         let set = LinkSet::new(config.unwrap_or_else(|e| panic!("{e}")));
-        let first = set.try_begin_handshake();
-        let second = set.try_begin_handshake();
-        assert!(first.is_some() && second.is_some());
-        assert!(set.try_begin_handshake().is_none());
-        assert!(set.try_begin_handshake().is_none());
+        let first = set.begin_handshake();
+        let second = set.begin_handshake();
+        let third = set.begin_handshake();
+        let fourth = set.begin_handshake();
         let stats = set.stats();
-        assert_eq!((stats.handshakes_refused, stats.pending_handshakes), (2, 2));
-        drop(first);
+        assert_eq!((stats.handshakes_evicted, stats.pending_handshakes), (2, 2));
+        drop((first, second));
+        assert_eq!(
+            set.stats().pending_handshakes,
+            2,
+            "the evicted held no place"
+        );
+        drop(third);
         assert_eq!(set.stats().pending_handshakes, 1);
-        let third = set.try_begin_handshake();
-        assert!(third.is_some(), "a freed place is taken again");
-        drop((second, third));
+        drop(fourth);
         let stats = set.stats();
-        assert_eq!((stats.handshakes_refused, stats.pending_handshakes), (2, 0));
+        assert_eq!((stats.handshakes_evicted, stats.pending_handshakes), (2, 0));
         // Absurd bounds are clamped, not a panic in `LinkSet::new`.
         let huge = LinkConfig::builder()
             .max_handshakes(usize::MAX)

@@ -18,9 +18,9 @@ pub struct LinkStats {
     pub duplicate_identities: u64,
     /// Connections refused at the peer limit.
     pub peer_limit_refusals: u64,
-    /// Incoming connections closed as soon as they were accepted because
+    /// Unfinished incoming handshakes closed to make room for a newer connection, because
     /// [`max_handshakes`](crate::LinkConfig::max_handshakes) were in progress.
-    pub handshakes_refused: u64,
+    pub handshakes_evicted: u64,
     /// Incoming connections handshaking now (a gauge, not a counter: at most
     /// [`max_handshakes`](crate::LinkConfig::max_handshakes), back to 0 when none is).
     pub pending_handshakes: u64,
@@ -44,7 +44,7 @@ pub(crate) struct Counters {
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) duplicate_identities: AtomicU64,
     pub(crate) peer_limit_refusals: AtomicU64,
-    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) handshakes_evicted: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) bytes_dropped_on_link_down: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
@@ -65,7 +65,7 @@ impl Counters {
             handshake_failures: self.handshake_failures.load(Relaxed),
             duplicate_identities: self.duplicate_identities.load(Relaxed),
             peer_limit_refusals: self.peer_limit_refusals.load(Relaxed),
-            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            handshakes_evicted: self.handshakes_evicted.load(Relaxed),
             pending_handshakes,
             protocol_errors: self.protocol_errors.load(Relaxed),
             bytes_dropped_on_link_down: self.bytes_dropped_on_link_down.load(Relaxed),

@@ -197,9 +197,9 @@ impl TcpConfigBuilder {
     }
 
     /// Most accepted connections whose handshake (TLS and ZMTP) is unfinished at once
-    /// (default 256; at least 1). A connection accepted beyond it is closed at once,
-    /// before any handshake work, and counted in
-    /// [`handshakes_refused`](crate::TcpStats::handshakes_refused); the handshakes in
+    /// (default 256; at least 1). Beyond it the oldest unfinished handshake is closed to
+    /// make room for the newcomer, and counted in
+    /// [`handshakes_evicted`](crate::TcpStats::handshakes_evicted); the handshakes in
     /// progress are [`pending_handshakes`](crate::TcpStats::pending_handshakes). Each
     /// handshake ends within the handshake timeout
     /// ([`Limits::handshake_timeout`], default 5 s) however its peer dribbles bytes, so

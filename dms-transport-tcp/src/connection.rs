@@ -81,14 +81,13 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 struct Refusals {
     last_report: Option<Instant>,
-    handshake_limit: u64,
     peer_limit: u64,
     accept_errors: u64,
 }
 
 impl Refusals {
     /// Reports what was counted if the last report is old enough (or there was none).
-    fn maybe_report(&mut self, max_handshakes: usize, max_peers: usize) {
+    fn maybe_report(&mut self, max_peers: usize) {
         let now = Instant::now();
         if self
             .last_report
@@ -98,12 +97,10 @@ impl Refusals {
         }
         self.last_report = Some(now);
         warn!(
-            handshake_limit = self.handshake_limit,
             peer_limit = self.peer_limit,
             accept_errors = self.accept_errors,
-            max_handshakes,
             max_peers,
-            "connections refused at a limit or not accepted (reported at most every {REPORT_EVERY:?})"
+            "connections refused at the peer limit or not accepted (reported at most every {REPORT_EVERY:?})"
         );
         *self = Self {
             last_report: self.last_report,
@@ -114,14 +111,15 @@ impl Refusals {
 
 /// Accepts connections on `listener` until shutdown; each handshakes in its own task.
 ///
-/// A connection beyond [`max_handshakes`](dms_link::LinkConfig::max_handshakes) or
-/// [`max_peers`](dms_link::LinkConfig::max_peers) is closed right here, as soon as it
-/// is accepted: no task, no buffer, no handshake work for it (a peer-limit refusal is
-/// reported as `Incoming::Refused`, into the bounded inbound queue).
+/// A connection beyond [`max_peers`](dms_link::LinkConfig::max_peers) is closed right
+/// here, as soon as it is accepted: no task, no buffer, no handshake work for it
+/// (reported as `Incoming::Refused`, into the bounded inbound queue). Beyond
+/// [`max_handshakes`](dms_link::LinkConfig::max_handshakes) handshaking at once, the
+/// oldest handshake is closed to make room ([`dms_link::LinkSet::begin_handshake`]).
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let links = &shared.links;
     let scheme = shared.config.scheme();
-    let (max_handshakes, max_peers) = (links.config().max_handshakes(), links.config().max_peers());
+    let max_peers = links.config().max_peers();
     let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
@@ -135,7 +133,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 // rather than spin.
                 debug!(%error, "accept failed");
                 refusals.accept_errors += 1;
-                refusals.maybe_report(max_handshakes, max_peers);
+                refusals.maybe_report(max_peers);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -145,26 +143,24 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Err(error) => {
                 drop(stream);
                 refusals.peer_limit += 1;
-                refusals.maybe_report(max_handshakes, max_peers);
+                refusals.maybe_report(max_peers);
                 links.emit_refused(endpoint_of(addr, scheme), error);
                 continue;
             }
         };
-        let Some(permit) = links.try_begin_handshake() else {
-            drop((stream, slot));
-            refusals.handshake_limit += 1;
-            refusals.maybe_report(max_handshakes, max_peers);
-            continue;
-        };
+        // When every place is taken, the oldest handshake gives way to this one.
+        let permit = links.begin_handshake();
         let shared = shared.clone();
         tokio::spawn(async move {
             // Held until the handshake is over, whatever its end.
-            let _permit = permit;
             let links = &shared.links;
             let result = tokio::select! {
+                biased;
                 result = accept(&shared, stream, slot) => result.map(drop),
+                () = permit.evicted() => Ok(()),
                 () = links.closed() => Ok(()),
             };
+            drop(permit);
             if let Err(error) = result {
                 let remote = endpoint_of(addr, scheme);
                 debug!(%remote, %error, "connection refused");

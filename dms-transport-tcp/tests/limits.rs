@@ -1,7 +1,8 @@
 //! Resource limits against hostile peers on a TCP listener (RELIABILITY B11, S5, P10),
 //! over real loopback sockets: a slowloris (connections dribbling their greeting a byte
-//! at a time) is closed at the handshake timeout and cannot hold more than
-//! `max_handshakes` places; connections beyond the handshake cap or the peer cap are
+//! at a time) is closed at the handshake timeout at the latest and cannot hold more than
+//! `max_handshakes` places: beyond them the oldest unfinished handshake gives way to the
+//! newcomer, so legitimate clients still get in; connections beyond the peer cap are
 //! closed at once, counted, and cost no buffer; everything returns to its baseline once
 //! the attack ends.
 //!
@@ -184,17 +185,12 @@ async fn slowloris_is_closed_at_the_handshake_timeout_and_capped() {
         attackers.spawn(async move {
             let mut outcomes = Vec::new();
             while started.elapsed() < attack {
-                match dribble(addr, every).await {
-                    Ok(outcome) => {
-                        outcomes.push(outcome);
-                        if !outcome.admitted {
-                            // Refused at once: come back a little later, as a real
-                            // attacker would, without spinning the two cores.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                if let Ok(outcome) = dribble(addr, every).await {
+                    outcomes.push(outcome);
                 }
+                // Closed (at the timeout, or evicted by a newer connection): come back a
+                // little later, as a real attacker would, without spinning the two cores.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             outcomes
         });
@@ -243,74 +239,50 @@ async fn slowloris_is_closed_at_the_handshake_timeout_and_capped() {
         .filter(|o| o.admitted)
         .map(|o| o.lived)
         .collect();
-    let mut refused: Vec<Duration> = outcomes
-        .iter()
-        .filter(|o| !o.admitted)
-        .map(|o| o.lived)
-        .collect();
+    let never_admitted = outcomes.iter().filter(|o| !o.admitted).count();
     admitted.sort();
-    refused.sort();
     let mut legit_times: Vec<Duration> = legit.iter().map(|(t, _, _)| *t).collect();
     legit_times.sort();
     let max_attempts = legit.iter().map(|(_, a, _)| *a).max().unwrap_or(0);
     println!(
         "slowloris: {ATTACKERS} attackers x {:.1} s, cap {CAP}, handshake timeout {timeout:?}: \
-         {} admitted, closed after min {:.0} / p50 {:.0} / max {:.0} ms; {} refused at once, \
-         closed after p50 {:.2} / p99 {:.2} ms; server: {} handshake timeouts, {} handshakes \
-         refused, {} pending at most; {LEGIT} legitimate connects: p50 {:.1} / p99 {:.1} / \
+         {} connections closed after min {:.0} / p50 {:.0} / max {:.0} ms ({never_admitted} \
+         closed before the greeting); server: {} handshake timeouts, {} handshakes evicted, \
+         {} pending at most; {LEGIT} legitimate connects: p50 {:.1} / p99 {:.1} / \
          max {:.1} ms, at most {max_attempts} attempts",
         attack.as_secs_f64(),
         admitted.len(),
         ms(admitted[0]),
         ms(percentile(&admitted, 50.0)),
         ms(admitted[admitted.len() - 1]),
-        refused.len(),
-        ms(percentile(&refused, 50.0)),
-        ms(percentile(&refused, 99.0)),
         timeouts.load(Ordering::Relaxed),
-        stats.handshakes_refused,
+        stats.handshakes_evicted,
         max_pending.load(Ordering::Relaxed),
         ms(percentile(&legit_times, 50.0)),
         ms(percentile(&legit_times, 99.0)),
         ms(legit_times[legit_times.len() - 1]),
     );
 
-    // Each admitted dribbler was closed at the handshake timeout: not kept alive by its
-    // bytes, not cut before its time.
-    let slack_before = Duration::from_millis(50);
+    // Each dribbler was closed at the handshake timeout at the latest (not kept alive by
+    // its bytes), or earlier, evicted by a newer connection.
     let slack_after = Duration::from_millis(1500);
     for lived in &admitted {
         assert!(
-            *lived >= timeout - slack_before && *lived <= timeout + slack_after,
+            *lived <= timeout + slack_after,
             "a dribbling connection lived {lived:?} for a {timeout:?} handshake timeout"
         );
     }
     assert!(admitted.len() >= CAP, "the attack filled the places");
-    assert!(
-        stats.handshake_failures >= admitted.len() as u64,
-        "every admitted dribbler is a failed handshake: {stats:?}"
-    );
-    // The cap held: refusals counted, never more than the cap in progress.
-    assert!(
-        !refused.is_empty() && stats.handshakes_refused > 0,
-        "{stats:?}"
-    );
-    assert!(
-        stats.handshakes_refused >= refused.len() as u64,
-        "every connection refused at once is counted: {} refused, {stats:?}",
-        refused.len()
-    );
+    // The cap held: never more than the cap in progress; the oldest gave way, counted.
+    assert!(stats.handshakes_evicted > 0, "{stats:?}");
     assert_eq!(max_pending.load(Ordering::Relaxed), CAP as u64);
-    // Refusals are fast (no handshake work): generous bounds for a loaded CI machine.
-    assert!(percentile(&refused, 99.0) < Duration::from_millis(500));
-    // Legitimate clients still connect while the cap is held full: every one of them
-    // links, half within three handshake timeouts. Not more: a place freed by a timeout goes
-    // to whoever connects next, the attacker's reconnects or a legitimate client, so the
-    // tail (p99, printed above) is a race the cap alone does not win; new connections
-    // beyond the cap are refused, not let in by closing a dribbler early.
+    // Legitimate clients get in while the attack holds every place: their handshake
+    // takes a round trip or two, so they are not the oldest long enough to be evicted.
+    // Bounded generously for a loaded CI machine (RELIABILITY B11 asks p99 <= 100 ms;
+    // the figure is printed above).
     assert_eq!(legit_times.len(), LEGIT);
     assert!(
-        percentile(&legit_times, 50.0) < timeout * 3,
+        percentile(&legit_times, 99.0) < timeout,
         "legitimate connects: {legit_times:?}"
     );
 
@@ -331,51 +303,55 @@ async fn slowloris_is_closed_at_the_handshake_timeout_and_capped() {
     drain.abort();
 }
 
-/// Beyond `max_handshakes`, a connection is closed as soon as it is accepted (nothing is
-/// written to it), counted, and takes no place; the places free up when the silent
-/// connections holding them go.
+/// Beyond `max_handshakes`, the oldest unfinished handshake is closed to make room (it is
+/// counted, and no handshake failure is reported for it): a legitimate client links at
+/// once while silent connections hold every place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_handshake_cap_are_closed_at_once_and_counted() {
+async fn the_oldest_handshake_gives_way_to_a_new_connection() {
     let _serial = SERIAL.lock().await;
     let (server, endpoint, addr) = server(3, 10_000, Duration::from_secs(30)).await;
     let mut silent = Vec::new();
     for _ in 0..3 {
         silent.push(TcpStream::connect(addr).await.unwrap());
+        // One at a time, so that their order is the order they were accepted in.
+        let n = silent.len() as u64;
+        until("the handshake in progress", || {
+            server.stats().pending_handshakes == n
+        })
+        .await;
     }
-    until("three handshakes in progress", || {
-        server.stats().pending_handshakes == 3
+    // A legitimate client links at once, and the oldest silent connection is closed.
+    let ok = client();
+    let started = Instant::now();
+    within(
+        "a connect while every place is taken",
+        ok.connect(&endpoint),
+    )
+    .await
+    .unwrap();
+    println!(
+        "connect with every handshake place taken: {:.2} ms",
+        ms(started.elapsed())
+    );
+    within("the link up", link_up(&server)).await;
+    let mut oldest = silent.remove(0);
+    let mut buf = [0u8; 256];
+    let closed = within("the oldest closed", async {
+        loop {
+            match oldest.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {} // the server's greeting, then the close
+            }
+        }
     })
     .await;
-    let mut times = Vec::new();
-    for _ in 0..50 {
-        let start = Instant::now();
-        assert!(refused_at_once(addr).await, "refused before any handshake");
-        times.push(start.elapsed());
-    }
-    times.sort();
+    assert!(closed);
     let stats = server.stats();
-    println!(
-        "handshake cap refusals: 50 connect-to-close p50 {:.2} / p99 {:.2} ms; {stats:?}",
-        ms(percentile(&times, 50.0)),
-        ms(percentile(&times, 99.0)),
-    );
-    assert_eq!(stats.handshakes_refused, 50);
-    assert_eq!(stats.pending_handshakes, 3);
-    // No handshake ran for them, so none failed, and nothing was reported for them.
+    assert_eq!(stats.handshakes_evicted, 1);
+    assert_eq!(stats.pending_handshakes, 2);
     assert_eq!(stats.handshake_failures, 0);
-    assert!(percentile(&times, 99.0) < Duration::from_millis(500));
-    // A legitimate client meanwhile is refused too (that is the cap), and links once the
-    // silent connections go.
-    assert!(client().connect(&endpoint).await.is_err());
     drop(silent);
     until("the places free", || server.stats().pending_handshakes == 0).await;
-    let ok = client();
-    within("a connect once the places are free", ok.connect(&endpoint))
-        .await
-        .unwrap();
-    within("the link up", link_up(&server)).await;
-    assert_eq!(server.stats().pending_handshakes, 0);
-    assert_eq!(server.stats().handshakes_refused, 51);
 }
 
 /// Heap bytes allocated so far, and held now.
@@ -458,7 +434,7 @@ async fn connections_beyond_the_peer_cap_are_refused_fast_with_flat_memory() {
         2 * N,
     );
     assert_eq!(stats.peer_limit_refusals, 200 + 2 * N);
-    assert_eq!(stats.handshakes_refused, 0);
+    assert_eq!(stats.handshakes_evicted, 0);
     assert_eq!(stats.pending_handshakes, 0);
     assert_eq!(stats.handshake_failures, 0);
     // A read buffer is 64 KiB, a handshake buffer 1 KiB: a refusal allocates neither.

@@ -110,7 +110,7 @@ impl NodeMetrics {
             refused("duplicate_identity", links.duplicate_identities);
             refused("peer_limit", links.peer_limit_refusals);
             // TCP's cap on accepted connections handshaking at once (QUIC counts its own).
-            refused("handshake_limit", links.handshakes_refused);
+            refused("handshake_evicted", links.handshakes_evicted);
         }
         let refused = |cause: &'static str, value: u64| {
             counter!("dms_connections_refused_total", "node" => node.clone(), "cause" => cause)
