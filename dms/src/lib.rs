@@ -44,6 +44,7 @@
 //! | `dms_redials_total` | | redials scheduled for a lost instance |
 //! | `dms_acl_denied_total` | `op`: `connect`, `request`, `notify` | operations the ACL refused |
 //! | `dms_pings_dropped_total`, `dms_ping_floods_total`, `dms_late_replies_total` | | PINGs over a peer's budget, sessions ended for a PING flood, replies after their timeout |
+//! | `dms_ignored_messages_total`, `dms_ignored_payloads_total` | | messages ignored without ending their session (a repeated READY, a PONG answering no PING, a message from a peer without a session) and payload frames dropped from commands that carry none (`docs/PROTOCOL.md` §9) |
 //! | `dms_pauses_total` | | timer ticks so late the process cannot have been running (SIGSTOP, VM pause): peers got one more interval instead of a verdict on the stale silence |
 //! | `dms_links_up_total`, `dms_links_down_total` | `transport` | links of each medium |
 //! | `dms_handshake_failures_total`, `dms_protocol_errors_total` | `transport` | connections whose handshake failed, links closed for breaking the wire protocol |
@@ -65,8 +66,8 @@ mod registrar;
 pub mod registration;
 mod request_queue;
 mod telemetry;
-pub mod typed;
 mod transport;
+pub mod typed;
 
 /// Access control: policies, rules, patterns, operations (`dms_core::acl`).
 pub use dms_core::acl;

@@ -132,6 +132,8 @@ impl NodeMetrics {
         set("dms_ping_floods_total", proto.ping_floods);
         set("dms_late_replies_total", proto.late_replies);
         set("dms_pauses_total", proto.pauses);
+        set("dms_ignored_messages_total", proto.ignored_messages);
+        set("dms_ignored_payloads_total", proto.ignored_payloads);
     }
 
     /// Counts how a request (or notification) this node sent ended.

@@ -973,7 +973,11 @@ fn a_peer_that_died_during_a_pause_is_still_declared_dead_one_interval_later() {
     pair.now += Duration::from_secs(3);
     let resumed = pair.now;
     pair.b.proto.handle_timeout(pair.now);
-    assert_eq!(lost(&pair.b.events), None, "no verdict on the stale silence");
+    assert_eq!(
+        lost(&pair.b.events),
+        None,
+        "no verdict on the stale silence"
+    );
     while lost(&pair.b.events).is_none() && pair.now < resumed + Duration::from_secs(2) {
         pair.drive_for(Duration::from_millis(5));
         pair.collect();
