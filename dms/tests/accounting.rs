@@ -4,6 +4,8 @@
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,23 +13,8 @@ use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, RequestError, ServicePa
 use dms_core::proto::control::codes;
 use dms_test_support::metrics::recorder;
 use dms_test_support::wait::within;
+use support::{cluster, counter, instance};
 use tokio::sync::Semaphore;
-
-const WORLD: &str = "/demo/cn/android/w1/g1";
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
-
-fn instance(cluster: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster}/{name}").parse().unwrap()
-}
-
-fn counter(name: &str, node: &ServicePath, labels: &[(&str, &str)]) -> u64 {
-    let mut all = vec![("node", node.as_str())];
-    all.extend_from_slice(labels);
-    recorder().counter(name, &all)
-}
 
 /// A server answering every request after `delay`, with room for `queue` waiting ones.
 async fn server(

@@ -3,27 +3,14 @@
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::time::Duration;
 
-use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, RequestError, ServicePath};
+use dms::{MemoryDiscovery, Multipart, Node, RequestError, ServicePath};
 use dms_test_support::metrics::recorder;
 use dms_test_support::wait::within;
-
-const WORLD: &str = "/demo/cn/android/w1/g1";
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
-
-fn instance(cluster: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster}/{name}").parse().unwrap()
-}
-
-fn counter(name: &str, node: &ServicePath, labels: &[(&str, &str)]) -> u64 {
-    let mut all = vec![("node", node.as_str())];
-    all.extend_from_slice(labels);
-    recorder().counter(name, &all)
-}
+use support::{cluster, counter, instance};
 
 /// Waits (with a deadline) until `name{node, labels}` reaches `at_least`.
 async fn reaches(name: &str, node: &ServicePath, labels: &[(&str, &str)], at_least: u64) {

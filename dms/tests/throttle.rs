@@ -6,30 +6,18 @@
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dms::tcp::{TcpConfig, TcpMiddleware};
-use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, ServicePath};
+use dms::{MemoryDiscovery, Multipart, Node};
 use dms_core::proto::{Event, ProtoConfig, Protocol};
 use dms_core::{Incoming, MessageMiddleware, PeerId, Role};
 use dms_test_support::metrics;
 use dms_test_support::wait::within;
-
-const WORLD: &str = "/demo/cn/android/w1/g1";
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
-
-fn instance(cluster: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster}/{name}").parse().unwrap()
-}
-
-/// The value of counter `name` of `node` (summed over its other labels).
-fn counter(name: &str, node: &ServicePath) -> u64 {
-    metrics::recorder().counter(name, &[("node", node.as_str())])
-}
+use support::{cluster, counter, instance};
 
 /// Sends 16 KiB requests to `target` as fast as the link takes them and never reads the
 /// replies; counts what it sent in `sent`.
@@ -137,7 +125,7 @@ async fn a_peer_that_never_reads_its_replies_is_throttled_and_others_are_served(
     let target = server.endpoints()[0].clone();
     let hog = tokio::spawn(async move { greedy_peer(target, &SENT).await });
     within("the greedy peer throttled", async {
-        while counter("dms_throttled_total", &battle) == 0 {
+        while counter("dms_throttled_total", &battle, &[]) == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -163,8 +151,8 @@ async fn a_peer_that_never_reads_its_replies_is_throttled_and_others_are_served(
         "the greedy peer kept sending while throttled"
     );
     // Every request of the greedy peer that the node did not queue is accounted for.
-    let received = counter("dms_requests_received_total", &battle);
-    let refused = counter("dms_overloaded_total", &battle);
+    let received = counter("dms_requests_received_total", &battle, &[]);
+    let refused = counter("dms_overloaded_total", &battle, &[]);
     assert!(received + refused > 0);
     eprintln!(
         "well-behaved p50/p99: {:?}/{:?} alone, {:?}/{:?} beside a throttled greedy peer; \

@@ -3,23 +3,16 @@
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use dms::typed::{Codec, Postcard};
-use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, Outcome, RequestError, ServicePath};
+use dms::{MemoryDiscovery, Multipart, Node, Outcome, RequestError};
 use dms_core::proto::control::codes;
 use dms_test_support::wait::within;
 use serde::{Deserialize, Serialize};
-
-const WORLD: &str = "/demo/cn/android/w1/g1";
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
-
-fn instance(cluster: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster}/{name}").parse().unwrap()
-}
+use support::{cluster, instance};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Trade {
