@@ -186,11 +186,19 @@ async fn f3_a_half_open_link_is_detected_on_both_sides_and_heals() {
     );
     assert_detected("F3 requester", client_saw.0);
     assert_detected("F3 responder", server_saw.0);
-    let held = proxy.stats();
-    assert!(
-        held.to_target.held >= 1 && held.to_client.held >= 1,
-        "the blackhole held traffic both ways: {held:?}"
-    );
+    // The requester's PINGs were held on their way in; the responder sends nothing but
+    // PONGs until it declares the requester dead, then a DISCONNECT, which reaches the
+    // proxy just after its `PeerDown`: wait for it rather than race it.
+    let held = within("the blackhole to hold traffic both ways", async {
+        loop {
+            let held = proxy.stats();
+            if held.to_target.held >= 1 && held.to_client.held >= 1 {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert!(held.live >= 1, "the sockets stayed open: {held:?}");
 
     let healed = Instant::now();
