@@ -24,8 +24,14 @@
 //! #[derive(Serialize, Deserialize, Debug, PartialEq)]
 //! struct Joined { room: String }
 //!
+//! # // A build without TCP runs this over QUIC with development certificates.
+//! # #[cfg(not(feature = "tcp"))]
+//! # let dev = std::env::temp_dir().join(format!("dms-doc-typed-{}", std::process::id()));
+//! # let builder = |path| Node::builder(path);
+//! # #[cfg(not(feature = "tcp"))]
+//! # let builder = |path| Node::builder(path).quic_dev_certificates(&dev);
 //! let discovery = MemoryDiscovery::new();
-//! let battle = Node::builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
+//! let battle = builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
 //!     .discovery(discovery.clone())
 //!     .start()
 //!     .await?;
@@ -41,7 +47,7 @@
 //!             .await;
 //!     }
 //! });
-//! let lobby = Node::builder("/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?)
+//! let lobby = builder("/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?)
 //!     .target("/demo/cn/android/w1/g1/Battle".parse()?)
 //!     .discovery(discovery)
 //!     .start()
