@@ -4,12 +4,13 @@
 //!
 //! The figures and their names are listed in the [crate docs](crate#metrics).
 
-use dms_core::Role;
-use dms_core::proto::LossReason;
-use dms_core::proto::control::codes;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use dms_core::proto::ProtoStats;
+use dms_core::Role;
+use dms_core::proto::control::codes;
+use dms_core::proto::{LossReason, ProtoStats};
+use dms_link::LinkStats;
 use metrics::{Counter, Gauge, counter, gauge};
 
 use crate::RequestError;
@@ -37,6 +38,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) peers_ready: Gauge,
     pub(crate) parked: Gauge,
     node: String,
+    /// The handles of the copied counters (see [`export`](Self::export)).
+    exported: OnceLock<Exported>,
 }
 
 const FAILURES: [&str; 11] = [
@@ -83,57 +86,26 @@ impl NodeMetrics {
             peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
             parked: gauge!("dms_parked_messages", "node" => node.clone()),
             node,
+            exported: OnceLock::new(),
         }
     }
 
     /// Copies the counters the transports and the protocol keep themselves (atomics on
-    /// their own paths) into the recorder, as absolute values.
+    /// their own paths) into the recorder, as absolute values. Their handles are
+    /// registered at the first call (the media a node has are fixed once it started).
     pub(crate) fn export(&self, media: &MediaStats, proto: &ProtoStats) {
-        let node = &self.node;
-        for (scheme, links) in &media.links {
-            let set = |name: &'static str, value: u64| {
-                counter!(name, "node" => node.clone(), "transport" => *scheme).absolute(value);
-            };
-            set("dms_links_up_total", links.links_up);
-            set("dms_links_down_total", links.links_down);
-            set("dms_handshake_failures_total", links.handshake_failures);
-            set("dms_protocol_errors_total", links.protocol_errors);
-            set("dms_reconnect_attempts_total", links.reconnect_attempts);
-            set("dms_reads_paused_total", links.reads_paused);
-            set("dms_events_dropped_total", links.events_dropped);
-            set("dms_bytes_dropped_total", links.bytes_dropped_on_link_down);
-            let refused = |cause: &'static str, value: u64| {
-                counter!("dms_connections_refused_total", "node" => node.clone(),
-                    "transport" => *scheme, "cause" => cause)
-                .absolute(value);
-            };
-            refused("duplicate_identity", links.duplicate_identities);
-            refused("peer_limit", links.peer_limit_refusals);
-            // TCP's cap on accepted connections handshaking at once (QUIC counts its own).
-            refused("handshake_evicted", links.handshakes_evicted);
+        let exported = self
+            .exported
+            .get_or_init(|| Exported::register(&self.node, media));
+        for ((_, links), counters) in media.links.iter().zip(&exported.links) {
+            for (counter, value) in counters.iter().zip(link_values(links)) {
+                counter.absolute(value);
+            }
         }
-        let refused = |cause: &'static str, value: u64| {
-            counter!("dms_connections_refused_total", "node" => node.clone(), "cause" => cause)
-                .absolute(value);
-        };
-        refused("handshake_limit", media.handshakes_refused);
-        refused("plaintext", media.plaintext_refused);
-        refused("tls_handshake", media.tls_handshake_failures);
-        let denied = |op: &'static str, value: u64| {
-            counter!("dms_acl_denied_total", "node" => node.clone(), "op" => op).absolute(value);
-        };
-        denied("connect", proto.acl_denied_connects);
-        denied("request", proto.acl_denied_requests);
-        denied("notify", proto.acl_denied_notifications);
-        let set = |name: &'static str, value: u64| {
-            counter!(name, "node" => node.clone()).absolute(value);
-        };
-        set("dms_pings_dropped_total", proto.pings_dropped);
-        set("dms_ping_floods_total", proto.ping_floods);
-        set("dms_late_replies_total", proto.late_replies);
-        set("dms_pauses_total", proto.pauses);
-        set("dms_ignored_messages_total", proto.ignored_messages);
-        set("dms_ignored_payloads_total", proto.ignored_payloads);
+        let values = node_values(media, proto);
+        for (counter, value) in exported.node.iter().zip(values) {
+            counter.absolute(value);
+        }
     }
 
     /// Counts how a request (or notification) this node sent ended.
@@ -175,6 +147,109 @@ impl NodeMetrics {
         if was_ready {
             self.peers_ready.decrement(1.0);
         }
+    }
+}
+
+/// The counters copied per medium: (name, `cause` label), in [`link_values`]' order.
+const LINK_COUNTERS: [(&str, Option<&str>); 11] = [
+    ("dms_links_up_total", None),
+    ("dms_links_down_total", None),
+    ("dms_handshake_failures_total", None),
+    ("dms_protocol_errors_total", None),
+    ("dms_reconnect_attempts_total", None),
+    ("dms_reads_paused_total", None),
+    ("dms_events_dropped_total", None),
+    ("dms_bytes_dropped_total", None),
+    ("dms_connections_refused_total", Some("duplicate_identity")),
+    ("dms_connections_refused_total", Some("peer_limit")),
+    // TCP's cap on accepted connections handshaking at once (QUIC counts its own).
+    ("dms_connections_refused_total", Some("handshake_evicted")),
+];
+
+fn link_values(links: &LinkStats) -> [u64; LINK_COUNTERS.len()] {
+    [
+        links.links_up,
+        links.links_down,
+        links.handshake_failures,
+        links.protocol_errors,
+        links.reconnect_attempts,
+        links.reads_paused,
+        links.events_dropped,
+        links.bytes_dropped_on_link_down,
+        links.duplicate_identities,
+        links.peer_limit_refusals,
+        links.handshakes_evicted,
+    ]
+}
+
+/// The counters copied per node: (name, extra label), in [`node_values`]' order.
+const NODE_COUNTERS: [(&str, Option<(&str, &str)>); 12] = [
+    (
+        "dms_connections_refused_total",
+        Some(("cause", "handshake_limit")),
+    ),
+    (
+        "dms_connections_refused_total",
+        Some(("cause", "plaintext")),
+    ),
+    (
+        "dms_connections_refused_total",
+        Some(("cause", "tls_handshake")),
+    ),
+    ("dms_acl_denied_total", Some(("op", "connect"))),
+    ("dms_acl_denied_total", Some(("op", "request"))),
+    ("dms_acl_denied_total", Some(("op", "notify"))),
+    ("dms_pings_dropped_total", None),
+    ("dms_ping_floods_total", None),
+    ("dms_late_replies_total", None),
+    ("dms_pauses_total", None),
+    ("dms_ignored_messages_total", None),
+    ("dms_ignored_payloads_total", None),
+];
+
+fn node_values(media: &MediaStats, proto: &ProtoStats) -> [u64; NODE_COUNTERS.len()] {
+    [
+        media.handshakes_refused,
+        media.plaintext_refused,
+        media.tls_handshake_failures,
+        proto.acl_denied_connects,
+        proto.acl_denied_requests,
+        proto.acl_denied_notifications,
+        proto.pings_dropped,
+        proto.ping_floods,
+        proto.late_replies,
+        proto.pauses,
+        proto.ignored_messages,
+        proto.ignored_payloads,
+    ]
+}
+
+/// Handles of the copied counters.
+#[derive(Debug)]
+struct Exported {
+    /// Per medium, in the order [`MediaStats::links`] lists them.
+    links: Vec<[Counter; LINK_COUNTERS.len()]>,
+    node: [Counter; NODE_COUNTERS.len()],
+}
+
+impl Exported {
+    fn register(node: &str, media: &MediaStats) -> Self {
+        let links = media
+            .links
+            .iter()
+            .map(|(scheme, _)| {
+                LINK_COUNTERS.map(|(name, cause)| match cause {
+                    Some(cause) => counter!(name, "node" => node.to_owned(),
+                        "transport" => *scheme, "cause" => cause),
+                    None => counter!(name, "node" => node.to_owned(), "transport" => *scheme),
+                })
+            })
+            .collect();
+        let node = NODE_COUNTERS.map(|(name, label)| match label {
+            Some((key, value)) => counter!(name, "node" => node.to_owned(), key => value),
+            None => counter!(name, "node" => node.to_owned()),
+        });
+        Self { links, node }
     }
 }
 
