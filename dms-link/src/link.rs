@@ -191,21 +191,45 @@ impl Link {
         }
     }
 
-    /// Encodes `msg` (peer frame first, not written) into the outbox if it has room.
+    /// Encodes `msg` (peer frame first, not written) into the outbox if it has room; on an
+    /// idle link, writes it from here ([`write_directly`](Self::write_directly)).
     pub(crate) fn try_queue(&self, codec: &MessageCodec, msg: Multipart) -> Result<(), SendError> {
+        if let Some(bytes) = self.try_queue_deferred(codec, msg)? {
+            self.write_directly(bytes);
+        }
+        Ok(())
+    }
+
+    /// As [`try_queue`](Self::try_queue), but the bytes of a direct write are handed back
+    /// to be written with [`write_directly`](Self::write_directly) once the caller let go
+    /// of what it holds (the link registry: a write must not stall every other sender).
+    pub(crate) fn try_queue_deferred(
+        &self,
+        codec: &MessageCodec,
+        msg: Multipart,
+    ) -> Result<Option<BytesMut>, SendError> {
         self.queue(codec, msg, false)
     }
 
-    /// As [`try_queue`](Self::try_queue), into the urgent lane (written before data).
+    /// As [`try_queue`](Self::try_queue), into the urgent lane (written before data; never
+    /// directly).
     pub(crate) fn try_queue_urgent(
         &self,
         codec: &MessageCodec,
         msg: Multipart,
     ) -> Result<(), SendError> {
-        self.queue(codec, msg, true)
+        self.queue(codec, msg, true).map(|direct| debug_assert!(direct.is_none()))
     }
 
-    fn queue(&self, codec: &MessageCodec, msg: Multipart, urgent: bool) -> Result<(), SendError> {
+    /// Queues `msg`; `Some(bytes)` when this sender is to write them itself (an idle
+    /// link, see [`write_directly`](Self::write_directly)): the stream is marked busy
+    /// for it.
+    fn queue(
+        &self,
+        codec: &MessageCodec,
+        msg: Multipart,
+        urgent: bool,
+    ) -> Result<Option<BytesMut>, SendError> {
         let body = msg.frames().get(1..).unwrap_or_default();
         let encoded = match codec.check_outbound(body) {
             Ok(len) => len,
@@ -272,15 +296,13 @@ impl Link {
             let bytes = std::mem::replace(&mut outbox.buf, spare);
             outbox.marks.clear();
             outbox.since_mark = 0;
-            drop(outbox);
-            self.write_directly(bytes);
-            return Ok(());
+            return Ok(Some(bytes));
         }
         drop(outbox);
         if was_empty {
             self.wake_writer.notify_one();
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Queues a control command in the urgent lane (a PONG must not wait for room or

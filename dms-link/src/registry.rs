@@ -473,7 +473,15 @@ impl LinkSet {
             let (link, msg) = self.route(msg, |link, msg| (link.clone(), msg))?;
             return link.try_queue(&self.encoder, msg);
         }
-        self.route(msg, |link, msg| link.try_queue(&self.encoder, msg))?
+        let direct = self.route(msg, |link, msg| {
+            let bytes = link.try_queue_deferred(&self.encoder, msg)?;
+            Ok(bytes.map(|bytes| (link.clone(), bytes)))
+        })??;
+        if let Some((link, bytes)) = direct {
+            // An idle link: written from here, after the registry's lock is released.
+            link.write_directly(bytes);
+        }
+        Ok(())
     }
 
     /// [`MessageMiddleware::try_send_urgent`](dms_core::MessageMiddleware::try_send_urgent):
