@@ -645,10 +645,15 @@ impl Node {
         command: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
     ) -> Result<T, RequestError> {
         let (done, result) = oneshot::channel();
-        let result = match self.inner.commands.send(command(done)).await {
+        match self.inner.commands.send(command(done)).await {
             Ok(()) => result.await.unwrap_or(Err(RequestError::Closed)),
             Err(_) => Err(RequestError::Closed),
-        };
+        }
+    }
+
+    /// Counts how a call of the public API that sends (a request, notification or
+    /// broadcast, raw or typed) ended: once per call, with its final outcome.
+    pub(crate) fn counted<T>(&self, result: Result<T, RequestError>) -> Result<T, RequestError> {
         self.inner.metrics.request_ended(&result);
         result
     }
@@ -675,7 +680,19 @@ impl Node {
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.send_request(to, body, timeout).await
+        self.counted(self.send_request(to, body, timeout).await)
+    }
+
+    /// As [`request`](Self::request), not counted (the typed API counts its own outcome).
+    pub(crate) async fn request_uncounted(
+        &self,
+        cluster: &ClusterPath,
+        key: impl Into<DispatchKey>,
+        body: Multipart,
+    ) -> Result<Reply, RequestError> {
+        let to = Destination::Cluster(cluster.clone(), key.into().0);
+        self.send_request(to, body, self.inner.request_timeout)
+            .await
     }
 
     /// Sends a request to one given instance.
@@ -696,7 +713,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Instance(instance.clone());
-        self.send_request(to, body, timeout).await
+        self.counted(self.send_request(to, body, timeout).await)
     }
 
     async fn send_request(
@@ -723,7 +740,7 @@ impl Node {
         body: Multipart,
     ) -> Result<ServicePath, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.submit(|done| Command::Notify { to, body, done }).await
+        self.counted(self.submit(|done| Command::Notify { to, body, done }).await)
     }
 
     /// Sends `body` to every live instance of `cluster`; returns the instances reached.
@@ -733,12 +750,14 @@ impl Node {
         body: Multipart,
     ) -> Result<Vec<ServicePath>, RequestError> {
         let cluster = cluster.clone();
-        self.submit(|done| Command::Broadcast {
-            cluster,
-            body,
-            done,
-        })
-        .await
+        let sent = self
+            .submit(|done| Command::Broadcast {
+                cluster,
+                body,
+                done,
+            })
+            .await;
+        self.counted(sent)
     }
 
     /// The next request or notification for this node; `None` once the node is shut

@@ -183,11 +183,14 @@ impl Node {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = encode(codec, request)?;
-        let reply = self.request(cluster, key, body).await?;
-        single_frame::<C>(&reply.body)
-            .and_then(|frame| codec.decode(frame))
-            .map_err(|e| RequestError::Decode(e.to_string()))
+        let called = async {
+            let body = encode(codec, request)?;
+            let reply = self.request_uncounted(cluster, key, body).await?;
+            single_frame::<C>(&reply.body)
+                .and_then(|frame| codec.decode(frame))
+                .map_err(|e| RequestError::Decode(e.to_string()))
+        };
+        self.counted(called.await)
     }
 
     /// Sends `value` one way to one instance of `cluster` (see [`notify`](Self::notify)),
@@ -198,8 +201,10 @@ impl Node {
         key: impl Into<DispatchKey>,
         value: &T,
     ) -> Result<ServicePath, RequestError> {
-        let body = encode(&Postcard, value)?;
-        self.notify(cluster, key, body).await
+        match encode(&Postcard, value) {
+            Ok(body) => self.notify(cluster, key, body).await,
+            Err(error) => self.counted(Err(error)),
+        }
     }
 
     /// Sends `value` to every live instance of `cluster` (see
@@ -209,8 +214,10 @@ impl Node {
         cluster: &ClusterPath,
         value: &T,
     ) -> Result<Vec<ServicePath>, RequestError> {
-        let body = encode(&Postcard, value)?;
-        self.broadcast(cluster, body).await
+        match encode(&Postcard, value) {
+            Ok(body) => self.broadcast(cluster, body).await,
+            Err(error) => self.counted(Err(error)),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use dms::{MemoryDiscovery, Multipart, Node, Outcome, RequestError};
 use dms_core::proto::control::codes;
 use dms_test_support::wait::within;
 use serde::{Deserialize, Serialize};
-use support::{cluster, instance};
+use support::{cluster, counter, instance};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Trade {
@@ -72,6 +72,7 @@ async fn trade_server(discovery: &MemoryDiscovery, seen: tokio::sync::mpsc::Send
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_requests_notifications_and_decode_failures() {
+    dms_test_support::metrics::recorder();
     let discovery = MemoryDiscovery::new();
     let (seen_tx, mut seen) = tokio::sync::mpsc::channel(8);
     let _server = trade_server(&discovery, seen_tx).await;
@@ -134,6 +135,15 @@ async fn typed_requests_notifications_and_decode_failures() {
         Err(error @ RequestError::Decode(_)) => assert_eq!(error.outcome(), Outcome::Delivered),
         other => panic!("{other:?}"),
     }
+    // Each typed call is counted once, by its final outcome (the undecodable reply as
+    // `decode`, not as the `ok` of the request under it).
+    let lobby_path = instance("Lobby", "lobby-1");
+    let outcome = |o: &str| counter("dms_requests_total", &lobby_path, &[("outcome", o)]);
+    assert_eq!(
+        (outcome("ok"), outcome("decode"), outcome("remote")),
+        (3, 1, 1),
+        "two typed calls and one raw request answered, one undecodable, one BAD_REQUEST"
+    );
 
     // A typed notification arrives as the value sent.
     lobby
