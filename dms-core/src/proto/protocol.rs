@@ -49,6 +49,10 @@ pub struct ProtoConfig {
 
 /// The PINGs a peer may send: a token bucket per session, and a flood bound.
 ///
+/// Each session's rate is raised to twice that of a requester asking its liveness bound
+/// (see `docs/PROTOCOL.md` §5), so faster heartbeats than this node's own are never
+/// throttled.
+///
 /// A PING within the budget is answered with PONG; one beyond it is not answered and is
 /// counted ([`ProtoStats::pings_dropped`]); a peer that sends `flood` PINGs beyond the
 /// budget within one `flood_window` is disconnected (DISCONNECT `RATE_LIMITED`): the link
@@ -81,6 +85,24 @@ impl Default for PingLimit {
             flood_window: Duration::from_secs(1),
         }
     }
+}
+
+/// PINGs per liveness bound a requester sends by default (`missed_pongs`): a session's
+/// PING budget is at least twice that rate for the bound its peer asked for.
+const PINGS_PER_BOUND: u64 = 3;
+
+/// The PING budget of a session whose liveness bound is `liveness`: `limit`, raised to
+/// twice the rate of a requester that asked for that bound and PINGs
+/// [`PINGS_PER_BOUND`] times within it, so a peer whose heartbeat is faster than this
+/// node's own is never throttled. Bounded: the bound is at least 50 ms (120 PINGs/s).
+/// Returns (PINGs per second, burst).
+fn session_budget(limit: &PingLimit, liveness: Duration) -> (u64, u64) {
+    let millis = u64::try_from(liveness.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let asked = (2 * PINGS_PER_BOUND * 1000).div_ceil(millis);
+    let per_second = u64::from(limit.per_second).max(asked);
+    (per_second, u64::from(limit.burst).max(2 * per_second))
 }
 
 /// One PING's worth of tokens (tokens are counted in millionths of a PING).
@@ -456,6 +478,7 @@ impl Protocol {
             state: SessionState::AwaitingReady,
             path: None,
             last_heard: now,
+            excused: false,
             liveness,
             ready_deadline: now + self.config.ready_timeout,
             next_ping: None,
@@ -492,6 +515,7 @@ impl Protocol {
             return;
         };
         session.last_heard = now;
+        session.excused = false;
         let state = session.state;
         let permitted = session.permitted;
         let from = session.path.clone();
@@ -622,17 +646,24 @@ impl Protocol {
     /// running (a SIGSTOP, a VM pause, a starved runtime): what peers sent meanwhile may
     /// wait unread in the sockets. Their silence is then not held against them: every
     /// session gets one more ping interval (at most half its liveness bound) to be heard
-    /// from, a probe as long to be answered, and a requester pings at once. A peer that
-    /// really died is declared dead that much later; a live one is not torn down by the
-    /// stale verdict of its resumed peer. Request deadlines are kept as they are.
+    /// from, a probe as long to be answered, and a requester pings at once (its next PING
+    /// is overdue). A silence is excused once: a peer that really died is declared dead
+    /// that much later, even if this process keeps running late; a live one is not torn
+    /// down by the stale verdict of its resumed peer. Request deadlines are kept as they
+    /// are.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(due) = self.poll_timeout() {
-            let shortest = self.sessions.values().map(|s| s.liveness).min();
-            let threshold = shortest.map_or(self.config.ping_interval, |l| {
-                l.min(self.config.ping_interval)
-            });
-            if now.saturating_duration_since(due) > threshold {
-                self.resumed_after_pause(now);
+            let late = now.saturating_duration_since(due);
+            // An on-time tick (the usual case) stops at the cheap bound: no bound is
+            // shorter than MIN_LIVENESS.
+            if late > self.config.ping_interval.min(MIN_LIVENESS) {
+                let shortest = self.sessions.values().map(|s| s.liveness).min();
+                let threshold = shortest.map_or(self.config.ping_interval, |l| {
+                    l.min(self.config.ping_interval)
+                });
+                if late > threshold {
+                    self.resumed_after_pause(now);
+                }
             }
         }
         let mut lost = Vec::new();
@@ -691,11 +722,16 @@ impl Protocol {
         }
     }
 
-    /// See [`handle_timeout`](Self::handle_timeout): one more interval for every session.
+    /// See [`handle_timeout`](Self::handle_timeout): one more interval for every session
+    /// not heard from since it was last excused (so a process that keeps running late
+    /// still declares a dead peer dead).
     fn resumed_after_pause(&mut self, now: Instant) {
         bump(&self.counters.pauses);
         let interval = self.config.ping_interval;
         for session in self.sessions.values_mut() {
+            if std::mem::replace(&mut session.excused, true) {
+                continue;
+            }
             let grace = interval.min(session.liveness / 2);
             match session.state {
                 SessionState::AwaitingReady => {
@@ -923,6 +959,7 @@ impl Protocol {
         session.state = SessionState::Ready;
         session.path = Some(path.clone());
         session.last_heard = now;
+        session.excused = false;
         let role = session.role;
         if role == Role::Acceptor {
             self.send_ready(peer, 0);
@@ -960,12 +997,13 @@ impl Protocol {
         let Some(session) = self.sessions.get_mut(peer) else {
             return false;
         };
+        let (per_second, burst) = session_budget(&limit, session.liveness);
         let elapsed = now.saturating_duration_since(session.ping_refilled);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let capacity = u64::from(limit.burst).saturating_mul(PING_COST);
+        let capacity = burst.saturating_mul(PING_COST);
         session.ping_tokens = session
             .ping_tokens
-            .saturating_add(micros.saturating_mul(u64::from(limit.per_second)))
+            .saturating_add(micros.saturating_mul(per_second))
             .min(capacity);
         session.ping_refilled = now;
         if session.ping_tokens >= PING_COST {

@@ -32,6 +32,9 @@ pub(crate) struct Session {
     pub(crate) path: Option<ServicePath>,
     /// When anything was last heard from the peer.
     pub(crate) last_heard: Instant,
+    /// The silence since `last_heard` was excused once already (this process was
+    /// paused): a later pause does not excuse it again.
+    pub(crate) excused: bool,
     /// Silence after which the peer is dead.
     pub(crate) liveness: Duration,
     /// AwaitingReady: the probe's deadline.

@@ -50,10 +50,19 @@ fn b_path() -> ServicePath {
 
 impl Pair {
     fn new(b_config: impl FnOnce(&mut ProtoConfig)) -> Self {
+        Self::new_with(|_| {}, b_config)
+    }
+
+    /// The requester pings every 100 ms, dead after 3 missed, unless `a_config` says else.
+    fn new_with(
+        a_config: impl FnOnce(&mut ProtoConfig),
+        b_config: impl FnOnce(&mut ProtoConfig),
+    ) -> Self {
         let now = epoch();
         let mut a = ProtoConfig::new(a_path());
         a.ping_interval = Duration::from_millis(100);
         a.missed_pongs = 3;
+        a_config(&mut a);
         let mut b = ProtoConfig::new(b_path());
         b_config(&mut b);
         let mut pair = Self {
@@ -80,7 +89,11 @@ impl Pair {
     }
 
     fn ready() -> Self {
-        let mut pair = Self::new(|_| {});
+        Self::ready_with(|_| {})
+    }
+
+    fn ready_with(a_config: impl FnOnce(&mut ProtoConfig)) -> Self {
+        let mut pair = Self::new_with(a_config, |_| {});
         pair.drive_for(Duration::from_millis(20));
         assert!(matches!(
             pair.a.events[0],
@@ -874,7 +887,8 @@ fn pongs(proto: &mut Protocol) -> usize {
 
 #[test]
 fn pings_beyond_the_budget_are_not_answered_and_are_counted() {
-    let mut pair = Pair::ready();
+    // A requester asking a 600 ms bound: the responder's default budget (10/s) applies.
+    let mut pair = Pair::ready_with(|a| a.ping_interval = Duration::from_millis(200));
     let a = a_path().peer_id();
     let now = pair.now;
     let b = &mut pair.b.proto;
@@ -933,9 +947,20 @@ fn heartbeats_at_the_budget_are_never_throttled() {
 }
 
 #[test]
+fn a_requester_with_faster_heartbeats_than_the_responder_is_never_throttled() {
+    // 30 ms × 3 against a responder that pings every second itself: its budget follows
+    // the 90 ms bound the requester asked for, not its own rate.
+    let mut pair = Pair::ready_with(|a| a.ping_interval = Duration::from_millis(30));
+    pair.drive_for(Duration::from_secs(5));
+    assert!(lost(&pair.a.events).is_none(), "{:?}", pair.a.events);
+    assert!(lost(&pair.b.events).is_none(), "{:?}", pair.b.events);
+    assert_eq!(pair.b.proto.stats().pings_dropped, 0);
+}
+
+#[test]
 fn slow_pings_over_a_long_time_are_never_a_flood() {
     // 30 PINGs a second: 20 a second over budget, never 100 within a window.
-    let mut pair = Pair::ready();
+    let mut pair = Pair::ready_with(|a| a.ping_interval = Duration::from_millis(200));
     let a = a_path().peer_id();
     let start = pair.now;
     for i in 0..300u32 {
@@ -952,8 +977,18 @@ fn slow_pings_over_a_long_time_are_never_a_flood() {
 #[test]
 fn a_resumed_process_does_not_condemn_peers_whose_messages_wait_unread() {
     let mut pair = Pair::ready();
-    // Both sides stop running for 3 s (a SIGSTOP, a VM pause): no timer, no read.
-    // The PINGs the requester queued just before wait for the responder in its socket.
+    // Up to just after the requester's first PING left: it is on the wire.
+    let start = pair.now;
+    while !pair.wire.iter().any(|(_, to_b, _)| *to_b) && pair.now < start + Duration::from_secs(1) {
+        pair.drive_for(Duration::from_millis(1));
+        pair.collect();
+    }
+    assert!(
+        pair.wire.iter().any(|(_, to_b, _)| *to_b),
+        "a PING is on its way to the responder"
+    );
+    // Both sides stop running for 3 s (a SIGSTOP, a VM pause): no timer, no read; the
+    // PING waits for the responder, unread.
     pair.now += Duration::from_secs(3);
     // On resume the responder's timer happens to run before its reads.
     pair.b.proto.handle_timeout(pair.now);
@@ -989,4 +1024,37 @@ fn a_peer_that_died_during_a_pause_is_still_declared_dead_one_interval_later() {
         after >= Duration::from_millis(150) && after <= Duration::from_millis(160),
         "declared dead {after:?} after the resume"
     );
+    assert!(
+        matches!(
+            lost(&pair.b.events),
+            Some(LossReason::HeartbeatTimeout { .. })
+        ),
+        "{:?}",
+        pair.b.events
+    );
+}
+
+#[test]
+fn a_process_that_keeps_running_late_still_declares_a_dead_peer_dead() {
+    let mut pair = Pair::ready();
+    pair.drop_a_to_b = true;
+    // Every tick of the responder comes 1 s late (a runtime starved for good): the first
+    // excuses the silence, the next ones do not excuse it again.
+    let mut ticks = 0;
+    while lost(&pair.b.events).is_none() && ticks < 5 {
+        let due = pair.b.proto.poll_timeout().expect("a session deadline");
+        pair.now = pair.now.max(due) + Duration::from_secs(1);
+        pair.b.proto.handle_timeout(pair.now);
+        pair.collect();
+        ticks += 1;
+    }
+    assert!(
+        matches!(
+            lost(&pair.b.events),
+            Some(LossReason::HeartbeatTimeout { .. })
+        ),
+        "the dead requester declared dead after {ticks} late ticks: {:?}",
+        pair.b.events
+    );
+    assert_eq!(ticks, 2, "one excused tick, then the verdict");
 }
