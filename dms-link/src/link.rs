@@ -218,7 +218,8 @@ impl Link {
         codec: &MessageCodec,
         msg: Multipart,
     ) -> Result<(), SendError> {
-        self.queue(codec, msg, true).map(|direct| debug_assert!(direct.is_none()))
+        self.queue(codec, msg, true)
+            .map(|direct| debug_assert!(direct.is_none()))
     }
 
     /// Queues `msg`; `Some(bytes)` when this sender is to write them itself (an idle
