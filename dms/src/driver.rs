@@ -336,12 +336,13 @@ impl Driver {
     /// the backlog is gone, so a peer that does not read its replies stops costing us
     /// (its sends meet TCP's flow control) instead of crowding out other peers.
     fn park(&mut self, peer: PeerId, msg: Multipart) {
-        let reply = msg
-            .frames()
-            .get(1)
-            .and_then(|control| Control::peek_command(control))
-            == Some(CommandCode::Rep);
-        if reply && !self.state.throttled.contains(&peer) {
+        let throttle = !self.state.throttled.contains(&peer)
+            && msg
+                .frames()
+                .get(1)
+                .and_then(|control| Control::peek_command(control))
+                == Some(CommandCode::Rep);
+        if throttle {
             debug!(node = %self.local, %peer, "replies cannot leave: link no longer read");
             self.transports.pause_reading(&peer, true);
             self.state.throttled.insert(peer.clone());
@@ -418,7 +419,7 @@ impl Driver {
                 self.state.retry_at.remove(&path);
                 self.state.backoff.remove(&path);
                 self.state.ready.insert(peer, path.clone());
-                self.metrics.peer_up(role);
+                self.metrics.peer_up(role, self.state.ready.len());
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
                 self.retry_awaiting();
             }
@@ -506,8 +507,8 @@ impl Driver {
     }
 
     fn on_peer_lost(&mut self, peer: PeerId, path: Option<ServicePath>, reason: LossReason) {
-        let was_ready = self.state.ready.remove(&peer).is_some();
-        self.metrics.peer_lost(&reason, was_ready);
+        self.state.ready.remove(&peer);
+        self.metrics.peer_lost(&reason, self.state.ready.len());
         let path = path.or_else(|| std::str::from_utf8(peer.as_bytes()).ok()?.parse().ok());
         info!(node = %self.local, peer = %peer, %reason, "peer lost");
         if let Some(path) = &path {

@@ -126,13 +126,14 @@ impl NodeMetrics {
         self.received[kind].increment(1);
     }
 
-    pub(crate) fn peer_up(&self, role: Role) {
+    /// Counts a session that became ready; `ready`: how many are now.
+    pub(crate) fn peer_up(&self, role: Role, ready: usize) {
         self.peers_up[usize::from(role == Role::Acceptor)].increment(1);
-        self.peers_ready.increment(1.0);
+        self.peers_ready.set(ready as f64);
     }
 
-    /// Counts a lost session; `was_ready`: it had been counted up.
-    pub(crate) fn peer_lost(&self, reason: &LossReason, was_ready: bool) {
+    /// Counts a lost session; `ready`: how many are left.
+    pub(crate) fn peer_lost(&self, reason: &LossReason, ready: usize) {
         let index = match reason {
             LossReason::HeartbeatTimeout { .. } => 0,
             LossReason::ProbeTimeout => 1,
@@ -144,9 +145,7 @@ impl NodeMetrics {
             _ => 2,
         };
         self.peers_lost[index].increment(1);
-        if was_ready {
-            self.peers_ready.decrement(1.0);
-        }
+        self.peers_ready.set(ready as f64);
     }
 }
 

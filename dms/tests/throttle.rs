@@ -153,7 +153,12 @@ async fn a_peer_that_never_reads_its_replies_is_throttled_and_others_are_served(
     // Every request of the greedy peer that the node did not queue is accounted for.
     let received = counter("dms_requests_received_total", &battle, &[]);
     let refused = counter("dms_overloaded_total", &battle, &[]);
-    assert!(received + refused > 0);
+    // Besides the well-behaved peer's 400, the greedy peer's requests reached the node:
+    // queued for the handler or refused OVERLOADED, each one counted.
+    assert!(
+        received + refused > 400,
+        "{received} queued, {refused} refused"
+    );
     eprintln!(
         "well-behaved p50/p99: {:?}/{:?} alone, {:?}/{:?} beside a throttled greedy peer; \
          greedy peer sent {stalled} requests ({received} queued in all, {refused} refused)",
