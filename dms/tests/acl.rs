@@ -4,24 +4,17 @@
 //! the policy allows works, and a policy file that cannot be used stops the start.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use dms::{
-    AclFileError, ClusterPath, MemoryDiscovery, Multipart, Node, Operation, RequestError,
-    ServicePath, StartError,
+    AclFileError, MemoryDiscovery, Multipart, Node, Operation, RequestError, ServicePath,
+    StartError,
 };
 use dms_test_support::wait::within;
+use support::{cluster, instance};
 use tokio::sync::mpsc;
-
-const WORLD: &str = "/demo/cn/android/w1/g1";
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
-
-fn instance(cluster_name: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster_name}/{name}").parse().unwrap()
-}
 
 fn node_builder(path: ServicePath) -> dms::NodeBuilder {
     #[cfg(not(feature = "tcp"))]

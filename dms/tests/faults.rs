@@ -7,19 +7,19 @@
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dms::{
-    ClusterPath, Endpoint, MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath,
-};
+use dms::{Endpoint, MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath};
 use dms_test_support::metrics::recorder;
 use dms_test_support::tcp_proxy::{TcpProxy, Way};
 use dms_test_support::wait::within;
+use support::{cluster, instance};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-const WORLD: &str = "/demo/cn/android/w1/g1";
 const IVL: Duration = Duration::from_millis(100);
 const MISSED: u32 = 3;
 /// B = missed × ivl + ivl/10 + 50 ms.
@@ -30,14 +30,6 @@ const NOT_BEFORE: Duration = Duration::from_millis(200);
 const SLACK: Duration = Duration::from_millis(720);
 /// Redial delays of the nodes here (the cap bounds the reconnect after a heal).
 const REDIAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
-
-fn instance(cluster: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster}/{name}").parse().unwrap()
-}
 
 fn tcp(addr: SocketAddr) -> Endpoint {
     format!("tcp://{addr}").parse().unwrap()

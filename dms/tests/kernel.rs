@@ -2,17 +2,14 @@
 //! certificates in a build without TCP), the in-memory discovery.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use dms::{ClusterPath, MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath};
+use dms::{MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath};
 use dms_test_support::wait::within;
-
-const WORLD: &str = "/demo/cn/android/w1/g1";
-
-fn cluster(name: &str) -> ClusterPath {
-    format!("{WORLD}/{name}").parse().unwrap()
-}
+use support::{cluster, instance};
 
 /// A node builder on the medium of this build: TCP, or QUIC with development
 /// certificates when TCP is not compiled in.
@@ -27,10 +24,6 @@ fn node_builder(path: ServicePath) -> dms::NodeBuilder {
     }
     #[cfg(feature = "tcp")]
     Node::builder(path)
-}
-
-fn instance(cluster_name: &str, name: &str) -> ServicePath {
-    format!("{WORLD}/{cluster_name}/{name}").parse().unwrap()
 }
 
 /// Starts an instance that answers every request with its payload and its own path.
