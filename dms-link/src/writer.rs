@@ -255,9 +255,15 @@ pub(crate) async fn write_until_down(link: &Link) -> Option<LinkDownCause> {
         marks: VecDeque::new(),
         urgent: BytesMut::new(),
     };
+    // The stream is ours from a round that found work until the next look at the outbox
+    // (one lock per round: the flag is cleared there).
+    let mut owns_stream = false;
     let cause = 'link: loop {
         let round = {
             let mut outbox = lock(&link.outbox);
+            if std::mem::take(&mut owns_stream) {
+                outbox.stream_busy = false;
+            }
             if let Some(error) = outbox.direct_error.take() {
                 break 'link LinkDownCause::Io(Arc::new(error));
             }
@@ -341,7 +347,7 @@ pub(crate) async fn write_until_down(link: &Link) -> Option<LinkDownCause> {
             Some(Err(err)) => break 'link LinkDownCause::Io(Arc::new(err)),
             Some(Ok(())) => {}
         }
-        lock(&link.outbox).stream_busy = false;
+        owns_stream = true;
         // Capacity is kept while the link stays busy (no regrowth per write); it is given
         // back above when the link goes idle.
         taken.data.clear();
