@@ -1,7 +1,10 @@
 //! The DMS protocol as documented: a peer written in Python from `docs/PROTOCOL.md` alone
-//! (`py/dms_peer.py`) talks to a real DMS node. It probes with READY, heartbeats, sends a
-//! request, answers one from the node, gets a version-2 frame refused on a second link,
-//! and says DISCONNECT; the node must see all of it as a well-behaved peer.
+//! (`py/dms_peer.py`) talks to a real DMS node. It is given the node's discovery record
+//! (the value under the node's path, §8), decodes it and dials the endpoint it names; it
+//! probes with READY, heartbeats, sends a request, answers one from the node, gets a
+//! version-2 frame refused on a second link, and says DISCONNECT; the node must see all
+//! of it as a well-behaved peer. (The script also checks the golden vectors of §8 — record,
+//! bucket key, dispatch hash — with its own implementation of the document.)
 //!
 //! Needs `python3` with pyzmq (the README's test command installs it); `DMS_PYTHON` picks
 //! another interpreter.
@@ -9,7 +12,8 @@
 
 use std::process::Stdio;
 
-use dms::{Multipart, Node, NodeEvent, ServicePath};
+use dms::registration::{Registration, instance_key};
+use dms::{Discovery, MemoryDiscovery, Multipart, Node, NodeEvent, ServicePath};
 use dms_core::Role;
 use dms_test_support::wait::within;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -22,12 +26,12 @@ const PY_1: &str = "/demo/cn/android/w1/g1/Lobby/py-1";
 /// The detail of the Python peer's final DISCONNECT.
 const BYE: &str = "py-1 done";
 
-fn python(endpoint: &str, node: &str) -> Child {
+fn python(node: &str, record_hex: &str) -> Child {
     let interpreter = std::env::var("DMS_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/dms_peer.py");
     Command::new(interpreter)
         .arg(script)
-        .args([endpoint, node])
+        .args([node, record_hex])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -74,16 +78,27 @@ async fn event_of(events: &mut broadcast::Receiver<NodeEvent>, path: &ServicePat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_peer_from_the_protocol_document() {
+    let discovery = MemoryDiscovery::new();
     let node = Node::builder(NODE.parse().unwrap())
-        .discovery(dms::MemoryDiscovery::new())
+        .discovery(discovery.clone())
         .start()
         .await
         .expect("node starts");
+    // What a tool reads from discovery: the record under the node's path (§8.1).
+    let record = discovery
+        .get(&instance_key(node.path()).unwrap())
+        .await
+        .unwrap()
+        .entry
+        .expect("the node's record")
+        .value;
+    let decoded = Registration::decode(&record).expect("a valid record");
+    let record_hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
     let mut events = node.events();
     let server = serve(node.clone());
     let py: ServicePath = PY_1.parse().unwrap();
 
-    let mut child = python(node.endpoints()[0].as_str(), node.path().as_str());
+    let mut child = python(node.path().as_str(), &record_hex);
     let stdout = collect_stdout(&mut child);
 
     match event_of(&mut events, &py).await {
@@ -115,6 +130,17 @@ async fn python_peer_from_the_protocol_document() {
         .expect("stdout task");
     assert!(status.success(), "Python peer failed: {status}\n{out:#?}");
     assert_eq!(out.last().map(String::as_str), Some("ok"), "{out:#?}");
+    let expected = format!(
+        "0 record of {NODE}: bucket {}, endpoints {:?}, dialling {}",
+        decoded.bucket,
+        decoded.endpoints,
+        node.endpoints()[0]
+    );
+    assert_eq!(
+        out.first().map(|line| line.replace('\'', "\"")),
+        Some(expected),
+        "the record as Python decoded it"
+    );
 
     node.shutdown().await;
     within("the handler to stop", server).await.unwrap();

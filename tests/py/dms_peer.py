@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """A DMS peer in Python, written from docs/PROTOCOL.md alone (no look at the Rust code).
 
-Usage: dms_peer.py ENDPOINT NODE_PATH
+Usage: dms_peer.py NODE_PATH RECORD_HEX
 
-A pyzmq DEALER whose identity is its service path connects to the DMS node at ENDPOINT
-(whose service path is NODE_PATH) and runs the script of `tests/python_peer.rs`:
+RECORD_HEX is the value discovery holds under the key NODE_PATH: the node's record
+(§8.2), in hex. The peer decodes it, picks the endpoint a TCP-only dialler picks (§8.5),
+and a pyzmq DEALER whose identity is its service path connects there and runs the script
+of `tests/python_peer.rs`:
 
+  0. the record decoded, the endpoint chosen;
   1. READY probe and the node's READY answer;
   2. PING 1, 2, 3 and their PONGs;
   3. a request to the node (REQ 41) and its reply;
@@ -15,7 +18,9 @@ A pyzmq DEALER whose identity is its service path connects to the DMS node at EN
      third connection (py-3) without READY first;
   6. DISCONNECT SHUTDOWN on the first connection, and the node closes the link.
 
-Every field of every control frame received is checked. One line per step, a final line
+On import it checks its implementation of §4.2 (service paths) and §8 (record, bucket
+key, dispatch hash) against the document's golden vectors. Every field of every control
+frame received is checked. One line per step, a final line
 "ok" and exit status 0 on success; any mismatch exits non-zero with a message.
 """
 import struct
@@ -74,6 +79,180 @@ assert fnv1a64(b"/demo/cn/android/w1/g1/Lobby/lobby-1") == 0x48E2902F05E856DB
 assert fnv1a64(b"/demo/cn/android/w1/g1/Battle/battle-1") == 0xCE1FE9CD90A09A3D
 
 
+def text(raw, what):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Mismatch(f"{what} is not UTF-8: {raw!r}") from None
+
+
+# --- Service paths (§4.2) ----------------------------------------------------------------
+
+SEGMENT_CHARS = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def is_path(path: str, segments: int) -> bool:
+    """A service path (7 segments) or a cluster path (6), by the rules of §4.2."""
+    raw = path.encode()
+    if not raw.startswith(b"/") or len(raw) > 255:
+        return False
+    parts = raw[1:].split(b"/")
+    return len(parts) == segments and all(
+        1 <= len(p) <= 64 and set(p) <= SEGMENT_CHARS and p not in (b".", b"..") for p in parts
+    )
+
+
+assert is_path("/demo/cn/android/w1/g1/Battle/battle-1", 7)
+assert is_path("/demo/cn/android/w1/g1/Battle", 6)
+for bad in ["demo/cn/android/w1/g1/Battle/b", "/demo/cn/android/w1/g1/Battle", "/a/b/c/d/e/f/",
+            "/a/b/c/../e/f/g", "/a/b/c/d/e/f/g h", "/a/b/c/d/e/f/\0", "/a/b/c/d/e/f/" + "x" * 65,
+            "/a/b/c/d/e/f/\u00e9", "/" + "/".join(["x" * 40] * 7)]:
+    assert not is_path(bad, 7), bad
+
+
+# --- Discovery (§8) -----------------------------------------------------------------------
+
+
+def bucket_key(cluster: str, bucket: int) -> str:
+    """§8.1: the key of a bucket claim."""
+    return f"/@dms/buckets{cluster}/{bucket}"
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class Reader:
+    """postcard as §8.2 describes it."""
+
+    def __init__(self, raw: bytes):
+        self.raw, self.at = raw, 0
+
+    def byte(self) -> int:
+        check(self.at < len(self.raw), "record cut short")
+        self.at += 1
+        return self.raw[self.at - 1]
+
+    def varint(self, max_bytes: int) -> int:
+        value = 0
+        for i in range(max_bytes):
+            b = self.byte()
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                check(max_bytes != 5 or i < 4 or b <= 0x0F, "u32 varint overflows")
+                return value
+        raise Mismatch("varint too long")
+
+    def string(self) -> str:
+        n = self.varint(10)
+        check(self.at + n <= len(self.raw), "record cut short")
+        self.at += n
+        return text(self.raw[self.at - n : self.at], "record string")
+
+    def strings(self) -> list:
+        return [self.string() for _ in range(self.varint(10))]
+
+
+def encode_record(endpoints, bucket, targets, acl):
+    def strings(items):
+        return varint(len(items)) + b"".join(varint(len(x.encode())) + x.encode() for x in items)
+
+    tail = b"\x00" if acl is None else b"\x01" + strings(acl)
+    return b"\x01" + strings(endpoints) + varint(bucket) + strings(targets) + tail
+
+
+def decode_record(raw: bytes) -> dict:
+    """§8.2; raises Mismatch on what a DMS reader refuses."""
+    check(len(raw) <= 65536, f"record of {len(raw)} bytes")
+    r = Reader(raw)
+    check(r.byte() == 1, "record version is not 1")
+    record = {"endpoints": r.strings(), "bucket": r.varint(5), "targets": r.strings()}
+    tag = r.byte()
+    check(tag in (0, 1), f"option tag {tag}")
+    record["acl"] = r.strings() if tag == 1 else None
+    return record  # bytes after the record are ignored
+
+
+def choose_endpoint(endpoints, schemes=("tcp",)):
+    """§8.5: the first endpoint of the first scheme we can dial that the record has."""
+    for scheme in schemes:
+        for endpoint in endpoints:
+            head, sep, address = endpoint.partition("://")
+            if sep and head == scheme and address:
+                return endpoint
+    return None
+
+
+def jump_points(key: int, n: int):
+    """§8.4: the key's jump points below n, in increasing order (0 first)."""
+    p, k = 0, key
+    while p < n:
+        yield p
+        k = (k * 2862933555777941757 + 1) & M64
+        p = int(float(p + 1) * (float(1 << 31) / float((k >> 33) + 1)))
+
+
+def jump(key: int, n: int) -> int:
+    return max([0, *jump_points(key, n)])
+
+
+def mix(key: int, b: int) -> int:
+    z = key ^ ((b * 0x9E3779B97F4A7C15) & M64)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def owner(key: int, live) -> int:
+    """§8.4: the bucket among `live` that gets `key`."""
+    live = set(live)
+    points = [p for p in jump_points(key, max(live) + 1) if p in live]
+    return points[-1] if points else max(live, key=lambda b: mix(key, b))
+
+
+# The golden vectors of §8.
+M64 = 0xFFFFFFFFFFFFFFFF
+LOBBY_CLUSTER = "/demo/cn/android/w1/g1/Lobby"
+RECORD_A = bytes.fromhex(
+    "01 02 15 74 63 70 3a 2f 2f 31 32 37 2e 30 2e 30 2e 31 3a 34 31 32 33 35 14 71 75 69 63 3a 2f"
+    " 2f 31 30 2e 30 2e 30 2e 37 3a 37 30 30 30 ac 02 01 1c 2f 64 65 6d 6f 2f 63 6e 2f 61 6e 64"
+    " 72 6f 69 64 2f 77 31 2f 67 31 2f 4c 6f 62 62 79 01 01 1c 2f 64 65 6d 6f 2f 63 6e 2f 61 6e"
+    " 64 72 6f 69 64 2f 77 31 2f 67 31 2f 4c 6f 62 62 79"
+)
+RECORD_B = bytes.fromhex("01 01 15 74 63 70 3a 2f 2f 31 32 37 2e 30 2e 30 2e 31 3a 34 31 32 33 35 00 00 00")
+assert encode_record(["tcp://127.0.0.1:41235", "quic://10.0.0.7:7000"], 300, [LOBBY_CLUSTER], [LOBBY_CLUSTER]) == RECORD_A
+assert encode_record(["tcp://127.0.0.1:41235"], 0, [], None) == RECORD_B
+assert decode_record(RECORD_A) == {
+    "endpoints": ["tcp://127.0.0.1:41235", "quic://10.0.0.7:7000"],
+    "bucket": 300,
+    "targets": [LOBBY_CLUSTER],
+    "acl": [LOBBY_CLUSTER],
+}
+assert decode_record(RECORD_B + b"\xff")["bucket"] == 0
+assert choose_endpoint(decode_record(RECORD_A)["endpoints"]) == "tcp://127.0.0.1:41235"
+assert bucket_key("/demo/cn/android/w1/g1/Battle", 300).encode().hex(" ") == (
+    "2f 40 64 6d 73 2f 62 75 63 6b 65 74 73 2f 64 65 6d 6f 2f 63 6e 2f 61 6e 64 72 6f 69 64 2f"
+    " 77 31 2f 67 31 2f 42 61 74 74 6c 65 2f 33 30 30"
+)
+K = fnv1a64(b"player-42")
+assert K == 0x63EF3200F2645191
+assert [jump(K, n) for n in (1, 2, 3, 5, 10, 1000, 4096)] == [0, 1, 1, 4, 4, 616, 3085]
+assert list(jump_points(K, 4096)) == [0, 1, 4, 616, 1079, 1356, 3001, 3085]
+assert (jump(0, 1000), jump(1, 10), jump(42, 10), jump(M64, 10)) == (0, 6, 2, 9)
+assert [mix(K, b) for b in range(8)] == [
+    0x11B7242A7433A830, 0x62BC00D02FF93E38, 0xCBEC8BB46B7C3A7D, 0x19693D3AD045CC80,
+    0xE050B2050689CE49, 0x027E2577253FE5FF, 0x2A08A2A8C610FBD5, 0x1708F06E8E51EFB9,
+]
+for live, expected in [((0, 1, 2, 3, 4), 4), ((0, 1, 2, 3), 1), ((0, 1, 3, 4), 4), ((0, 1, 2, 3, 5), 1),
+                       ((0, 2, 3), 0), ((0, 700, 3085), 3085), ((2, 3), 2), ((5, 6, 7), 6)]:
+    assert owner(K, live) == expected, (live, owner(K, live))
+
+
 def encode(command, source_path, flags=0, id_=0, fields=b"", version=VERSION):
     src = fnv1a64(source_path.encode())
     return HEADER.pack(version, command, flags, HOP_LIMIT, id_, src, 0, len(fields)) + fields
@@ -87,13 +266,6 @@ def ready_fields(liveness_ms, path):
 def reason_fields(code, detail):
     raw = detail.encode()
     return struct.pack(">HB", code, len(raw)) + raw
-
-
-def text(raw, what):
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Mismatch(f"{what} is not UTF-8: {raw!r}") from None
 
 
 def parse_ready(fields):
@@ -134,7 +306,7 @@ class Frame:
         check(flags & ~allowed == 0, f"{name}: flags {flags:#04x}")
         if command in (PING, PONG, REQ) or (command == REP and not flags & ERROR):
             check(body_len == 0, f"{name}: body length {body_len}, expected 0")
-        if command not in (REQ, REP):
+        if command != REQ and not (command == REP and not flags & ERROR):
             check(not self.payload, f"{name}: unexpected payload frames {self.payload!r}")
         if command in (READY, DISCONNECT):
             check(id_ == 0, f"{name}: id {id_}")
@@ -225,6 +397,7 @@ class Peer:
         liveness, caps, path = parse_ready(frame.fields)
         check(liveness == 0, f"responder READY liveness_timeout_ms {liveness}, expected 0")
         check(caps == 0, f"READY capabilities {caps:#x}")
+        check(is_path(path, 7), f"READY path {path!r} is not a service path (§4.2)")
         check(path == self.node_path, f"READY path {path!r}, expected {self.node_path!r}")
         return path
 
@@ -314,7 +487,12 @@ def step(text_):
     print(text_, flush=True)
 
 
-def run(endpoint, node_path):
+def run(node_path, record_hex):
+    check(is_path(node_path, 7), f"{node_path!r} is not a service path (§4.2)")
+    record = decode_record(bytes.fromhex(record_hex))
+    endpoint = choose_endpoint(record["endpoints"])
+    check(endpoint is not None, f"no tcp:// endpoint in {record['endpoints']!r}")
+    step(f"0 record of {node_path}: bucket {record['bucket']}, endpoints {record['endpoints']}, dialling {endpoint}")
     ctx = zmq.Context()
     try:
         first = Peer(ctx, endpoint, PATH, node_path)
@@ -354,7 +532,7 @@ def run(endpoint, node_path):
 
 def main():
     if len(sys.argv) != 3:
-        raise SystemExit(f"usage: {sys.argv[0]} ENDPOINT NODE_PATH")
+        raise SystemExit(f"usage: {sys.argv[0]} NODE_PATH RECORD_HEX")
     try:
         run(sys.argv[1], sys.argv[2])
     except Mismatch as e:
