@@ -43,6 +43,7 @@
 //! make an access leave the ring's memory. The bytes themselves are not trusted either:
 //! they are a ZMTP stream, decoded by the same bounded decoder as a socket's.
 
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -70,7 +71,7 @@ pub(crate) struct Header {
 }
 
 #[cfg(not(dms_loom))]
-const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
+const _: () = assert!(size_of::<Header>() == HEADER_LEN);
 
 /// The peer broke the ring's invariants: the link must end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -151,10 +152,14 @@ impl RingMemory {
         }
     }
 
+    #[cfg(any(test, dms_loom))]
     /// A ring of `capacity` bytes (a power of two) on the heap, and a second handle to
     /// the same memory: one for the producer, one for the consumer (tests, miri, loom).
     pub(crate) fn on_heap(capacity: usize) -> (Self, Self) {
-        assert!(capacity.is_power_of_two(), "capacity must be a power of two");
+        assert!(
+            capacity.is_power_of_two(),
+            "capacity must be a power of two"
+        );
         let owner = Arc::new(HeapRing::new(capacity));
         let a = owner.memory(owner.clone());
         let b = owner.memory(owner.clone());
@@ -166,11 +171,6 @@ impl RingMemory {
         // lives (constructor contract); it is only accessed through atomics, so shared
         // references from both processes are sound.
         unsafe { self.header.as_ref() }
-    }
-
-    /// The ring's capacity in bytes.
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
     }
 }
 
@@ -198,13 +198,17 @@ impl Data {
     ///
     /// `at + dst.len()` must not exceed the capacity, and the range must be committed
     /// (the honest producer does not write it until it is released).
-    unsafe fn copy_out(&self, at: usize, dst: &mut [u8]) {
-        // SAFETY: in bounds by the caller's contract; `dst` is our own memory. A hostile
-        // producer may write the range while we copy: the bytes are then garbage, which
-        // the ZMTP decoder rejects like any other garbage; no memory outside the ring is
-        // touched.
+    unsafe fn copy_out(&self, at: usize, dst: &mut [MaybeUninit<u8>]) {
+        // SAFETY: in bounds by the caller's contract; `dst` is our own memory (writing
+        // bytes into `MaybeUninit` is always allowed). A hostile producer may write the
+        // range while we copy: the bytes are then garbage, which the ZMTP decoder rejects
+        // like any other garbage; no memory outside the ring is touched.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.0.as_ptr().add(at), dst.as_mut_ptr(), dst.len());
+            std::ptr::copy_nonoverlapping(
+                self.0.as_ptr().add(at),
+                dst.as_mut_ptr().cast::<u8>(),
+                dst.len(),
+            );
         }
     }
 }
@@ -223,14 +227,15 @@ impl Data {
         }
     }
 
-    unsafe fn copy_out(&self, at: usize, dst: &mut [u8]) {
+    unsafe fn copy_out(&self, at: usize, dst: &mut [MaybeUninit<u8>]) {
         for (i, byte) in dst.iter_mut().enumerate() {
             // SAFETY: loom checks that no write to this cell races with it.
-            *byte = self.0[at + i].with(|p| unsafe { *p });
+            byte.write(self.0[at + i].with(|p| unsafe { *p }));
         }
     }
 }
 
+#[cfg(any(test, dms_loom))]
 /// A ring on the heap (tests, miri, loom).
 struct HeapRing {
     header: Box<Header>,
@@ -241,12 +246,15 @@ struct HeapRing {
     capacity: usize,
 }
 
+#[cfg(any(test, dms_loom))]
 // SAFETY: the header is atomics; the data cells are accessed only under the ring protocol
 // by one producer and one consumer.
 unsafe impl Sync for HeapRing {}
+#[cfg(any(test, dms_loom))]
 // SAFETY: as above; nothing in it is tied to a thread.
 unsafe impl Send for HeapRing {}
 
+#[cfg(any(test, dms_loom))]
 impl HeapRing {
     fn new(capacity: usize) -> Self {
         let end = || End {
@@ -260,7 +268,9 @@ impl HeapRing {
                 consumer: end(),
             }),
             #[cfg(not(dms_loom))]
-            data: (0..capacity).map(|_| std::cell::UnsafeCell::new(0)).collect(),
+            data: (0..capacity)
+                .map(|_| std::cell::UnsafeCell::new(0))
+                .collect(),
             #[cfg(dms_loom)]
             data: (0..capacity)
                 .map(|_| loom::cell::UnsafeCell::new(0))
@@ -322,7 +332,10 @@ impl Producer {
 
     /// Copies as much of `bufs` as fits and commits it; returns the bytes taken (0 when
     /// the ring is full or `bufs` are empty).
-    pub(crate) fn write_vectored(&mut self, bufs: &[&[u8]]) -> Result<usize, Corrupt> {
+    pub(crate) fn write_vectored<B: std::ops::Deref<Target = [u8]>>(
+        &mut self,
+        bufs: &[B],
+    ) -> Result<usize, Corrupt> {
         let mut room = self.free()?;
         let capacity = self.mem.capacity;
         let mut tail = self.tail;
@@ -368,11 +381,7 @@ impl Producer {
     /// Declares that the producer is about to wait for room, then looks again: returns
     /// the room now (0: wait for the doorbell; the consumer will ring it).
     pub(crate) fn park(&mut self) -> Result<usize, Corrupt> {
-        self.mem
-            .header()
-            .producer
-            .parked
-            .store(1, Ordering::SeqCst);
+        self.mem.header().producer.parked.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let free = self.free()?;
         if free > 0 {
@@ -397,11 +406,6 @@ impl Producer {
             .producer
             .closed
             .store(1, Ordering::Release);
-    }
-
-    /// The ring's capacity.
-    pub(crate) fn capacity(&self) -> usize {
-        self.mem.capacity()
     }
 }
 
@@ -442,7 +446,17 @@ impl Consumer {
 
     /// Copies up to `dst.len()` committed bytes into `dst` and releases them; returns
     /// how many (0 when the ring is empty).
+    #[cfg(any(test, dms_loom))]
     pub(crate) fn read(&mut self, dst: &mut [u8]) -> Result<usize, Corrupt> {
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `read_uninit`
+        // only writes initialised bytes into it.
+        let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<u8>]) };
+        self.read_uninit(dst)
+    }
+
+    /// [`read`](Self::read) into memory that may be uninitialised; the first `n` bytes
+    /// are initialised when it returns `Ok(n)`.
+    pub(crate) fn read_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> Result<usize, Corrupt> {
         let take = self.available()?.min(dst.len());
         if take == 0 {
             return Ok(0);
@@ -476,11 +490,7 @@ impl Consumer {
     /// Declares that the consumer is about to wait for bytes, then looks again: returns
     /// the bytes available now (0: wait for the doorbell; the producer will ring it).
     pub(crate) fn park(&mut self) -> Result<usize, Corrupt> {
-        self.mem
-            .header()
-            .consumer
-            .parked
-            .store(1, Ordering::SeqCst);
+        self.mem.header().consumer.parked.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let available = self.available()?;
         if available > 0 || self.is_closed() {
@@ -551,9 +561,13 @@ mod tests {
     #[test]
     fn a_full_ring_takes_nothing_and_vectored_writes_fill_it() {
         let (mut tx, mut rx) = ring(8);
-        assert_eq!(tx.write_vectored(&[b"abc", b"", b"defgh", b"ij"]).unwrap(), 8);
+        assert_eq!(
+            tx.write_vectored(&[&b"abc"[..], b"", b"defgh", b"ij"])
+                .unwrap(),
+            8
+        );
         assert_eq!(tx.free().unwrap(), 0);
-        assert_eq!(tx.write_vectored(&[b"x"]).unwrap(), 0);
+        assert_eq!(tx.write_vectored(&[&b"x"[..]]).unwrap(), 0);
         let mut out = [0u8; 8];
         assert_eq!(rx.read(&mut out).unwrap(), 8);
         assert_eq!(&out, b"abcdefgh");
@@ -562,13 +576,13 @@ mod tests {
 
     #[test]
     fn positions_the_peer_could_not_have_written_are_corrupt() {
-        let (mut tx, mut rx) = ring(8);
-        tx.write_vectored(&[b"abcd"]).unwrap();
+        let (mut tx, rx) = ring(8);
+        tx.write_vectored(&[&b"abcd"[..]]).unwrap();
         // The consumer's head beyond what was committed.
         rx.mem.header().consumer.pos.store(5, Ordering::Release);
         assert!(matches!(tx.free(), Err(Corrupt::Head { seen: 5, .. })));
         // The producer's tail beyond head + capacity, or going back.
-        let (mut tx, mut rx) = ring(8);
+        let (tx, mut rx) = ring(8);
         tx.mem.header().producer.pos.store(9, Ordering::Release);
         assert!(matches!(rx.available(), Err(Corrupt::Tail { seen: 9, .. })));
         tx.mem.header().producer.pos.store(3, Ordering::Release);
@@ -588,17 +602,17 @@ mod tests {
     fn parking_sees_the_other_end_and_wakes_once() {
         let (mut tx, mut rx) = ring(8);
         assert_eq!(rx.park().unwrap(), 0);
-        tx.write_vectored(&[b"a"]).unwrap();
+        tx.write_vectored(&[&b"a"[..]]).unwrap();
         assert!(tx.consumer_needs_wake());
         // Cleared: a second commit does not ring again.
-        tx.write_vectored(&[b"b"]).unwrap();
+        tx.write_vectored(&[&b"b"[..]]).unwrap();
         assert!(!tx.consumer_needs_wake());
         // Parking with bytes there returns them and leaves the flag clear.
         assert_eq!(rx.park().unwrap(), 2);
-        tx.write_vectored(&[b"c"]).unwrap();
+        tx.write_vectored(&[&b"c"[..]]).unwrap();
         assert!(!tx.consumer_needs_wake());
         // The producer parks on a full ring and the consumer's release wakes it.
-        tx.write_vectored(&[b"defgh"]).unwrap();
+        tx.write_vectored(&[&b"defgh"[..]]).unwrap();
         assert_eq!(tx.park().unwrap(), 0);
         let mut out = [0u8; 3];
         rx.read(&mut out).unwrap();
@@ -609,7 +623,7 @@ mod tests {
     #[test]
     fn close_comes_after_the_last_bytes() {
         let (mut tx, mut rx) = ring(8);
-        tx.write_vectored(&[b"last"]).unwrap();
+        tx.write_vectored(&[&b"last"[..]]).unwrap();
         tx.close();
         assert!(rx.is_closed());
         let mut out = [0u8; 8];
