@@ -48,7 +48,8 @@
 //! | `dms_pauses_total` | | timer ticks so late the process cannot have been running (SIGSTOP, VM pause): peers got one more interval instead of a verdict on the stale silence |
 //! | `dms_links_up_total`, `dms_links_down_total` | `transport` | links of each medium |
 //! | `dms_handshake_failures_total`, `dms_protocol_errors_total` | `transport` | connections whose handshake failed, links closed for breaking the wire protocol |
-//! | `dms_connections_refused_total` | `cause`: `duplicate_identity`, `peer_limit`, `handshake_evicted` (TCP: an unfinished handshake closed for a newer one; with `transport`), `handshake_limit` (QUIC: refused), `plaintext`, `tls_handshake` | connections refused |
+//! | `dms_connections_refused_total` | `cause`: `duplicate_identity`, `peer_limit`, `handshake_evicted` (TCP: an unfinished handshake closed for a newer one; with `transport`), `handshake_limit` (QUIC: refused), `plaintext`, `tls_handshake`, `shm_setup` (a shared-memory rendezvous refused or failed: bad hello, memory, uid) | connections refused |
+//! | `dms_shm_corrupt_rings_total` | | shared-memory links ended because the peer process wrote ring positions it could not have written |
 //! | `dms_reconnect_attempts_total`, `dms_reads_paused_total`, `dms_events_dropped_total`, `dms_bytes_dropped_total` | `transport` | redials of a transport's own supervisor, pauses of a link's reading, `Refused` events and bytes lost with a dead link |
 //!
 //! Gauges: `dms_peers_ready` (ready sessions), `dms_parked_messages` (messages waiting
@@ -83,6 +84,9 @@ pub use dms_tls as tls;
 /// The QUIC transport (feature `quic`).
 #[cfg(feature = "quic")]
 pub use dms_transport_quic as quic;
+/// The shared-memory transport (`shm://NAME`, feature `shm`).
+#[cfg(feature = "shm")]
+pub use dms_transport_shm as shm;
 /// The TCP transport (feature `tcp`).
 #[cfg(feature = "tcp")]
 pub use dms_transport_tcp as tcp;

@@ -248,6 +248,27 @@ impl<D: Discovery> NodeBuilder<D> {
         self
     }
 
+    /// Settings of the shared-memory transport (ring sizes, the reader's spin, which
+    /// uids may connect, link bounds). Shared memory needs no credentials: a build with
+    /// the feature `shm` can always bind `shm://NAME` and dial a peer on the same host
+    /// that published one (`shm://NAME?host=KEY`, preferred to sockets by default; a
+    /// shared-memory endpoint of another host is never dialled). The node sets the
+    /// identity.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dms::shm::ShmConfig;
+    /// # let path: dms::ServicePath = "/demo/cn/android/w1/g1/Lobby/lobby-1".parse().unwrap();
+    /// let builder = dms::Node::builder(path)
+    ///     .shm(ShmConfig::builder().ring_bytes(4 << 20).spin(Duration::ZERO))
+    ///     .bind("shm://lobby-1".parse().unwrap());
+    /// ```
+    #[cfg(feature = "shm")]
+    pub fn shm(mut self, config: dms_transport_shm::ShmConfigBuilder) -> Self {
+        self.settings.transports.shm = config;
+        self
+    }
+
     /// Turns QUIC on, with its TLS identity and bounds: the node can then bind
     /// `quic://` endpoints and dial peers that publish one. The certificate must be for
     /// this node's service path (checked at start); the node sets the announced identity

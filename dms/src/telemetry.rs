@@ -182,7 +182,7 @@ fn link_values(links: &LinkStats) -> [u64; LINK_COUNTERS.len()] {
 }
 
 /// The counters copied per node: (name, extra label), in [`node_values`]' order.
-const NODE_COUNTERS: [(&str, Option<(&str, &str)>); 12] = [
+const NODE_COUNTERS: [(&str, Option<(&str, &str)>); 14] = [
     (
         "dms_connections_refused_total",
         Some(("cause", "handshake_limit")),
@@ -204,6 +204,11 @@ const NODE_COUNTERS: [(&str, Option<(&str, &str)>); 12] = [
     ("dms_pauses_total", None),
     ("dms_ignored_messages_total", None),
     ("dms_ignored_payloads_total", None),
+    (
+        "dms_connections_refused_total",
+        Some(("cause", "shm_setup")),
+    ),
+    ("dms_shm_corrupt_rings_total", None),
 ];
 
 fn node_values(media: &MediaStats, proto: &ProtoStats) -> [u64; NODE_COUNTERS.len()] {
@@ -220,6 +225,8 @@ fn node_values(media: &MediaStats, proto: &ProtoStats) -> [u64; NODE_COUNTERS.le
         proto.pauses,
         proto.ignored_messages,
         proto.ignored_payloads,
+        media.shm_setup_failures,
+        media.shm_corrupt_rings,
     ]
 }
 

@@ -1,7 +1,8 @@
 //! The media a node speaks: the only module of the kernel that names a transport, and the
 //! only one with transport `cfg`s.
 //!
-//! A node holds one middleware per medium compiled in and configured (`tcp`, `quic`), all
+//! A node holds one middleware per medium compiled in and configured (`tcp`, `quic`,
+//! `tcp+tls`, `shm`), all
 //! of them behind [`Transports`], which the driver uses as it would one middleware: it
 //! binds by scheme, sends by peer (to the medium that peer's link is on), receives from
 //! every medium and knows which one each item came from. Calls are statically
@@ -13,7 +14,11 @@
 //! preference list ([`NodeBuilder::prefer`](crate::NodeBuilder::prefer), default
 //! [`DEFAULT_PREFERENCE`]) that the peer published and that it can dial itself (the
 //! medium is compiled in and configured: QUIC and TCP+TLS need TLS credentials). Ties
-//! within a scheme go to the endpoint listed first. The default prefers the secured media
+//! within a scheme go to the endpoint listed first. A `shm://` endpoint is dialled only
+//! when it carries this host's key (`shm://NAME?host=KEY`, see
+//! [`dms_transport_shm::is_local`]): shared memory is preferred for a peer on the same
+//! host, and a shared-memory endpoint of another host (or network namespace) is never
+//! dialled, whatever the preference list says. The default prefers the secured media
 //! (`quic`, then `tcp+tls`) to plaintext `tcp`, so a node with credentials never dials
 //! plaintext to a peer that published an endpoint it can dial with TLS, unless its own
 //! preference list says so.
@@ -25,6 +30,7 @@
 //! items of a medium that is not the peer's current one are dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dms_core::path::ServicePath;
 use dms_core::{
@@ -32,6 +38,8 @@ use dms_core::{
 };
 #[cfg(feature = "quic")]
 use dms_transport_quic::{QuicConfigBuilder, QuicMiddleware};
+#[cfg(feature = "shm")]
+use dms_transport_shm::{ShmConfigBuilder, ShmMiddleware};
 #[cfg(feature = "tcp-tls")]
 use dms_transport_tcp::TlsConfig;
 #[cfg(feature = "tcp")]
@@ -63,6 +71,9 @@ pub(crate) enum Medium {
     /// ZMTP 3.1 inside mutual TLS 1.3 over TCP (the QUIC credentials).
     #[cfg(feature = "tcp-tls")]
     TcpTls,
+    /// ZMTP 3.1 on shared-memory rings between processes of this host.
+    #[cfg(feature = "shm")]
+    Shm,
 }
 
 impl Medium {
@@ -75,7 +86,25 @@ impl Medium {
             Self::Quic => "quic",
             #[cfg(feature = "tcp-tls")]
             Self::TcpTls => "tcp+tls",
+            #[cfg(feature = "shm")]
+            Self::Shm => "shm",
         }
+    }
+
+    /// Whether an endpoint a peer published may be dialled on this medium: its scheme,
+    /// and for shared memory this host's key.
+    fn may_dial(self, endpoint: &Endpoint) -> bool {
+        endpoint.scheme() == self.scheme() && self.reaches(endpoint)
+    }
+
+    #[cfg(feature = "shm")]
+    fn reaches(self, endpoint: &Endpoint) -> bool {
+        self != Self::Shm || dms_transport_shm::is_local(endpoint)
+    }
+
+    #[cfg(not(feature = "shm"))]
+    fn reaches(self, _: &Endpoint) -> bool {
+        true
     }
 
     fn from_scheme(scheme: &str) -> Option<Self> {
@@ -86,6 +115,8 @@ impl Medium {
             "quic" => Some(Self::Quic),
             #[cfg(feature = "tcp-tls")]
             "tcp+tls" => Some(Self::TcpTls),
+            #[cfg(feature = "shm")]
+            "shm" => Some(Self::Shm),
             _ => None,
         }
     }
@@ -105,6 +136,9 @@ pub(crate) struct TransportSettings {
     /// certificate at start (when `quic` is not set).
     #[cfg(feature = "quic")]
     pub(crate) quic_dev: Option<std::path::PathBuf>,
+    /// Shared-memory settings (the kernel sets the identity).
+    #[cfg(feature = "shm")]
+    pub(crate) shm: ShmConfigBuilder,
     /// Schemes to dial, most preferred first.
     pub(crate) prefer: Vec<String>,
 }
@@ -118,6 +152,8 @@ impl Default for TransportSettings {
             quic: None,
             #[cfg(feature = "quic")]
             quic_dev: None,
+            #[cfg(feature = "shm")]
+            shm: dms_transport_shm::ShmConfig::builder(),
             prefer: DEFAULT_PREFERENCE.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -130,6 +166,8 @@ pub(crate) enum Dialer {
     Tcp(TcpMiddleware),
     #[cfg(feature = "quic")]
     Quic(QuicMiddleware),
+    #[cfg(feature = "shm")]
+    Shm(ShmMiddleware),
 }
 
 impl Dialer {
@@ -140,6 +178,8 @@ impl Dialer {
             Self::Tcp(m) => m.connect(endpoint).await,
             #[cfg(feature = "quic")]
             Self::Quic(m) => m.connect(endpoint).await,
+            #[cfg(feature = "shm")]
+            Self::Shm(m) => m.connect(endpoint).await,
         }
     }
 
@@ -150,6 +190,8 @@ impl Dialer {
             Self::Tcp(m) => m.disconnect(peer).await,
             #[cfg(feature = "quic")]
             Self::Quic(m) => m.disconnect(peer).await,
+            #[cfg(feature = "shm")]
+            Self::Shm(m) => m.disconnect(peer).await,
         }
     }
 }
@@ -165,6 +207,10 @@ pub(crate) struct MediaStats {
     pub(crate) tls_handshake_failures: u64,
     /// Plaintext connections refused by a TLS listener.
     pub(crate) plaintext_refused: u64,
+    /// Shared-memory rendezvous that failed before ZMTP started.
+    pub(crate) shm_setup_failures: u64,
+    /// Shared-memory links ended because the peer corrupted a ring.
+    pub(crate) shm_corrupt_rings: u64,
 }
 
 /// Every medium of one node, used by the driver as one middleware.
@@ -178,10 +224,17 @@ pub(crate) struct Transports {
     /// TCP with TLS: there when QUIC's TLS credentials are (same identity, TCP settings).
     #[cfg(feature = "tcp-tls")]
     tcp_tls: Option<TcpMiddleware>,
+    /// Shared memory: always there in a build with it (it needs no credentials).
+    #[cfg(feature = "shm")]
+    shm: ShmMiddleware,
     /// The medium of every live link (from `LinkUp` to `LinkDown`).
     links: HashMap<PeerId, Medium>,
     /// The only medium, when there is one: sends need no lookup.
     single: Option<Medium>,
+    /// The media present (at most four), in a fixed order.
+    media: Vec<Medium>,
+    /// Which medium `recv_many` polls first next time.
+    turn: AtomicUsize,
     /// Schemes to dial, most preferred first, restricted to the media we have.
     prefer: Vec<Medium>,
 }
@@ -253,6 +306,14 @@ impl Transports {
             }
             None => None,
         };
+        #[cfg(feature = "shm")]
+        let shm = ShmMiddleware::new(
+            settings
+                .shm
+                .identity(local.as_str().to_owned())
+                .build()
+                .map_err(|e| StartError::Transport(e.to_string()))?,
+        );
         #[cfg(not(feature = "quic"))]
         let _ = (ping_interval, missed);
         let mut transports = Self {
@@ -262,8 +323,12 @@ impl Transports {
             quic,
             #[cfg(feature = "tcp-tls")]
             tcp_tls,
+            #[cfg(feature = "shm")]
+            shm,
             links: HashMap::new(),
             single: None,
+            media: Vec::new(),
+            turn: AtomicUsize::new(0),
             prefer: Vec::new(),
         };
         let present = transports.present();
@@ -276,6 +341,7 @@ impl Transports {
             ));
         }
         transports.single = (present.len() == 1).then(|| present[0]);
+        transports.media.clone_from(&present);
         transports.prefer = settings
             .prefer
             .iter()
@@ -294,14 +360,20 @@ impl Transports {
             self.quic.as_ref().map(|_| Medium::Quic),
             #[cfg(feature = "tcp-tls")]
             self.tcp_tls.as_ref().map(|_| Medium::TcpTls),
+            #[cfg(feature = "shm")]
+            Some(Medium::Shm),
         ]
         .into_iter()
         .flatten()
         .collect()
     }
 
-    /// The endpoint a node binds when it is given none.
+    /// The endpoint a node binds when it is given none (a socket medium: shared memory
+    /// needs a name).
     pub(crate) fn default_bind(&self) -> Option<Endpoint> {
+        #[cfg(feature = "shm")]
+        let medium = self.present().into_iter().find(|m| *m != Medium::Shm)?;
+        #[cfg(not(feature = "shm"))]
         let medium = self.present().into_iter().next()?;
         Endpoint::new(medium.scheme(), "127.0.0.1:0").ok()
     }
@@ -329,6 +401,8 @@ impl Transports {
                 Some(m) => m.bind(endpoint).await,
                 None => return Err(unsupported()),
             },
+            #[cfg(feature = "shm")]
+            Medium::Shm => self.shm.bind(endpoint).await,
         };
         bound.map_err(StartError::Bind)
     }
@@ -338,10 +412,7 @@ impl Transports {
     pub(crate) fn dialable(&self, published: &[String]) -> Option<(Endpoint, Dialer)> {
         let endpoints: Vec<Endpoint> = published.iter().filter_map(|e| e.parse().ok()).collect();
         self.prefer.iter().find_map(|medium| {
-            let endpoint = endpoints
-                .iter()
-                .find(|e| e.scheme() == medium.scheme())?
-                .clone();
+            let endpoint = endpoints.iter().find(|e| medium.may_dial(e))?.clone();
             Some((endpoint, self.dialer(*medium)?))
         })
     }
@@ -362,7 +433,7 @@ impl Transports {
             let Some(dialer) = self.dialer(*medium) else {
                 continue;
             };
-            for endpoint in endpoints.iter().filter(|e| e.scheme() == medium.scheme()) {
+            for endpoint in endpoints.iter().filter(|e| medium.may_dial(e)) {
                 let seen = match tokio::time::timeout(timeout, dialer.connect(endpoint)).await {
                     Ok(Ok(peer)) => {
                         let alive = peer == path.peer_id();
@@ -399,6 +470,8 @@ impl Transports {
             Medium::Quic => self.quic.clone().map(Dialer::Quic),
             #[cfg(feature = "tcp-tls")]
             Medium::TcpTls => self.tcp_tls.clone().map(Dialer::Tcp),
+            #[cfg(feature = "shm")]
+            Medium::Shm => Some(Dialer::Shm(self.shm.clone())),
         }
     }
 
@@ -445,6 +518,8 @@ impl Transports {
             Medium::Quic => self.quic.as_ref().map(|m| *m.config().link().limits()),
             #[cfg(feature = "tcp-tls")]
             Medium::TcpTls => self.tcp_tls.as_ref().map(|m| *m.config().limits()),
+            #[cfg(feature = "shm")]
+            Medium::Shm => Some(*self.shm.config().limits()),
         }
     }
 
@@ -472,6 +547,8 @@ impl Transports {
                 .as_ref()
                 .ok_or(SendError::Closed)?
                 .try_send(msg),
+            #[cfg(feature = "shm")]
+            Medium::Shm => self.shm.try_send(msg),
         }
     }
 
@@ -493,6 +570,8 @@ impl Transports {
                 .as_ref()
                 .ok_or(SendError::Closed)?
                 .try_send_urgent(msg),
+            #[cfg(feature = "shm")]
+            Medium::Shm => self.shm.try_send_urgent(msg),
         }
     }
 
@@ -515,6 +594,13 @@ impl Transports {
             stats.tls_handshake_failures += tls.handshake_failures;
             stats.plaintext_refused += tls.plaintext_refused;
         }
+        #[cfg(feature = "shm")]
+        {
+            let shm = self.shm.stats();
+            stats.links.push((Medium::Shm.scheme(), shm.links));
+            stats.shm_setup_failures += shm.setup_failures;
+            stats.shm_corrupt_rings += shm.corrupt_rings;
+        }
         stats
     }
 
@@ -535,6 +621,8 @@ impl Transports {
                     tcp_tls.pause_reading(peer, paused);
                 }
             }
+            #[cfg(feature = "shm")]
+            Some(Medium::Shm) => self.shm.pause_reading(peer, paused),
             None => {}
         }
     }
@@ -561,45 +649,69 @@ impl Transports {
         items: &mut Vec<Incoming>,
         limit: usize,
     ) -> Result<Medium, MiddlewareError> {
-        #[cfg(feature = "tcp-tls")]
-        if let Some(tcp_tls) = &self.tcp_tls {
-            let tcp = &self.tcp;
-            let (mut from_quic, mut from_tls) = (Vec::new(), Vec::new());
-            return tokio::select! {
-                taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
-                taken = async {
-                    match &self.quic {
-                        Some(quic) => quic.recv_many(&mut from_quic, limit).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    items.append(&mut from_quic);
-                    taken.map(|_| Medium::Quic)
-                }
-                taken = tcp_tls.recv_many(&mut from_tls, limit) => {
-                    items.append(&mut from_tls);
-                    taken.map(|_| Medium::TcpTls)
-                }
-            };
+        if let Some(medium) = self.single {
+            return self.recv_on(medium, items, limit).await.map(|_| medium);
         }
-        #[cfg(all(feature = "tcp", feature = "quic"))]
-        if let Some(quic) = &self.quic {
-            let tcp = &self.tcp;
-            let mut from_quic = Vec::new();
-            return tokio::select! {
-                taken = tcp.recv_many(items, limit) => taken.map(|_| Medium::Tcp),
-                taken = quic.recv_many(&mut from_quic, limit) => {
-                    items.append(&mut from_quic);
-                    taken.map(|_| Medium::Quic)
+        // Every medium at once, each into a buffer of its own; the first to complete
+        // wins and the others are dropped (cancel-safe). The first medium polled turns
+        // with every call, so a busy medium cannot starve the others.
+        let media = &self.media;
+        let first = self.turn.fetch_add(1, Ordering::Relaxed);
+        let at = |i: usize| media.get((first + i) % media.len().max(1)).copied();
+        let slot0 = std::pin::pin!(self.recv_slot(at(0), limit));
+        let slot1 = std::pin::pin!(self.recv_slot(at(1).filter(|_| media.len() > 1), limit));
+        let slot2 = std::pin::pin!(self.recv_slot(at(2).filter(|_| media.len() > 2), limit));
+        let slot3 = std::pin::pin!(self.recv_slot(at(3).filter(|_| media.len() > 3), limit));
+        let mut slots = [slot0, slot1, slot2, slot3];
+        let (medium, taken, mut received) = std::future::poll_fn(|cx| {
+            for slot in &mut slots {
+                if let std::task::Poll::Ready(done) = slot.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(done);
                 }
-            };
-        }
-        #[cfg(feature = "tcp")]
-        return self.tcp.recv_many(items, limit).await.map(|_| Medium::Tcp);
-        #[cfg(not(feature = "tcp"))]
-        match &self.quic {
-            Some(quic) => quic.recv_many(items, limit).await.map(|_| Medium::Quic),
-            None => Err(MiddlewareError::Closed),
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        items.append(&mut received);
+        taken.map(|_| medium)
+    }
+
+    /// One medium's `recv_many` into a buffer of its own (none: never completes).
+    async fn recv_slot(
+        &self,
+        medium: Option<Medium>,
+        limit: usize,
+    ) -> (Medium, Result<usize, MiddlewareError>, Vec<Incoming>) {
+        let Some(medium) = medium else {
+            return std::future::pending().await;
+        };
+        let mut received = Vec::new();
+        let taken = self.recv_on(medium, &mut received, limit).await;
+        (medium, taken, received)
+    }
+
+    /// `recv_many` of one medium.
+    async fn recv_on(
+        &self,
+        medium: Medium,
+        items: &mut Vec<Incoming>,
+        limit: usize,
+    ) -> Result<usize, MiddlewareError> {
+        match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => self.tcp.recv_many(items, limit).await,
+            #[cfg(feature = "quic")]
+            Medium::Quic => match &self.quic {
+                Some(quic) => quic.recv_many(items, limit).await,
+                None => Err(MiddlewareError::Closed),
+            },
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => match &self.tcp_tls {
+                Some(tcp_tls) => tcp_tls.recv_many(items, limit).await,
+                None => Err(MiddlewareError::Closed),
+            },
+            #[cfg(feature = "shm")]
+            Medium::Shm => self.shm.recv_many(items, limit).await,
         }
     }
 
@@ -659,6 +771,8 @@ impl Transports {
         if let Some(m) = &self.tcp_tls {
             m.close();
         }
+        #[cfg(feature = "shm")]
+        self.shm.close();
     }
 }
 
