@@ -621,6 +621,22 @@ impl Driver {
                 let _ = done.send(result);
             }
             Command::Reply { peer, id, result } => {
+                // A reply over the link's limits would be dropped at the link and its
+                // requester left to time out: it gets an error reply saying why instead.
+                let result = match result {
+                    Ok(body) => match self.transports.too_large(&peer, &body) {
+                        Some(why) => {
+                            warn!(%peer, %why, "reply over the link's limits: not sent");
+                            self.metrics.replies_too_large.increment(1);
+                            Err(Reason {
+                                code: codes::REPLY_TOO_LARGE,
+                                detail: format!("reply not sent: {why}"),
+                            })
+                        }
+                        None => Ok(body),
+                    },
+                    Err(reason) => Err(reason),
+                };
                 let _ = self.proto.reply(&peer, id, result);
             }
             Command::Instances { cluster, done } => {

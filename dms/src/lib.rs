@@ -38,6 +38,7 @@
 //! | `dms_requests_received_total` | `kind`: `request`, `notification`, `broadcast` | what was queued for the application |
 //! | `dms_dropped_total` | `reason`: `backlog_full`, `incoming_full`, `peer_lost` | messages dropped: a full link's backlog, a notification the incoming queue had no room for, what waited for a link that died |
 //! | `dms_overloaded_total` | | requests answered `OVERLOADED` (the incoming queue, or the sender's share of it, was full) |
+//! | `dms_replies_too_large_total` | | replies over the link's limits, not sent: their requesters got `REPLY_TOO_LARGE` (20) instead |
 //! | `dms_throttled_total` | | times a peer's link stopped being read because replies to it could not leave |
 //! | `dms_peers_up_total` | `role`: `connector`, `acceptor` | sessions that became ready |
 //! | `dms_peers_lost_total` | `reason`: `heartbeat`, `probe_timeout`, `link_down`, `disconnected`, `denied`, `protocol` | sessions that ended |

@@ -86,6 +86,9 @@ pub mod codes {
     /// The request's payload could not be decoded by the responder (REP error): a typed
     /// request of another type or codec than the handler's.
     pub const BAD_REQUEST: u16 = 19;
+    /// The handler's reply broke the wire limits of the link back to the requester, so it
+    /// was not sent (REP error; the detail says which limit).
+    pub const REPLY_TOO_LARGE: u16 = 20;
 }
 
 /// Command-specific fields.
