@@ -152,6 +152,21 @@ impl RingMemory {
         }
     }
 
+    /// Under loom there is no shared memory, only [`on_heap`](Self::on_heap) rings inside
+    /// a model: this keeps the rest of the crate building with `--cfg dms_loom`.
+    ///
+    /// # Safety
+    ///
+    /// None needed: it always panics.
+    #[cfg(dms_loom)]
+    pub(crate) unsafe fn from_raw(
+        _base: NonNull<u8>,
+        _capacity: usize,
+        _owner: Arc<dyn Send + Sync>,
+    ) -> Self {
+        unimplemented!("shared-memory rings are not modelled under loom: use on_heap")
+    }
+
     #[cfg(any(test, dms_loom))]
     /// A ring of `capacity` bytes (a power of two) on the heap, and a second handle to
     /// the same memory: one for the producer, one for the consumer (tests, miri, loom).
@@ -381,7 +396,11 @@ impl Producer {
     /// Declares that the producer is about to wait for room, then looks again: returns
     /// the room now (0: wait for the doorbell; the consumer will ring it).
     pub(crate) fn park(&mut self) -> Result<usize, Corrupt> {
-        self.mem.header().producer.parked.store(1, Ordering::SeqCst);
+        // A swap, not a store: the same for the memory model (the value read is not
+        // used), but loom orders an RMW after the other end's clearing swap, where it
+        // would take a plain store for concurrent with it and report a lost wake-up that
+        // cannot happen (see `ring/loom_tests.rs`).
+        self.mem.header().producer.parked.swap(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let free = self.free()?;
         if free > 0 {
@@ -392,11 +411,7 @@ impl Producer {
 
     /// Clears the parked flag (woken, or no longer waiting).
     pub(crate) fn unpark(&self) {
-        self.mem
-            .header()
-            .producer
-            .parked
-            .store(0, Ordering::Relaxed);
+        self.mem.header().producer.parked.swap(0, Ordering::Relaxed); // a swap: see `park`
     }
 
     /// Marks the stream as ended: the consumer reads what was committed, then the end.
@@ -490,7 +505,11 @@ impl Consumer {
     /// Declares that the consumer is about to wait for bytes, then looks again: returns
     /// the bytes available now (0: wait for the doorbell; the producer will ring it).
     pub(crate) fn park(&mut self) -> Result<usize, Corrupt> {
-        self.mem.header().consumer.parked.store(1, Ordering::SeqCst);
+        // A swap, not a store: the same for the memory model (the value read is not
+        // used), but loom orders an RMW after the other end's clearing swap, where it
+        // would take a plain store for concurrent with it and report a lost wake-up that
+        // cannot happen (see `ring/loom_tests.rs`).
+        self.mem.header().consumer.parked.swap(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let available = self.available()?;
         if available > 0 || self.is_closed() {
@@ -501,11 +520,7 @@ impl Consumer {
 
     /// Clears the parked flag.
     pub(crate) fn unpark(&self) {
-        self.mem
-            .header()
-            .consumer
-            .parked
-            .store(0, Ordering::Relaxed);
+        self.mem.header().consumer.parked.swap(0, Ordering::Relaxed); // a swap: see `park`
     }
 
     /// Whether the producer closed the stream. Bytes committed before the close are
