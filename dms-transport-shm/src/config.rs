@@ -52,8 +52,10 @@ pub enum ShmConfigError {
 impl ShmConfig {
     /// Default bytes of each of a link's two rings: 1 MiB.
     pub const DEFAULT_RING_BYTES: usize = 1 << 20;
-    /// Default largest ring a dialler may ask for: 64 MiB.
-    pub const DEFAULT_MAX_RING_BYTES: usize = 64 << 20;
+    /// Default largest ring a dialler may ask for: 16 MiB. A link holds at most its
+    /// outbox ([`ShmConfigBuilder::link_queue_bytes`]) and its outgoing ring of our
+    /// memory, so this bounds what a peer that never reads can make us hold.
+    pub const DEFAULT_MAX_RING_BYTES: usize = 16 << 20;
     /// Default longest spin of a reader before it parks: 20 µs (adaptive, see
     /// [`ShmConfigBuilder::spin`]).
     pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
@@ -178,7 +180,7 @@ impl ShmConfigBuilder {
         self
     }
 
-    /// The largest ring a dialler may make this side map (default 64 MiB).
+    /// The largest ring a dialler may make this side map (default 16 MiB).
     pub fn max_ring_bytes(mut self, bytes: usize) -> Self {
         self.max_ring_bytes = bytes;
         self

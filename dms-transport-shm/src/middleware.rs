@@ -243,9 +243,7 @@ impl MessageMiddleware for ShmMiddleware {
                     .await
                     .map_err(|e| match e.kind() {
                         // Nobody listens: not a set-up failure, the peer is not there.
-                        std::io::ErrorKind::ConnectionRefused if e.get_ref().is_none() => {
-                            MiddlewareError::Io(e)
-                        }
+                        std::io::ErrorKind::ConnectionRefused => MiddlewareError::Io(e),
                         _ => self.shared.setup_failed(e),
                     })?;
             self.shared

@@ -80,9 +80,12 @@ pub enum SetupError {
 
 impl From<SetupError> for io::Error {
     fn from(error: SetupError) -> Self {
+        // Never `ConnectionRefused`: that is what a name nobody listens on gives, and the
+        // kernel takes it as proof that an instance is dead. A listener that refuses our
+        // hello is alive.
         let kind = match &error {
             SetupError::UidNotAllowed { .. } => io::ErrorKind::PermissionDenied,
-            SetupError::Refused(_) => io::ErrorKind::ConnectionRefused,
+            SetupError::Refused(_) => io::ErrorKind::Other,
             _ => io::ErrorKind::InvalidData,
         };
         Self::new(kind, error)
