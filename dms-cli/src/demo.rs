@@ -22,8 +22,9 @@ pub(crate) struct DemoArgs {
     /// Number of players whose requests are routed.
     #[arg(long, default_value_t = 200)]
     players: u32,
-    /// The medium of every link: tcp, or quic (mutual TLS with DEVELOPMENT certificates
-    /// made for the demo in a temporary directory).
+    /// The medium of every link: tcp, quic (mutual TLS with DEVELOPMENT certificates
+    /// made for the demo in a temporary directory), or shm (shared memory: each instance
+    /// binds `shm://dms-demo-<pid>-<n>` instead of a TCP loopback port).
     #[arg(long, value_enum, default_value_t = DemoTransport::Tcp)]
     transport: DemoTransport,
 }
@@ -35,6 +36,8 @@ pub(crate) enum DemoTransport {
     Tcp,
     /// ZMTP over QUIC on loopback, mutual TLS (development certificates).
     Quic,
+    /// ZMTP over shared-memory rings (`shm://NAME`, this host only).
+    Shm,
 }
 
 /// How the demo's nodes are built: on which medium, with which certificates.
@@ -42,6 +45,8 @@ struct Network {
     transport: DemoTransport,
     /// The development CA of a QUIC demo (removed at the end).
     dev_certs: std::path::PathBuf,
+    /// Shared-memory endpoints named so far (each instance gets its own name).
+    shm_names: AtomicU64,
 }
 
 impl Network {
@@ -51,6 +56,7 @@ impl Network {
         Self {
             transport,
             dev_certs,
+            shm_names: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +64,7 @@ impl Network {
         match self.transport {
             DemoTransport::Tcp => "real TCP loopback",
             DemoTransport::Quic => "real QUIC loopback, mutual TLS (development certificates)",
+            DemoTransport::Shm => "real shared memory (shm:// rings, one name per instance)",
         }
     }
 
@@ -69,6 +76,13 @@ impl Network {
                 .quic_dev_certificates(&self.dev_certs)
                 .bind("quic://127.0.0.1:0".parse()?)
                 .prefer(["quic"]),
+            DemoTransport::Shm => {
+                // Unique on the host: the pid, then the instance's number in this run.
+                let n = self.shm_names.fetch_add(1, Ordering::Relaxed);
+                builder
+                    .bind(format!("shm://dms-demo-{}-{n}", std::process::id()).parse()?)
+                    .prefer(["shm"])
+            }
         })
     }
 }

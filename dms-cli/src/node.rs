@@ -19,8 +19,10 @@ pub(crate) struct NodeArgs {
     /// This instance's service path: /App/Area/Platform/World/Group/Cluster/Instance.
     #[arg(long)]
     service: ServicePath,
-    /// Endpoint to accept links on (repeatable, several schemes at once: tcp://, and
-    /// quic:// with --tls-* or --tls-dev; port 0 picks a free port).
+    /// Endpoint to accept links on (repeatable, several schemes at once: tcp://,
+    /// shm://NAME for processes of this host (published as shm://NAME?host=KEY; NAME must
+    /// be unique on the host), and quic:// with --tls-* or --tls-dev; port 0 picks a
+    /// free port).
     #[arg(long, default_value = "tcp://127.0.0.1:0")]
     bind: Vec<Endpoint>,
     #[command(flatten)]

@@ -152,6 +152,11 @@ async fn requester<D: Discovery>(
                     schemes.join(" and ")
                 )
             }
+            None if instances.iter().any(shm_elsewhere) => {
+                "; they publish only shm:// endpoints of another host (shared memory joins \
+                 processes of one host only)"
+                    .to_owned()
+            }
             None => String::new(),
         };
         return Err(Failure::NoInstance(format!(
@@ -160,6 +165,15 @@ async fn requester<D: Discovery>(
         )));
     }
     Ok(node)
+}
+
+/// Whether an instance published shared-memory endpoints only, none of this host.
+fn shm_elsewhere(instance: &dms::InstanceStatus) -> bool {
+    !instance.endpoints.is_empty()
+        && instance.endpoints.iter().all(|e| {
+            e.parse::<dms::Endpoint>()
+                .is_ok_and(|e| e.scheme() == dms::shm::SCHEME && !dms::shm::is_local(&e))
+        })
 }
 
 fn fastrand_u32() -> u32 {

@@ -80,8 +80,9 @@ pub(crate) struct BenchArgs {
     /// runtime.
     #[arg(long)]
     peers: bool,
-    /// The medium of the transport scenario (default: every medium built in, TCP then
-    /// QUIC).
+    /// The medium of the transport scenario (default: every medium built in, TCP, QUIC,
+    /// then shared memory: with parking readers, then with spinning ones, whose patterns
+    /// end with `-spin`).
     #[arg(long, value_enum)]
     transport: Option<transport::Medium>,
     /// The runtimes to measure on, as a comma-separated list of tokio worker threads
@@ -90,7 +91,7 @@ pub(crate) struct BenchArgs {
     /// round trips run once on each, fewest workers first, both sides on a fresh runtime
     /// of that kind; the patterns of lines measured on N workers end with `-mtN` (e.g.
     /// `router-dealer-mt2`) and come after every current-thread line of their scenario.
-    /// The other measurements (QUIC, the raw tokio peer's throughput, broadcast,
+    /// The other measurements (QUIC, shared memory, the raw tokio peer's throughput, broadcast,
     /// discovery) run on the runtime with the fewest workers only. `0` measures only on a
     /// current-thread runtime (a side's hot path then costs no cross-thread wake-up).
     #[arg(
@@ -158,8 +159,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         };
         for &threads in &flavours {
             for &medium in &media {
-                // QUIC on the runtime with the fewest workers only.
-                if medium == transport::Medium::Quic && threads != first {
+                // QUIC and shared memory on the runtime with the fewest workers only.
+                if medium != transport::Medium::Tcp && threads != first {
                     continue;
                 }
                 on_runtime(threads, &sink, move |out| async move {
@@ -310,8 +311,14 @@ where
 pub(crate) async fn worker(args: WorkerArgs) -> Result<(), Failure> {
     let served = async move {
         match args.peer {
-            WorkerPeer::Dms => transport::worker_process(transport::Medium::Tcp).await,
-            WorkerPeer::DmsQuic => transport::worker_process(transport::Medium::Quic).await,
+            WorkerPeer::Dms => transport::worker_process(transport::Link::Tcp).await,
+            WorkerPeer::DmsQuic => transport::worker_process(transport::Link::Quic).await,
+            WorkerPeer::DmsShm => {
+                transport::worker_process(transport::Link::Shm(transport::ShmWait::Park)).await
+            }
+            WorkerPeer::DmsShmSpin => {
+                transport::worker_process(transport::Link::Shm(transport::ShmWait::Spin)).await
+            }
             WorkerPeer::DmsNode => request::worker_process().await,
             peer => peers::worker(peer).await,
         }

@@ -1,12 +1,20 @@
-//! The `transport` scenario: a `MessageMiddleware` (TCP, or QUIC with development
-//! certificates) alone between two peers (two processes by default). One-way throughput is timed at the receiver, from its first to
-//! its last message; round trips are timed at the sender after a warm-up, as the peers in
-//! `shared/peers` do.
+//! The `transport` scenario: a `MessageMiddleware` (TCP, QUIC with development
+//! certificates, or shared memory) alone between two peers (two processes by default).
+//! One-way throughput is timed at the receiver, from its first to its last message; round
+//! trips are timed at the sender after a warm-up, as the peers in `shared/peers` do.
+//!
+//! Shared memory runs twice, each time with a fresh worker: with readers that park at
+//! once (`spin(Duration::ZERO)`: the receiver sleeps until its doorbell rings; the lines'
+//! patterns as over TCP) and with readers that busy-poll up to [`SHM_SPIN`] before they
+//! park (patterns with `-spin`, e.g. `router-dealer-spin`, which `shared/peers/ratios.py`
+//! judges against its busy-polling ring).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dms::quic::{QuicConfig, QuicMiddleware};
+use dms::shm::{ShmConfig, ShmMiddleware};
 use dms::{Endpoint, Multipart};
 use dms_core::{Incoming, MessageMiddleware, PeerId, SendError};
 use dms_transport_tcp::{TcpConfig, TcpMiddleware};
@@ -20,6 +28,9 @@ use crate::failure::Failure;
 /// First bytes of the worker's control messages (data frames never start with them).
 const CONTROL: &[u8] = b"\0dms-bench:";
 
+/// The longest busy-poll of a shared-memory reader in the spinning runs.
+pub(crate) const SHM_SPIN: Duration = Duration::from_micros(50);
+
 /// The medium a transport bench measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Medium {
@@ -27,16 +38,67 @@ pub(crate) enum Medium {
     Tcp,
     /// ZMTP over one QUIC stream, mutual TLS (development certificates).
     Quic,
+    /// ZMTP over shared-memory rings (`shm://NAME`), with parking readers, then with
+    /// spinning ones.
+    Shm,
 }
 
 impl Medium {
     /// Every medium, in the order `--scenario all` measures them.
-    pub(crate) const ALL: [Self; 2] = [Self::Tcp, Self::Quic];
+    pub(crate) const ALL: [Self; 3] = [Self::Tcp, Self::Quic, Self::Shm];
 
+    /// The runs of this medium, in order.
+    fn links(self) -> &'static [Link] {
+        match self {
+            Self::Tcp => &[Link::Tcp],
+            Self::Quic => &[Link::Quic],
+            Self::Shm => &[Link::Shm(ShmWait::Park), Link::Shm(ShmWait::Spin)],
+        }
+    }
+}
+
+/// How a shared-memory reader waits for data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShmWait {
+    /// Parks at once (`spin(Duration::ZERO)`): sleeps until the writer rings.
+    Park,
+    /// Busy-polls up to [`SHM_SPIN`] (adaptive), then parks.
+    Spin,
+}
+
+/// One run of the scenario: a medium, and how a shared-memory reader waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// ZMTP over TCP.
+    Tcp,
+    /// ZMTP over QUIC.
+    Quic,
+    /// ZMTP over shared memory.
+    Shm(ShmWait),
+}
+
+impl Link {
     fn name(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",
             Self::Quic => "quic",
+            Self::Shm(_) => "shm",
+        }
+    }
+
+    /// What the patterns of this run's lines end with (before the runtime's `-mtN`).
+    fn pattern_suffix(self) -> &'static str {
+        match self {
+            Self::Shm(ShmWait::Spin) => "-spin",
+            _ => "",
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Shm(ShmWait::Park) => "shm (parking readers)".to_owned(),
+            Self::Shm(ShmWait::Spin) => format!("shm (readers spin up to {SHM_SPIN:?})"),
+            other => other.name().to_owned(),
         }
     }
 
@@ -44,8 +106,23 @@ impl Medium {
         match self {
             Self::Tcp => WorkerPeer::Dms,
             Self::Quic => WorkerPeer::DmsQuic,
+            Self::Shm(ShmWait::Park) => WorkerPeer::DmsShm,
+            Self::Shm(ShmWait::Spin) => WorkerPeer::DmsShmSpin,
         }
     }
+}
+
+/// A shared-memory middleware whose readers wait as `wait` says.
+fn shm(wait: ShmWait) -> Result<ShmMiddleware, Failure> {
+    let spin = match wait {
+        ShmWait::Park => Duration::ZERO,
+        ShmWait::Spin => SHM_SPIN,
+    };
+    let config = ShmConfig::builder()
+        .spin(spin)
+        .build()
+        .map_err(|e| fail("shm", e))?;
+    Ok(ShmMiddleware::new(config))
 }
 
 /// The development CA both processes of a QUIC bench share (development only).
@@ -117,11 +194,13 @@ async fn serve<M: MessageMiddleware>(middleware: M) -> Result<(), Failure> {
     }
 }
 
-/// `dms bench-worker`: binds a loopback port, prints it, serves until the bench leaves.
-pub(crate) async fn worker_process(medium: Medium) -> Result<(), Failure> {
-    match medium {
-        Medium::Tcp => serve_process(TcpMiddleware::new(TcpConfig::default())).await,
-        Medium::Quic => serve_process(quic("worker")?).await,
+/// `dms bench-worker`: binds a loopback port (a shared-memory name), prints it, serves
+/// until the bench leaves.
+pub(crate) async fn worker_process(link: Link) -> Result<(), Failure> {
+    match link {
+        Link::Tcp => serve_process(TcpMiddleware::new(TcpConfig::default())).await,
+        Link::Quic => serve_process(quic("worker")?).await,
+        Link::Shm(wait) => serve_process(shm(wait)?).await,
     }
 }
 
@@ -131,24 +210,30 @@ async fn serve_process<M: MessageMiddleware>(middleware: M) -> Result<(), Failur
     serve(middleware).await
 }
 
+/// Binds a free loopback port, or a shared-memory name of this process's own.
 async fn bind<M: MessageMiddleware>(middleware: &M) -> Result<Endpoint, Failure> {
-    let any = Endpoint::new(middleware.scheme(), "127.0.0.1:0").map_err(|e| fail("bind", e))?;
+    static NAMES: AtomicU64 = AtomicU64::new(0);
+    let address = if middleware.scheme() == dms::shm::SCHEME {
+        let n = NAMES.fetch_add(1, Ordering::Relaxed);
+        format!("dms-bench-{}-{n}", std::process::id())
+    } else {
+        "127.0.0.1:0".to_owned()
+    };
+    let any = Endpoint::new(middleware.scheme(), &address).map_err(|e| fail("bind", e))?;
     middleware.bind(&any).await.map_err(|e| fail("bind", e))
 }
 
 /// Starts the other side: a second `dms` process, or a task here.
-async fn start_worker(
-    medium: Medium,
-    in_process: bool,
-) -> Result<(Endpoint, Option<Worker>), Failure> {
+async fn start_worker(link: Link, in_process: bool) -> Result<(Endpoint, Option<Worker>), Failure> {
     if in_process {
-        let endpoint = match medium {
-            Medium::Tcp => spawn_serve(TcpMiddleware::new(TcpConfig::default())).await?,
-            Medium::Quic => spawn_serve(quic("worker")?).await?,
+        let endpoint = match link {
+            Link::Tcp => spawn_serve(TcpMiddleware::new(TcpConfig::default())).await?,
+            Link::Quic => spawn_serve(quic("worker")?).await?,
+            Link::Shm(wait) => spawn_serve(shm(wait)?).await?,
         };
         return Ok((endpoint, None));
     }
-    let worker = spawn(medium.worker()).await?;
+    let worker = spawn(link.worker()).await?;
     let endpoint = worker.endpoint.parse().map_err(|e| fail("worker", e))?;
     Ok((endpoint, Some(worker)))
 }
@@ -288,9 +373,22 @@ pub(crate) async fn run(
     in_process: bool,
     emit: &mut impl FnMut(Line),
 ) -> Result<(), Failure> {
+    for &link in medium.links() {
+        run_link(link, window, in_process, emit).await?;
+    }
+    Ok(())
+}
+
+/// One run of the scenario, with a worker of its own.
+async fn run_link(
+    link: Link,
+    window: Duration,
+    in_process: bool,
+    emit: &mut impl FnMut(Line),
+) -> Result<(), Failure> {
     eprintln!(
         "transport: {}, {}, {} ...",
-        medium.name(),
+        link.describe(),
         if in_process {
             "in one process"
         } else {
@@ -298,13 +396,14 @@ pub(crate) async fn run(
         },
         super::worker::flavour_name()
     );
-    let (endpoint, child) = start_worker(medium, in_process).await?;
+    let (endpoint, child) = start_worker(link, in_process).await?;
     let mut emit = |mut line: Line| {
-        line.transport = medium.name();
+        line.transport = link.name();
+        line.pattern.push_str(link.pattern_suffix());
         emit(line);
     };
-    let result = match medium {
-        Medium::Tcp => {
+    let result = match link {
+        Link::Tcp => {
             measure(
                 TcpMiddleware::new(TcpConfig::default()),
                 &endpoint,
@@ -313,7 +412,8 @@ pub(crate) async fn run(
             )
             .await
         }
-        Medium::Quic => measure(quic("bench")?, &endpoint, window, &mut emit).await,
+        Link::Quic => measure(quic("bench")?, &endpoint, window, &mut emit).await,
+        Link::Shm(wait) => measure(shm(wait)?, &endpoint, window, &mut emit).await,
     };
     drop(child);
     result

@@ -1,5 +1,6 @@
 //! The second process of a two-process bench: `dms bench-worker --peer <which>` binds a
-//! loopback port, prints `endpoint <address>` and serves until the bench leaves.
+//! loopback port (or a shared-memory name), prints `endpoint <address>` and serves until
+//! the bench leaves.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,10 @@ pub(crate) enum WorkerPeer {
     Dms,
     /// DMS's QUIC `MessageMiddleware` (development certificates).
     DmsQuic,
+    /// DMS's shared-memory `MessageMiddleware`, readers parking at once.
+    DmsShm,
+    /// DMS's shared-memory `MessageMiddleware`, readers spinning before they park.
+    DmsShmSpin,
     /// A DMS kernel node answering requests (the request scenario).
     DmsNode,
     /// Raw tokio TCP, length-prefixed frames.

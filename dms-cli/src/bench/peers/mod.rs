@@ -151,9 +151,11 @@ async fn libzmq(_window: Duration, _emit: &mut impl FnMut(Line)) -> Result<(), F
 /// Serves as the second process of a peer bench (`dms bench-worker --peer ...`).
 pub(crate) async fn worker(peer: WorkerPeer) -> Result<(), Failure> {
     match peer {
-        WorkerPeer::Dms | WorkerPeer::DmsQuic | WorkerPeer::DmsNode => {
-            Err(fail("worker", "not a peer"))
-        }
+        WorkerPeer::Dms
+        | WorkerPeer::DmsQuic
+        | WorkerPeer::DmsShm
+        | WorkerPeer::DmsShmSpin
+        | WorkerPeer::DmsNode => Err(fail("worker", "not a peer")),
         WorkerPeer::RawTokioTcp => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
