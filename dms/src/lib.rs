@@ -25,6 +25,14 @@
 //! development only).
 //! A build needs at least one of `tcp` and `quic`.
 //!
+//! # Tower
+//!
+//! With the feature `tower`, `dms::service` makes a cluster a `tower::Service`
+//! (`service::Client`, dispatch key taken from each request) and runs any
+//! `tower::Service` as a node's request handler (`service::serve`, bounded concurrency,
+//! backpressure), so tower's timeout, limit, load-shed and buffer layers compose on
+//! either side.
+//!
 //! # Metrics
 //!
 //! A node records its figures through the [`metrics`](https://docs.rs/metrics) facade:
@@ -67,6 +75,8 @@ mod node;
 mod registrar;
 pub mod registration;
 mod request_queue;
+#[cfg(feature = "tower")]
+pub mod service;
 mod telemetry;
 mod transport;
 pub mod typed;
