@@ -13,7 +13,7 @@ use dms_core::{Incoming, MessageMiddleware};
 use dms_transport_shm::ShmMiddleware;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The peer program, built by cargo for these tests.
 pub(crate) const PEER: &str = env!("CARGO_BIN_EXE_shm-peer");
@@ -29,6 +29,7 @@ pub(crate) fn unique(tag: &str) -> String {
 /// A running `shm-peer` and its report lines.
 pub(crate) struct Peer {
     child: Child,
+    stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
     /// Every line read so far (shown when an expectation fails).
     pub(crate) log: Vec<String>,
@@ -39,15 +40,17 @@ impl Peer {
     pub(crate) fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(PEER)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn shm-peer");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         Self {
             child,
+            stdin,
             lines: BufReader::new(stdout).lines(),
             log: Vec::new(),
         }
@@ -83,6 +86,17 @@ impl Peer {
                 ),
             }
         }
+    }
+
+    /// Writes `line` to its stdin.
+    pub(crate) async fn say(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("stdin");
+        stdin.flush().await.expect("stdin");
     }
 
     /// Sends `signal` to it.

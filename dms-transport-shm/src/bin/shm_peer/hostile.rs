@@ -4,7 +4,8 @@
 //! answer, and then (for the ring cases) breaks the rings.
 //!
 //! Set-up cases print `ANSWER <status>` (or `ANSWER eof`) and exit. Ring cases do the
-//! ZMTP handshake by hand, print `HANDSHAKEN` (except `chaos-early`), attack, print
+//! ZMTP handshake by hand, print `HANDSHAKEN` (except `chaos-early`), wait for a line
+//! `GO` on stdin, attack, print
 //! `ATTACKED`, and then `CLOSED` once the honest side closes the data socket (or
 //! `STILLOPEN` after 10 s).
 
@@ -117,6 +118,11 @@ pub(crate) fn run(name: &str, case: &str, seed: u64) -> ExitCode {
         return fail("handshake", why);
     }
     println!("HANDSHAKEN");
+    // The test says when its side has the link up (a line on stdin).
+    let mut go = String::new();
+    if std::io::stdin().read_line(&mut go).is_err() || go.trim() != "GO" {
+        return fail("stdin", format!("{go:?} instead of GO"));
+    }
     match case {
         "absurd-tail" => {
             // Far past the room we have: head + capacity is the most we may commit.
