@@ -55,48 +55,70 @@ fn corrupt(counters: &Counters, error: Corrupt) -> io::Error {
 /// bytes keeps the budget at `max`; one that finds none halves it (down to nothing, so
 /// an idle link parks at once and burns no CPU); a park that is woken within `max`
 /// (the link is busy again) restores it.
+///
+/// The spin is cooperative: it looks at the ring a few dozen times per poll, then yields
+/// to the runtime (waking its own task) while its budget lasts, so the link's writer and
+/// every other task on that thread keep running while a reader spins.
 #[derive(Debug, Clone)]
 pub(crate) struct Spin {
     max: Duration,
     budget: Duration,
+    /// When the spin in progress began.
+    started: Option<Instant>,
     parked_at: Option<Instant>,
 }
+
+/// What one round of spinning found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spun {
+    /// Something to read.
+    Ready,
+    /// Nothing yet, budget left: yield to the runtime and look again.
+    Again,
+    /// Budget spent (or none): park.
+    Park,
+}
+
+/// Looks per round before yielding.
+const LOOKS_PER_ROUND: usize = 32;
 
 impl Spin {
     pub(crate) fn new(max: Duration) -> Self {
         Self {
             max,
             budget: max,
+            started: None,
             parked_at: None,
         }
     }
 
-    /// Spins until `ready` says there is something or the budget is spent; returns
-    /// whether there is.
-    fn spin(&mut self, mut ready: impl FnMut() -> bool) -> bool {
+    /// One round: looks at `ready` a few dozen times.
+    fn round(&mut self, mut ready: impl FnMut() -> bool) -> Spun {
         if self.budget.is_zero() {
-            return false;
+            return Spun::Park;
         }
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if ready() {
-                    self.budget = self.max;
-                    return true;
-                }
-                std::hint::spin_loop();
+        let started = *self.started.get_or_insert_with(Instant::now);
+        for _ in 0..LOOKS_PER_ROUND {
+            if ready() {
+                self.started = None;
+                self.budget = self.max;
+                return Spun::Ready;
             }
-            if start.elapsed() >= self.budget {
-                self.budget /= 2;
-                if self.budget < Duration::from_micros(1) {
-                    self.budget = Duration::ZERO;
-                }
-                return false;
-            }
+            std::hint::spin_loop();
         }
+        if started.elapsed() < self.budget {
+            return Spun::Again;
+        }
+        self.started = None;
+        self.budget /= 2;
+        if self.budget < Duration::from_micros(1) {
+            self.budget = Duration::ZERO;
+        }
+        Spun::Park
     }
 
     fn parking(&mut self) {
+        self.started = None;
         if self.parked_at.is_none() && !self.max.is_zero() {
             self.parked_at = Some(Instant::now());
         }
@@ -190,11 +212,16 @@ impl AsyncRead for ShmReader {
                 )));
             }
             let ring = &mut this.ring;
-            if this
+            match this
                 .spin
-                .spin(|| ring.available().map_or(true, |n| n > 0) || ring.is_closed())
+                .round(|| ring.available().map_or(true, |n| n > 0) || ring.is_closed())
             {
-                continue;
+                Spun::Ready => continue,
+                Spun::Again => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Spun::Park => {}
             }
             if this.ring.park().map_err(|e| corrupt(&this.counters, e))? > 0
                 || this.ring.is_closed()
@@ -347,18 +374,24 @@ mod tests {
     #[test]
     fn an_idle_spin_decays_to_nothing_and_a_quick_wake_restores_it() {
         let mut spin = Spin::new(Duration::from_micros(8));
-        assert!(!spin.spin(|| false));
+        // Rounds go on while the budget lasts, then the reader parks and the budget halves.
+        let mut rounds = 0;
+        while spin.round(|| false) == Spun::Again {
+            rounds += 1;
+            assert!(rounds < 1_000_000, "a spin must end");
+        }
         assert_eq!(spin.budget, Duration::from_micros(4));
         while !spin.budget.is_zero() {
-            assert!(!spin.spin(|| false));
+            while spin.round(|| false) == Spun::Again {}
         }
+        assert_eq!(spin.round(|| true), Spun::Park, "no budget: parks at once");
         // Parked and woken at once: the link is busy, spin again.
         spin.parking();
         spin.woken();
         assert_eq!(spin.budget, Duration::from_micros(8));
-        assert!(spin.spin(|| true));
+        assert_eq!(spin.round(|| true), Spun::Ready);
         // No spin configured: never spins.
         let mut none = Spin::new(Duration::ZERO);
-        assert!(!none.spin(|| true));
+        assert_eq!(none.round(|| true), Spun::Park);
     }
 }
