@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
+# Shared memory must leave nothing behind: /dev/shm is compared before and after the suite.
+shm_before=$(ls -A /dev/shm 2>/dev/null | sort || true)
+
 # Supply chain (docs/RELIABILITY.md, S7): licences, banned and wildcard versions, sources.
 cargo deny --locked check bans licenses sources
 # Advisories need the RustSec database from github.com; where that cannot be reached,
@@ -36,3 +39,10 @@ cargo build -p dms-fuzz --bins --locked
 # preemptions: ~0.3 s at 2, ~30 s at 4).
 LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg dms_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p dms-transport-shm --lib --release --locked -- loom
+
+shm_after=$(ls -A /dev/shm 2>/dev/null | sort || true)
+if [ "$shm_before" != "$shm_after" ]; then
+  echo "left behind in /dev/shm by the suite:" >&2
+  comm -13 <(echo "$shm_before") <(echo "$shm_after") >&2
+  exit 1
+fi
