@@ -92,7 +92,8 @@ impl ShmAddress {
     }
 }
 
-/// This host's key (see the [module docs](self)), or `None` when `/proc` does not tell.
+/// This host's key: its boot id (32 hex digits), `-`, and the inode of its network
+/// namespace in hex (see the [crate docs](crate)); `None` when `/proc` does not tell.
 pub fn host_key() -> Option<&'static str> {
     static KEY: OnceLock<Option<String>> = OnceLock::new();
     KEY.get_or_init(|| {
