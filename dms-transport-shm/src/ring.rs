@@ -167,7 +167,7 @@ impl RingMemory {
         unimplemented!("shared-memory rings are not modelled under loom: use on_heap")
     }
 
-    #[cfg(any(test, dms_loom))]
+    #[cfg(test)]
     /// A ring of `capacity` bytes (a power of two) on the heap, and a second handle to
     /// the same memory: one for the producer, one for the consumer (tests, miri, loom).
     pub(crate) fn on_heap(capacity: usize) -> (Self, Self) {
@@ -250,7 +250,7 @@ impl Data {
     }
 }
 
-#[cfg(any(test, dms_loom))]
+#[cfg(test)]
 /// A ring on the heap (tests, miri, loom).
 struct HeapRing {
     header: Box<Header>,
@@ -261,15 +261,15 @@ struct HeapRing {
     capacity: usize,
 }
 
-#[cfg(any(test, dms_loom))]
+#[cfg(test)]
 // SAFETY: the header is atomics; the data cells are accessed only under the ring protocol
 // by one producer and one consumer.
 unsafe impl Sync for HeapRing {}
-#[cfg(any(test, dms_loom))]
+#[cfg(test)]
 // SAFETY: as above; nothing in it is tied to a thread.
 unsafe impl Send for HeapRing {}
 
-#[cfg(any(test, dms_loom))]
+#[cfg(test)]
 impl HeapRing {
     fn new(capacity: usize) -> Self {
         let end = || End {
@@ -461,7 +461,7 @@ impl Consumer {
 
     /// Copies up to `dst.len()` committed bytes into `dst` and releases them; returns
     /// how many (0 when the ring is empty).
-    #[cfg(any(test, dms_loom))]
+    #[cfg(test)]
     pub(crate) fn read(&mut self, dst: &mut [u8]) -> Result<usize, Corrupt> {
         // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `read_uninit`
         // only writes initialised bytes into it.
