@@ -12,6 +12,7 @@
 //! - [`route`]: the routing table of multi-hop forwarding (published links, Dijkstra).
 //! - [`acl`]: access-control policies (principals × services × operations, deny first,
 //!   default deny) and their text format.
+//! - [`trace`]: the W3C trace context (`traceparent`) a request carries.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -39,6 +40,7 @@ pub mod path;
 pub mod peer_id;
 pub mod proto;
 pub mod route;
+pub mod trace;
 pub mod wire;
 
 pub use auth::{AuthError, Rejection};

@@ -3,6 +3,7 @@
 
 use dms_core::path::hash64;
 use dms_core::proto::control::{Body, CommandCode, Control, Reason};
+use dms_core::trace::TraceContext;
 
 const LOBBY: &str = "/demo/cn/android/w1/g1/Lobby/lobby-1";
 const BATTLE: &str = "/demo/cn/android/w1/g1/Battle/battle-1";
@@ -58,6 +59,12 @@ fn examples_match_the_encoder() {
         control(CommandCode::Pong, 0, 1, BATTLE, Body::Empty),
         control(CommandCode::Req, 0x01, 7, LOBBY, Body::Empty),
         control(CommandCode::Rep, 0, 7, BATTLE, Body::Empty),
+        // §3.4: the same request with a trace context in its extension block.
+        control(CommandCode::Req, 0x01, 7, LOBBY, Body::Empty).with_trace(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse::<TraceContext>()
+                .ok(),
+        ),
         control(CommandCode::Rep, 0x04, 7, BATTLE, reason(16, "no handler")),
         control(CommandCode::Disconnect, 0, 0, BATTLE, reason(1, "bye")),
     ];

@@ -429,6 +429,7 @@ impl Driver {
                 from,
                 id,
                 body,
+                trace: _,
             } => {
                 let request = IncomingRequest {
                     from,

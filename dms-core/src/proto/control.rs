@@ -3,6 +3,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::trace::{TRACEPARENT_LEN, TraceContext};
+
 /// The only control frame version this implementation speaks.
 pub const VERSION: u8 = 1;
 /// Length of the fixed header.
@@ -50,6 +52,21 @@ pub mod flags {
     pub const BROADCAST: u8 = 0x02;
     /// REP: the request failed; the body carries an error code and detail.
     pub const ERROR: u8 = 0x04;
+}
+
+/// Entry types of the extension block of REQ and REP (docs/PROTOCOL.md §3.4): entries
+/// `type (1) | len (1) | value (len bytes)` after the command's listed fields. Types 2 and 3
+/// are reserved for multi-hop forwarding (origin and destination service paths), 128–255
+/// for applications; a receiver skips the types it does not know.
+pub mod ext {
+    /// A W3C `traceparent` (55 ASCII bytes): the request's trace context.
+    pub const TRACEPARENT: u8 = 1;
+    /// Reserved: the origin's service path (forwarding).
+    pub const ORIGIN: u8 = 2;
+    /// Reserved: the final destination's service path (forwarding).
+    pub const DESTINATION: u8 = 3;
+    /// The first type free for applications.
+    pub const APPLICATION: u8 = 128;
 }
 
 /// Why a session ends (DISCONNECT) or a request failed (REP with `ERROR`): a code and a
@@ -127,6 +144,10 @@ pub struct Control {
     pub destination: u64,
     /// Command-specific fields.
     pub body: Body,
+    /// REQ and REP: the W3C trace context, sent as the extension entry
+    /// [`ext::TRACEPARENT`] (docs/PROTOCOL.md §3.4). Ignored when encoding other commands;
+    /// decoded as `None` when absent or invalid.
+    pub trace: Option<TraceContext>,
 }
 
 /// A control frame that cannot be decoded.
@@ -174,7 +195,28 @@ impl Control {
             source: 0,
             destination: 0,
             body,
+            trace: None,
         }
+    }
+
+    /// The same frame with the trace context `trace` (REQ and REP).
+    ///
+    /// ```
+    /// use dms_core::proto::control::{Body, CommandCode, Control, flags};
+    /// use dms_core::trace::TraceContext;
+    ///
+    /// let trace = TraceContext::new(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, 0x00f0_67aa_0ba9_02b7, 1);
+    /// let req = Control::new(CommandCode::Req, flags::EXPECT_REPLY, 7, Body::Empty).with_trace(trace);
+    /// let bytes = req.encode();
+    /// // The 30-byte header, then the extension entry: type 1, length 55, the traceparent.
+    /// assert_eq!(bytes.len(), 30 + 2 + 55);
+    /// assert_eq!(&bytes[30..35], b"\x01\x3700-");
+    /// assert_eq!(Control::decode(&bytes)?.trace, trace);
+    /// # Ok::<(), dms_core::proto::control::ControlError>(())
+    /// ```
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Encodes the frame.
@@ -210,6 +252,11 @@ impl Control {
             }
             Body::Empty => {}
         }
+        if let (Some(trace), CommandCode::Req | CommandCode::Rep) = (&self.trace, self.command) {
+            body.put_u8(ext::TRACEPARENT);
+            body.put_u8(TRACEPARENT_LEN as u8);
+            body.extend_from_slice(&trace.to_bytes());
+        }
         let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
         out.put_u8(VERSION);
         out.put_u8(self.command as u8);
@@ -234,8 +281,10 @@ impl Control {
     }
 
     /// Decodes a control frame. Bytes after the known fields of the body are ignored (room
-    /// for later minor additions); everything declared must be present, and nothing may
-    /// follow the declared body (the frame is exactly `30 + N` bytes).
+    /// for later minor additions), except that REQ and REP read them as an extension block
+    /// ([`ext`]; a malformed block is ignored from its first bad entry on, never an
+    /// error); everything declared must be present, and nothing may follow the declared
+    /// body (the frame is exactly `30 + N` bytes).
     pub fn decode(frame: &[u8]) -> Result<Self, ControlError> {
         if frame.len() < HEADER_LEN {
             if let Some(&version) = frame.first() {
@@ -275,11 +324,18 @@ impl Control {
             });
         }
         let body = buf;
+        let mut trace = None;
         let body = match command {
             CommandCode::Ready => decode_ready(body)?,
-            CommandCode::Disconnect => Body::Reason(decode_reason(body, frame.len())?),
+            CommandCode::Disconnect => Body::Reason(decode_reason(body, frame.len())?.0),
             CommandCode::Rep if flags & flags::ERROR != 0 => {
-                Body::Reason(decode_reason(body, frame.len())?)
+                let (reason, extensions) = decode_reason(body, frame.len())?;
+                trace = read_extensions(extensions);
+                Body::Reason(reason)
+            }
+            CommandCode::Req | CommandCode::Rep => {
+                trace = read_extensions(body);
+                Body::Empty
             }
             _ => Body::Empty,
         };
@@ -291,6 +347,7 @@ impl Control {
             source,
             destination,
             body,
+            trace,
         })
     }
 }
@@ -329,7 +386,26 @@ fn decode_ready(mut body: &[u8]) -> Result<Body, ControlError> {
     })
 }
 
-fn decode_reason(mut body: &[u8], frame_len: usize) -> Result<Reason, ControlError> {
+/// The trace context of an extension block (docs/PROTOCOL.md §3.4): entries `type (1) |
+/// len (1) | value (len)`, read until the block ends or an entry does not fit in it (the
+/// rest is then ignored). Unknown types are skipped; the first [`ext::TRACEPARENT`] entry
+/// decides, and one that is not a valid traceparent means no trace context.
+fn read_extensions(mut block: &[u8]) -> Option<TraceContext> {
+    while let [kind, len, rest @ ..] = block {
+        let len = usize::from(*len);
+        let Some(value) = rest.get(..len) else {
+            break; // truncated: ignored
+        };
+        if *kind == ext::TRACEPARENT {
+            return TraceContext::parse(value);
+        }
+        block = &rest[len..];
+    }
+    None
+}
+
+/// A reason's fields and the bytes after them (its extension block).
+fn decode_reason(mut body: &[u8], frame_len: usize) -> Result<(Reason, &[u8]), ControlError> {
     if body.len() < 3 {
         return Err(ControlError::Truncated {
             len: frame_len,
@@ -343,10 +419,13 @@ fn decode_reason(mut body: &[u8], frame_len: usize) -> Result<Reason, ControlErr
         needed: HEADER_LEN + 3 + len,
     })?;
     let detail = std::str::from_utf8(detail).map_err(|_| ControlError::NotUtf8)?;
-    Ok(Reason {
-        code,
-        detail: detail.to_owned(),
-    })
+    Ok((
+        Reason {
+            code,
+            detail: detail.to_owned(),
+        },
+        &body[len..],
+    ))
 }
 
 #[cfg(test)]
@@ -422,7 +501,93 @@ mod tests {
         assert_eq!(reason.detail.len(), 254);
     }
 
+    const TRACEPARENT: &[u8; 55] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn sample_trace() -> Option<TraceContext> {
+        TraceContext::parse(TRACEPARENT)
+    }
+
+    /// A REQ whose body (`N` bytes) is `body`.
+    fn req_with_body(body: &[u8]) -> Vec<u8> {
+        let mut frame = Control::new(CommandCode::Req, flags::EXPECT_REPLY, 7, Body::Empty)
+            .encode()
+            .to_vec();
+        frame[28..30].copy_from_slice(&(body.len() as u16).to_be_bytes());
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    fn entry(kind: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind, value.len() as u8];
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn trace_context_rides_in_the_extension_block() {
+        for control in [
+            Control::new(CommandCode::Req, flags::EXPECT_REPLY, 7, Body::Empty),
+            Control::new(CommandCode::Req, 0, 0, Body::Empty),
+            Control::new(CommandCode::Rep, 0, 7, Body::Empty),
+            Control::new(
+                CommandCode::Rep,
+                flags::ERROR,
+                7,
+                Body::Reason(Reason {
+                    code: 16,
+                    detail: "no handler".into(),
+                }),
+            ),
+        ] {
+            let plain = control.encode();
+            let traced = control.clone().with_trace(sample_trace());
+            let bytes = traced.encode();
+            assert_eq!(bytes.len(), plain.len() + 57, "{control:?}");
+            assert_eq!(&bytes[..28], &plain[..28]);
+            assert_eq!(&bytes[plain.len()..plain.len() + 2], &[1, 55]);
+            assert_eq!(&bytes[plain.len() + 2..], TRACEPARENT);
+            assert_eq!(Control::decode(&bytes), Ok(traced));
+        }
+        // Other commands have no extension block: the trace context is not sent.
+        let ping = Control::new(CommandCode::Ping, 0, 1, Body::Empty).with_trace(sample_trace());
+        assert_eq!(ping.encode().len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn extension_entries_are_skipped_or_ignored_never_an_error() {
+        let traced = |body: &[u8]| Control::decode(&req_with_body(body)).map(|c| c.trace);
+        let tp = entry(1, TRACEPARENT);
+        // Unknown types before it are skipped, whatever follows it is not read.
+        let mut body = entry(2, b"/a/b/c/d/e/f/g");
+        body.extend(entry(200, b""));
+        body.extend(&tp);
+        body.extend(entry(1, &[b'x'; 55]));
+        body.extend([9, 200]);
+        assert_eq!(traced(&body), Ok(sample_trace()));
+        // The first traceparent entry decides: an invalid one is no trace context.
+        let mut bad = entry(1, &TRACEPARENT.to_ascii_uppercase());
+        bad.extend(&tp);
+        assert_eq!(traced(&bad), Ok(None));
+        assert_eq!(traced(&entry(1, &TRACEPARENT[..54])), Ok(None));
+        assert_eq!(traced(&entry(1, b"")), Ok(None));
+        // A truncated entry: the rest of the block is ignored.
+        let mut cut = tp.clone();
+        cut.pop();
+        assert_eq!(traced(&cut), Ok(None));
+        assert_eq!(traced(&[1]), Ok(None));
+        assert_eq!(traced(&[9; 5]), Ok(None));
+        let mut after_cut = entry(7, b"x");
+        after_cut.extend([7, 250, 0]);
+        after_cut.extend(&tp);
+        assert_eq!(traced(&after_cut), Ok(None));
+    }
+
     proptest! {
+        #[test]
+        fn extension_blocks_never_fail_a_req(body in prop::collection::vec(any::<u8>(), 0..120)) {
+            prop_assert!(Control::decode(&req_with_body(&body)).is_ok());
+        }
+
         #[test]
         fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
             let _ = Control::decode(&bytes);

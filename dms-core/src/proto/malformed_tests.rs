@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::control::{Body, CommandCode, Control, HEADER_LEN, Reason, codes, flags};
 use super::*;
 use crate::path::ServicePath;
+use crate::trace::TraceContext;
 use crate::{Multipart, PeerId, Role};
 
 /// The receiver's view of the one message a row sends.
@@ -62,6 +63,11 @@ enum Outcome {
     Ready { liveness: Duration },
     /// Delivered as a request with this id and these payload frames.
     Request { id: u64, body: Vec<Vec<u8>> },
+    /// Delivered as a request with this id and this trace context (docs/PROTOCOL.md §3.4).
+    Traced {
+        id: u64,
+        trace: Option<TraceContext>,
+    },
     /// Delivered as a notification.
     Notification { broadcast: bool, body: Vec<Vec<u8>> },
     /// Request 1 completes with this result.
@@ -203,6 +209,28 @@ fn violation(detail: &'static str) -> Outcome {
     }
 }
 
+const TRACEPARENT: &[u8; 55] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn sample_trace() -> Option<TraceContext> {
+    TraceContext::parse(TRACEPARENT)
+}
+
+/// The extension block of the entries `(type, value)`, one after the other.
+fn extensions(entries: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (kind, value) in entries {
+        out.push(*kind);
+        out.push(value.len() as u8);
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// A REQ expecting a reply, id `id`, with `block` as its body.
+fn req_ext(id: u64, block: &[u8]) -> Vec<u8> {
+    cmd(CommandCode::Req, flags::EXPECT_REPLY, id, block)
+}
+
 fn version_mismatch() -> Outcome {
     Outcome::Closed {
         code: codes::VERSION_MISMATCH,
@@ -339,6 +367,34 @@ fn table() -> Vec<Case> {
     c("M29", "REQ with 5 body bytes", ReadyResponder, vec![raw(1, 5, 1, 16, 8, &[9; 5])], Request { id: 8, body: vec![] }, &[]);
     let inner = cmd(CommandCode::Disconnect, 0, 0, &reason_fields(1, b"bye"));
     c("M30", "REQ whose payload is a control frame", ReadyResponder, frames(&[&req(1, 16, 9), &inner, &ping]), Request { id: 9, body: vec![inner.clone(), ping.clone()] }, &[]);
+
+
+    // Extension blocks (§3.4).
+    let tp: &[u8] = TRACEPARENT;
+    c("M38", "REQ with a traceparent entry", ReadyResponder, frames(&[&req_ext(10, &extensions(&[(1, tp)])), b"q"]), Traced { id: 10, trace: sample_trace() }, &[]);
+    c("M38", "REQ with unknown entries around the traceparent", ReadyResponder, vec![req_ext(10, &extensions(&[(0, b""), (2, b"/a/b/c/d/e/f/g"), (3, b"x"), (200, &[0xff; 255]), (1, tp), (9, b"later")]))], Traced { id: 10, trace: sample_trace() }, &[]);
+    c("M38", "REQ with only unknown entries", ReadyResponder, vec![req_ext(10, &extensions(&[(128, b"app")]))], Traced { id: 10, trace: None }, &[]);
+    let upper = TRACEPARENT.to_ascii_uppercase();
+    c("M39", "traceparent in uppercase hex", ReadyResponder, vec![req_ext(11, &extensions(&[(1, &upper)]))], Traced { id: 11, trace: None }, &[]);
+    c("M39", "traceparent of 54 bytes", ReadyResponder, vec![req_ext(11, &extensions(&[(1, &tp[..54])]))], Traced { id: 11, trace: None }, &[]);
+    c("M39", "traceparent of 56 bytes", ReadyResponder, vec![req_ext(11, &extensions(&[(1, &[tp, b"0"].concat())]))], Traced { id: 11, trace: None }, &[]);
+    c("M39", "empty traceparent entry", ReadyResponder, vec![req_ext(11, &extensions(&[(1, b"")]))], Traced { id: 11, trace: None }, &[]);
+    for version in [b"01", b"ff"] {
+        let other = [&version[..], &tp[2..]].concat();
+        c("M39", "traceparent of another version", ReadyResponder, vec![req_ext(11, &extensions(&[(1, &other)]))], Traced { id: 11, trace: None }, &[]);
+    }
+    c("M39", "traceparent with an all-zero trace id", ReadyResponder, vec![req_ext(11, &extensions(&[(1, b"00-00000000000000000000000000000000-00f067aa0ba902b7-01")]))], Traced { id: 11, trace: None }, &[]);
+    c("M39", "traceparent with an all-zero parent id", ReadyResponder, vec![req_ext(11, &extensions(&[(1, b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01")]))], Traced { id: 11, trace: None }, &[]);
+    c("M39", "traceparent with other separators", ReadyResponder, vec![req_ext(11, &extensions(&[(1, &TRACEPARENT.map(|b| if b == b'-' { b'_' } else { b }))]))], Traced { id: 11, trace: None }, &[]);
+    c("M39", "an invalid traceparent before a valid one", ReadyResponder, vec![req_ext(11, &extensions(&[(1, &upper), (1, tp)]))], Traced { id: 11, trace: None }, &[]);
+    let mut cut = extensions(&[(1, tp)]);
+    cut.pop();
+    c("M40", "traceparent entry cut short", ReadyResponder, vec![req_ext(12, &cut)], Traced { id: 12, trace: None }, &[]);
+    c("M40", "a lone type byte", ReadyResponder, vec![req_ext(12, &[1])], Traced { id: 12, trace: None }, &[]);
+    c("M40", "a truncated entry after the traceparent", ReadyResponder, vec![req_ext(12, &[extensions(&[(1, tp)]), vec![5, 200, 0]].concat())], Traced { id: 12, trace: sample_trace() }, &[]);
+    c("M40", "a truncated entry before the traceparent", ReadyResponder, vec![req_ext(12, &[vec![5, 200, 0], extensions(&[(1, tp)])].concat())], Traced { id: 12, trace: None }, &[]);
+    c("M41", "REP with a traceparent entry", Pending, frames(&[&cmd(CommandCode::Rep, 0, 1, &extensions(&[(1, tp)])), b"r"]), Reply(Ok(frames(&[b"r"]))), &[]);
+    c("M41", "REP with ERROR and an extension block after the detail", Pending, vec![cmd(CommandCode::Rep, flags::ERROR, 1, &[reason_fields(18, b"failed"), extensions(&[(1, tp), (7, b"x")]), vec![1]].concat())], Reply(Err(Reason { code: 18, detail: "failed".into() })), &[]);
 
     // REP.
     c("M31", "REP for an unknown id", Pending, frames(&[&cmd(CommandCode::Rep, 0, 2, &[]), b"r"]), Ignored, &[LateReplies]);
@@ -604,6 +660,7 @@ fn run_case(case: &Case) {
                         from,
                         id: got,
                         body: got_body,
+                        trace: _,
                     },
                 ] => {
                     assert_eq!(
@@ -613,6 +670,19 @@ fn run_case(case: &Case) {
                     );
                     assert_eq!(&bodies(got_body), body, "{what}");
                 }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        Outcome::Traced { id, trace } => {
+            assert!(sent.is_empty(), "{what}: {sent:?}");
+            match events.as_slice() {
+                [
+                    Event::Request {
+                        id: got,
+                        trace: got_trace,
+                        ..
+                    },
+                ] => assert_eq!((*got, got_trace), (RequestId(*id), trace), "{what}"),
                 other => panic!("{what}: {other:?}"),
             }
         }

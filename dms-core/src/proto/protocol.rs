@@ -11,6 +11,7 @@ use super::control::{Body, CommandCode, Control, ControlError, Reason, codes, fl
 use super::session::{Session, SessionState};
 use crate::acl::{AclPolicy, Operation, Operations};
 use crate::path::ServicePath;
+use crate::trace::TraceContext;
 use crate::{Multipart, PeerId, Role};
 
 /// Shortest liveness timeout a requester may ask a responder to apply.
@@ -256,6 +257,8 @@ pub enum Event {
         id: RequestId,
         /// The payload frames.
         body: Multipart,
+        /// The requester's trace context (docs/PROTOCOL.md §3.4), if it sent a valid one.
+        trace: Option<TraceContext>,
     },
     /// A one-way message.
     Notification {
@@ -593,6 +596,7 @@ impl Protocol {
                         from,
                         id: RequestId(control.id),
                         body: body(),
+                        trace: control.trace,
                     }
                 } else {
                     Event::Notification {
@@ -758,6 +762,19 @@ impl Protocol {
         body: Multipart,
         timeout: Duration,
     ) -> Result<RequestId, ProtoError> {
+        self.request_traced(now, peer, body, timeout, None)
+    }
+
+    /// As [`request`](Self::request), the REQ carrying the trace context `trace`
+    /// (docs/PROTOCOL.md §3.4); the responder sees it in [`Event::Request`].
+    pub fn request_traced(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        body: Multipart,
+        timeout: Duration,
+        trace: Option<TraceContext>,
+    ) -> Result<RequestId, ProtoError> {
         if self.pending.len() >= self.config.max_pending {
             return Err(ProtoError::TooManyPending {
                 max: self.config.max_pending,
@@ -780,7 +797,8 @@ impl Protocol {
             },
         );
         self.deadlines.insert((deadline, id));
-        let control = Control::new(CommandCode::Req, flags::EXPECT_REPLY, id, Body::Empty);
+        let control =
+            Control::new(CommandCode::Req, flags::EXPECT_REPLY, id, Body::Empty).with_trace(trace);
         self.push(peer, control, body);
         Ok(RequestId(id))
     }
