@@ -68,6 +68,8 @@
 #![forbid(unsafe_code)]
 
 mod awaiting;
+#[cfg(feature = "config")]
+pub mod config;
 mod driver;
 mod error;
 mod incoming;
