@@ -25,6 +25,10 @@ pub(crate) struct AwaitingRequest {
     /// When the request times out, counted from when the application made it.
     pub(crate) deadline: Instant,
     pub(crate) done: oneshot::Sender<Result<Reply, RequestError>>,
+    /// What the REQ will carry (docs/PROTOCOL.md §3.4).
+    pub(crate) trace: Option<dms_core::trace::TraceContext>,
+    /// The request's `dms.request` span.
+    pub(crate) span: tracing::Span,
 }
 
 impl AwaitingRequest {

@@ -11,10 +11,11 @@ use dms_core::dispatch::{Candidate, DispatchPolicy};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::control::{CommandCode, Control, Reason, codes};
 use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId};
+use dms_core::trace::TraceContext;
 use dms_core::{Incoming, Multipart, PeerId, SendError};
 use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{Span, debug, debug_span, info, warn};
 
 use crate::awaiting::{Awaiting, AwaitingRequest};
 use crate::incoming::{IncomingRequest, Kind, Responder};
@@ -66,6 +67,10 @@ pub(crate) enum Command {
         body: Multipart,
         timeout: Duration,
         done: oneshot::Sender<Result<Reply, RequestError>>,
+        /// What the REQ carries (docs/PROTOCOL.md §3.4).
+        trace: Option<TraceContext>,
+        /// `dms.request`: the driver records the instance and the request id in it.
+        span: Span,
     },
     Notify {
         to: Destination,
@@ -429,8 +434,18 @@ impl Driver {
                 from,
                 id,
                 body,
-                trace: _,
+                trace,
             } => {
+                let span = debug_span!(
+                    target: crate::trace::TARGET,
+                    parent: None,
+                    "dms.handle",
+                    node = %self.local,
+                    from = %from,
+                    request_id = id.0,
+                    traceparent = tracing::field::Empty,
+                );
+                crate::trace::incoming(&span, trace);
                 let request = IncomingRequest {
                     from,
                     body,
@@ -439,6 +454,8 @@ impl Driver {
                         id,
                         commands: self.command_tx.upgrade().unwrap_or_else(closed_sender),
                         answered: false,
+                        trace,
+                        span,
                     }),
                 };
                 match self.incoming.try_push(&peer, request) {
@@ -583,6 +600,8 @@ impl Driver {
                 body,
                 timeout,
                 done,
+                trace,
+                span,
             } => self.request(
                 now,
                 AwaitingRequest {
@@ -590,6 +609,8 @@ impl Driver {
                     body,
                     deadline: now + timeout,
                     done,
+                    trace,
+                    span,
                 },
             ),
             Command::Notify { to, body, done } => {
@@ -685,16 +706,24 @@ impl Driver {
             self.state.awaiting.push(request);
             return;
         }
-        let AwaitingRequest { body, done, .. } = request;
+        let AwaitingRequest {
+            body,
+            done,
+            trace,
+            span,
+            ..
+        } = request;
         let result = picked.and_then(|(peer, path)| {
             self.check_size(&peer, &body)?;
             self.proto
-                .request(now, &peer, body, timeout)
+                .request_traced(now, &peer, body, timeout, trace)
                 .map(|id| (id, path.clone()))
                 .map_err(|e| not_sent(e, &path))
         });
         match result {
             Ok((id, path)) => {
+                span.record("instance", tracing::field::display(&path));
+                span.record("request_id", id.0);
                 self.state.waiting.insert(id, Waiter { to: path, done });
             }
             Err(error) => {

@@ -5,7 +5,9 @@ use dms_core::PeerId;
 use dms_core::path::ServicePath;
 use dms_core::proto::RequestId;
 use dms_core::proto::control::{Reason, codes};
+use dms_core::trace::TraceContext;
 use tokio::sync::mpsc;
+use tracing::{Instrument, Span, debug_span};
 
 use crate::RequestError;
 use crate::driver::Command;
@@ -32,11 +34,16 @@ pub(crate) struct Responder {
     pub(crate) id: RequestId,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) answered: bool,
+    /// The requester's trace context, as the REQ carried it.
+    pub(crate) trace: Option<TraceContext>,
+    /// `dms.handle` (see [`crate::trace`]).
+    pub(crate) span: Span,
 }
 
 impl Responder {
     async fn answer(mut self, result: Result<Multipart, Reason>) -> Result<(), RequestError> {
         self.answered = true;
+        let span = self.reply_span(result.as_ref().err().map(|reason| reason.code));
         let command = Command::Reply {
             peer: self.peer.clone(),
             id: self.id,
@@ -44,14 +51,27 @@ impl Responder {
         };
         self.commands
             .send(command)
+            .instrument(span)
             .await
             .map_err(|_| RequestError::Closed)
+    }
+
+    /// `dms.reply`, a child of `dms.handle`.
+    fn reply_span(&self, error_code: Option<u16>) -> Span {
+        debug_span!(
+            target: crate::trace::TARGET,
+            parent: &self.span,
+            "dms.reply",
+            request_id = self.id.0,
+            error_code,
+        )
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
+            let _span = self.reply_span(Some(codes::NO_HANDLER)).entered();
             let _ = self.commands.try_send(Command::Reply {
                 peer: self.peer.clone(),
                 id: self.id,
@@ -73,6 +93,60 @@ impl IncomingRequest {
     /// The payload frames.
     pub fn body(&self) -> &Multipart {
         &self.body
+    }
+
+    /// The requester's W3C trace context (docs/PROTOCOL.md §3.4), if its request carried
+    /// a valid one; `None` for notifications. Its parent id is the requester's span.
+    ///
+    /// To keep the trace going through a request this handler makes in turn (without the
+    /// feature `otel`, which does it from the current span), pass it on with
+    /// [`RequestOptions::trace`](crate::RequestOptions::trace):
+    ///
+    /// ```no_run
+    /// # async fn forward(node: dms::Node, request: dms::IncomingRequest) -> Result<(), dms::RequestError> {
+    /// use dms::RequestOptions;
+    ///
+    /// let next = "/demo/cn/android/w1/g1/Battle".parse().expect("a cluster path");
+    /// let options = RequestOptions::new().trace(request.trace_context());
+    /// let reply = node.request_with(&next, 7u64, request.body().clone(), options).await?;
+    /// request.reply(reply.body).await
+    /// # }
+    /// ```
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        match &self.kind {
+            Kind::Request(responder) => responder.trace,
+            Kind::Notification { .. } => None,
+        }
+    }
+
+    /// The `dms.handle` span of this request (DEBUG level, target `dms::trace`; fields
+    /// `node`, `from`, `request_id`, `traceparent`): run the handler in it, so that what
+    /// it logs and the requests it makes belong to the request's trace. With the feature
+    /// `otel` its OpenTelemetry parent is the requester's span. A disabled span for a
+    /// notification.
+    ///
+    /// ```no_run
+    /// use tracing::Instrument;
+    ///
+    /// # async fn serve(node: dms::Node) {
+    /// while let Some(request) = node.next_request().await {
+    ///     let span = request.span();
+    ///     tokio::spawn(
+    ///         async move {
+    ///             tracing::info!("handling");
+    ///             let body = request.body().clone();
+    ///             let _ = request.reply(body).await;
+    ///         }
+    ///         .instrument(span),
+    ///     );
+    /// }
+    /// # }
+    /// ```
+    pub fn span(&self) -> Span {
+        match &self.kind {
+            Kind::Request(responder) => responder.span.clone(),
+            Kind::Notification { .. } => Span::none(),
+        }
     }
 
     /// Whether the sender waits for a reply.

@@ -33,6 +33,20 @@
 //! backpressure), so tower's timeout, limit, load-shed and buffer layers compose on
 //! either side.
 //!
+//! # Tracing
+//!
+//! Each request carries a W3C trace context when it has one (`traceparent`, in the
+//! control frame's extension block: `docs/PROTOCOL.md` §3.4; version-1 peers ignore it).
+//! The kernel opens `tracing` spans at DEBUG level, target `dms::trace`: `dms.request`
+//! on the caller's side (fields `node`, `cluster`, `key`, `instance`, `request_id`,
+//! `traceparent`), `dms.handle` on the responder's ([`IncomingRequest::span`]: `node`,
+//! `from`, `request_id`, `traceparent`) and `dms.reply` under it. A handler reads the
+//! requester's context with [`IncomingRequest::trace_context`]; a caller sets one with
+//! [`RequestOptions::trace`]. With the feature `otel` the spans join the caller's
+//! OpenTelemetry trace (`tracing-opentelemetry`): the wire carries the `dms.request`
+//! span's context and `dms.handle` takes the remote one as parent, so a trace follows a
+//! request across processes (`examples/trace.rs` prints such a span tree).
+//!
 //! # Metrics
 //!
 //! A node records its figures through the [`metrics`](https://docs.rs/metrics) facade:
@@ -80,6 +94,7 @@ mod request_queue;
 #[cfg(feature = "tower")]
 pub mod service;
 mod telemetry;
+mod trace;
 mod transport;
 pub mod typed;
 
@@ -88,6 +103,7 @@ pub use dms_core::acl;
 pub use dms_core::acl::{AclPolicy, Operation};
 pub use dms_core::path::{ClusterPath, PathError, ServicePath};
 pub use dms_core::proto::{PingLimit, ProtoStats};
+pub use dms_core::trace::TraceContext;
 pub use dms_core::{Endpoint, Multipart};
 pub use dms_discovery::Discovery;
 pub use dms_discovery::memory::MemoryDiscovery;
@@ -105,5 +121,7 @@ pub use dms_transport_shm as shm;
 pub use dms_transport_tcp as tcp;
 pub use error::{AclFileError, Outcome, RequestError, StartError};
 pub use incoming::IncomingRequest;
-pub use node::{DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply};
+pub use node::{
+    DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply, RequestOptions,
+};
 pub use transport::DEFAULT_PREFERENCE;

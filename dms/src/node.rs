@@ -9,12 +9,14 @@ use dms_core::acl::{AclPolicy, MAX_POLICY_LEN, Operations, Pattern, Rule};
 use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{PingLimit, ProtoConfig, ProtoStats, Protocol, StatsHandle};
+use dms_core::trace::TraceContext;
 use dms_core::{Endpoint, Multipart, Role};
 use dms_discovery::Discovery;
 use dms_discovery::memory::MemoryDiscovery;
 #[cfg(feature = "tcp")]
 use dms_transport_tcp::TcpConfigBuilder;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{Instrument, debug_span};
 
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
 use crate::registrar::{Registrant, keep_registered};
@@ -30,6 +32,55 @@ pub struct Reply {
     pub from: ServicePath,
     /// Its payload frames.
     pub body: Multipart,
+}
+
+/// Options of one request: [`Node::request_with`], [`Node::request_instance_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use dms::{RequestOptions, TraceContext};
+///
+/// let trace: TraceContext = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse()?;
+/// let options = RequestOptions::new()
+///     .timeout(Duration::from_millis(300))
+///     .trace(Some(trace));
+/// assert_eq!(options.trace, Some(trace));
+/// # Ok::<(), dms_core::trace::InvalidTraceparent>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// How long to wait for the reply; `None`: the node's default
+    /// ([`NodeBuilder::request_timeout`]).
+    pub timeout: Option<Duration>,
+    /// The W3C trace context the REQ carries (docs/PROTOCOL.md §3.4), e.g. that of the
+    /// request being handled ([`IncomingRequest::trace_context`]) or of the caller's own
+    /// tracing system. Without the feature `otel` it goes on the wire as it is (`None`:
+    /// no trace context, nothing more on the wire). With `otel` the caller's current span
+    /// comes first: when it has an OpenTelemetry context, the request's `dms.request`
+    /// span is its child and this is not used; otherwise this becomes the OpenTelemetry
+    /// parent of `dms.request`. Either way the context of `dms.request` goes on the wire
+    /// (this one, as it is, when no OpenTelemetry layer records the spans).
+    pub trace: Option<TraceContext>,
+}
+
+impl RequestOptions {
+    /// The defaults: the node's timeout, no explicit trace context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits at most `timeout` for the reply.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Carries the trace context `trace` (`None`: none given).
+    pub fn trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
+    }
 }
 
 /// A peer coming or going, as the node sees it.
@@ -701,7 +752,36 @@ impl Node {
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.counted(self.send_request(to, body, timeout).await)
+        self.counted(self.send_request(to, body, timeout, None).await)
+    }
+
+    /// As [`request`](Self::request), with [`RequestOptions`]: a timeout, a trace
+    /// context.
+    ///
+    /// ```no_run
+    /// # async fn f(lobby: dms::Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// use dms::{Multipart, RequestOptions, TraceContext};
+    ///
+    /// let battle = "/demo/cn/android/w1/g1/Battle".parse()?;
+    /// let trace: TraceContext = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse()?;
+    /// let options = RequestOptions::new().trace(Some(trace));
+    /// let reply = lobby
+    ///     .request_with(&battle, "player-42", Multipart::from_frames(["join"]), options)
+    ///     .await?;
+    /// # let _ = reply;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn request_with(
+        &self,
+        cluster: &ClusterPath,
+        key: impl Into<DispatchKey>,
+        body: Multipart,
+        options: RequestOptions,
+    ) -> Result<Reply, RequestError> {
+        let to = Destination::Cluster(cluster.clone(), key.into().0);
+        let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
+        self.counted(self.send_request(to, body, timeout, options.trace).await)
     }
 
     /// As [`request`](Self::request), not counted (the typed API counts its own outcome).
@@ -712,7 +792,7 @@ impl Node {
         body: Multipart,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Cluster(cluster.clone(), key.into().0);
-        self.send_request(to, body, self.inner.request_timeout)
+        self.send_request(to, body, self.inner.request_timeout, None)
             .await
     }
 
@@ -734,21 +814,61 @@ impl Node {
         timeout: Duration,
     ) -> Result<Reply, RequestError> {
         let to = Destination::Instance(instance.clone());
-        self.counted(self.send_request(to, body, timeout).await)
+        self.counted(self.send_request(to, body, timeout, None).await)
     }
 
+    /// As [`request_instance`](Self::request_instance), with [`RequestOptions`].
+    pub async fn request_instance_with(
+        &self,
+        instance: &ServicePath,
+        body: Multipart,
+        options: RequestOptions,
+    ) -> Result<Reply, RequestError> {
+        let to = Destination::Instance(instance.clone());
+        let timeout = options.timeout.unwrap_or(self.inner.request_timeout);
+        self.counted(self.send_request(to, body, timeout, options.trace).await)
+    }
+
+    /// Sends a request in its `dms.request` span (see [`crate::trace`]).
     async fn send_request(
         &self,
         to: Destination,
         body: Multipart,
         timeout: Duration,
+        trace: Option<TraceContext>,
     ) -> Result<Reply, RequestError> {
+        let span = match &to {
+            Destination::Cluster(cluster, key) => debug_span!(
+                target: crate::trace::TARGET,
+                "dms.request",
+                node = %self.inner.path,
+                cluster = %cluster,
+                key = *key,
+                instance = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+                traceparent = tracing::field::Empty,
+            ),
+            Destination::Instance(path) => debug_span!(
+                target: crate::trace::TARGET,
+                "dms.request",
+                node = %self.inner.path,
+                cluster = %path.cluster(),
+                instance = %path,
+                request_id = tracing::field::Empty,
+                traceparent = tracing::field::Empty,
+            ),
+        };
+        let trace = crate::trace::outgoing(&span, trace);
+        let request_span = span.clone();
         self.submit(|done| Command::Request {
             to,
             body,
             timeout,
             done,
+            trace,
+            span: request_span,
         })
+        .instrument(span)
         .await
     }
 
