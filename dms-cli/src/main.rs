@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod config;
 mod demo;
 mod discovery_url;
 mod failure;
@@ -59,6 +60,11 @@ enum Commands {
     /// discovery churn), with `--peers` also raw TCP and libzmq in the same run, and prints
     /// a table or, with `--json`, lines comparable with shared/peers.
     Bench(bench::BenchArgs),
+    /// Node configuration files: `dms config check FILE` reports every error with its
+    /// line (`FILE:LINE:COL: field: message`, exit 2) or prints `ok` and the
+    /// configuration in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Certificates for QUIC: `dms certs dev DIR --service PATH` makes a DEVELOPMENT CA
     /// and node certificates (never in production).
     #[command(subcommand)]
@@ -66,6 +72,14 @@ enum Commands {
     /// The second process of `dms bench` (internal).
     #[command(hide = true)]
     BenchWorker(bench::WorkerArgs),
+}
+
+/// `dms config` subcommands.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Checks a node configuration file (as `dms node --config FILE` reads it): every
+    /// error with its line, or `ok` and the configuration in effect.
+    Check(config::CheckArgs),
 }
 
 /// `dms certs` subcommands.
@@ -140,6 +154,7 @@ fn main() -> ExitCode {
             Commands::Bench(args) => bench::run(args).await,
             Commands::BenchWorker(args) => bench::worker(args).await,
             Commands::Certs(CertsCommand::Dev(args)) => transport_args::dev_certs(&args),
+            Commands::Config(ConfigCommand::Check(args)) => config::check(&args),
         }
     });
     match result {

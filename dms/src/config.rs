@@ -485,7 +485,12 @@ impl NodeConfig {
         let doc = ImDocument::parse(text).map_err(|e| {
             ConfigErrors::one(
                 "syntax",
-                e.message().trim().to_owned(),
+                e.message()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(": "),
                 origin_of(text, e.span()),
             )
         })?;
