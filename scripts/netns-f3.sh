@@ -58,13 +58,19 @@ CLUSTER="$WORLD/Echo"
 
 work=$(mktemp -d /tmp/dms-netns-f3.XXXXXX)
 pids=()
+# Every process this script started runs inside one of its two namespaces (`ip netns pids`
+# lists them); the background shells around them are in `pids`.
+in_namespaces() { ip netns pids "$NS_A" 2>/dev/null || true; ip netns pids "$NS_B" 2>/dev/null || true; }
 cleanup() {
   local pid
-  for pid in "${pids[@]}"; do
+  for pid in $(in_namespaces) "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
-  sleep 0.3
-  for pid in "${pids[@]}"; do
+  for _ in $(seq 20); do
+    [[ -z "$(in_namespaces)" ]] && break
+    sleep 0.1
+  done
+  for pid in $(in_namespaces); do
     kill -9 "$pid" 2>/dev/null || true
   done
   ip netns del "$NS_A" 2>/dev/null || true
