@@ -1062,7 +1062,23 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Follows one target cluster in discovery: a snapshot, then its changes; a new snapshot
 /// whenever the history cannot be replayed (compaction) or the watch breaks. While
 /// discovery is unreachable the node keeps its last view.
+///
+/// Ends as soon as the node is gone (`out` closed), whatever it is waiting for: a stopped
+/// node leaves no task and no discovery watch behind (the L9 soak found one per target
+/// cluster, kept until that cluster next changed).
 pub(crate) async fn watch_cluster<D: Discovery>(
+    discovery: D,
+    cluster: ClusterPath,
+    out: mpsc::Sender<WatchItem>,
+) {
+    let closed = out.clone();
+    tokio::select! {
+        () = follow_cluster(discovery, cluster, out) => {}
+        () = closed.closed() => {}
+    }
+}
+
+async fn follow_cluster<D: Discovery>(
     discovery: D,
     cluster: ClusterPath,
     out: mpsc::Sender<WatchItem>,
