@@ -19,8 +19,9 @@
 //!   and hands its two directions to [`LinkSet::establish`], which returns a
 //!   [`LinkHandle`] (a failed incoming connection is reported with
 //!   [`LinkSet::emit_refused`]); accept loops stop on [`LinkSet::closed`];
-//! * `try_send`, `try_send_urgent`, `send`, `recv`, `recv_many`, `disconnect` and
-//!   `close` are one-line forwards to the methods of the same name;
+//! * `try_send`, `try_send_urgent`, `send`, `recv`, `recv_many` and `pause_reading` are
+//!   forwards to the methods of the same name, written once by [`forward_to_links!`];
+//!   `disconnect` and `close` usually are too;
 //! * the transport closes the set when its last handle goes.
 //!
 //! The reader and writer are generic over [`tokio::io::AsyncRead`] and
@@ -125,6 +126,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod forward;
 mod handshake;
 mod handshakes;
 mod inbox;
@@ -138,3 +140,7 @@ pub use config::{ConfigError, LinkConfig, LinkConfigBuilder};
 pub use handshakes::HandshakePermit;
 pub use registry::{LinkHandle, LinkSet, Slot};
 pub use stats::LinkStats;
+
+/// The core crate, for [`forward_to_links!`]'s expansion.
+#[doc(hidden)]
+pub use dms_core as __dms_core;

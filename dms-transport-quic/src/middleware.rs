@@ -5,10 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dms_core::{
-    Endpoint, Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Multipart, PeerId, Role,
-    SendError,
-};
+use dms_core::{Endpoint, LinkDownCause, MessageMiddleware, MiddlewareError, PeerId, Role};
 use dms_link::{LinkHandle, LinkSet, LinkStats, Slot};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, TransportConfig, VarInt};
@@ -148,6 +145,11 @@ fn transport(
 }
 
 impl QuicMiddleware {
+    /// The link set every link lives in (the forwards of `forward_to_links!`).
+    fn links(&self) -> &LinkSet {
+        &self.shared.links
+    }
+
     /// A middleware with `config`. Must be used inside a tokio runtime.
     pub fn new(config: QuicConfig) -> Result<Self, QuicConfigError> {
         let tls = config.tls();
@@ -405,36 +407,10 @@ impl MessageMiddleware for QuicMiddleware {
         }
     }
 
-    fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.try_send(msg)
-    }
-
-    fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.try_send_urgent(msg)
-    }
-
-    async fn send(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.send(msg).await
-    }
-
-    async fn recv(&self) -> Result<Incoming, MiddlewareError> {
-        self.shared.links.recv().await
-    }
-
-    async fn recv_many(
-        &self,
-        items: &mut Vec<Incoming>,
-        limit: usize,
-    ) -> Result<usize, MiddlewareError> {
-        self.shared.links.recv_many(items, limit).await
-    }
+    dms_link::forward_to_links!(links);
 
     fn close(&self) {
         self.shared.close();
-    }
-
-    fn pause_reading(&self, peer: &PeerId, paused: bool) {
-        self.shared.links.pause_reading(peer, paused);
     }
 
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dms_core::{
-    Endpoint, Incoming, MessageMiddleware, MiddlewareError, Multipart, PeerId, Role, SendError,
-};
+use dms_core::{Endpoint, MessageMiddleware, MiddlewareError, PeerId, Role};
 use dms_link::{LinkHandle, LinkSet, LinkStats, Slot};
 use tokio::net::UnixListener;
 use tracing::debug;
@@ -64,6 +62,11 @@ impl Drop for Owner {
 }
 
 impl ShmMiddleware {
+    /// The link set every link lives in (the forwards of `forward_to_links!`).
+    fn links(&self) -> &LinkSet {
+        &self.shared.links
+    }
+
     /// A middleware with `config`.
     pub fn new(config: ShmConfig) -> Self {
         let policy = Policy {
@@ -256,36 +259,10 @@ impl MessageMiddleware for ShmMiddleware {
         }
     }
 
-    fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.try_send(msg)
-    }
-
-    fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.try_send_urgent(msg)
-    }
-
-    async fn send(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.send(msg).await
-    }
-
-    async fn recv(&self) -> Result<Incoming, MiddlewareError> {
-        self.shared.links.recv().await
-    }
-
-    async fn recv_many(
-        &self,
-        items: &mut Vec<Incoming>,
-        limit: usize,
-    ) -> Result<usize, MiddlewareError> {
-        self.shared.links.recv_many(items, limit).await
-    }
+    dms_link::forward_to_links!(links);
 
     fn close(&self) {
         self.shared.links.close();
-    }
-
-    fn pause_reading(&self, peer: &PeerId, paused: bool) {
-        self.shared.links.pause_reading(peer, paused);
     }
 
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {

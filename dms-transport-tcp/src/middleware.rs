@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use dms_core::{
-    Endpoint, Incoming, MessageMiddleware, MiddlewareError, Multipart, PeerId, SendError,
-};
+use dms_core::{Endpoint, MessageMiddleware, MiddlewareError, PeerId};
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -36,6 +34,11 @@ impl Drop for Owner {
 }
 
 impl TcpMiddleware {
+    /// The link set every link lives in (the forwards of `forward_to_links!`).
+    fn links(&self) -> &dms_link::LinkSet {
+        &self.shared.links
+    }
+
     /// A middleware with `config`. Must be used inside a tokio runtime.
     pub fn new(config: TcpConfig) -> Self {
         let shared = Arc::new(Shared::new(config));
@@ -96,36 +99,10 @@ impl MessageMiddleware for TcpMiddleware {
         Ok(peer)
     }
 
-    fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.try_send(msg)
-    }
-
-    fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.try_send_urgent(msg)
-    }
-
-    async fn send(&self, msg: Multipart) -> Result<(), SendError> {
-        self.shared.links.send(msg).await
-    }
-
-    async fn recv(&self) -> Result<Incoming, MiddlewareError> {
-        self.shared.links.recv().await
-    }
-
-    async fn recv_many(
-        &self,
-        items: &mut Vec<Incoming>,
-        limit: usize,
-    ) -> Result<usize, MiddlewareError> {
-        self.shared.links.recv_many(items, limit).await
-    }
+    dms_link::forward_to_links!(links);
 
     fn close(&self) {
         self.shared.links.close();
-    }
-
-    fn pause_reading(&self, peer: &PeerId, paused: bool) {
-        self.shared.links.pause_reading(peer, paused);
     }
 
     async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {
