@@ -63,21 +63,37 @@
 //! # }
 //! ```
 #![cfg(target_os = "linux")]
+// A loom build holds the ring for its model checks only: outside them nothing uses it.
+#![cfg_attr(dms_loom, allow(dead_code))]
 
+// Under `--cfg dms_loom` (the ring's model checks) only the ring and its atomics are
+// built: there is no shared memory, socket or runtime inside a loom model.
+#[cfg(not(dms_loom))]
 mod address;
+#[cfg(not(dms_loom))]
 mod bells;
+#[cfg(not(dms_loom))]
 mod config;
+#[cfg(not(dms_loom))]
 mod middleware;
+#[cfg(not(dms_loom))]
 mod region;
+#[cfg(not(dms_loom))]
 mod rendezvous;
 mod ring;
+#[cfg(not(dms_loom))]
 mod stream;
 mod sync;
 
+#[cfg(not(dms_loom))]
 pub use address::{MAX_NAME_LEN, host_key, is_local};
+#[cfg(not(dms_loom))]
 pub use config::{ShmConfig, ShmConfigBuilder, ShmConfigError};
+#[cfg(not(dms_loom))]
 pub use middleware::{ShmMiddleware, ShmStats};
+#[cfg(not(dms_loom))]
 pub use region::RegionError;
+#[cfg(not(dms_loom))]
 pub use rendezvous::{SetupError, Status};
 pub use ring::Corrupt;
 

@@ -152,21 +152,6 @@ impl RingMemory {
         }
     }
 
-    /// Under loom there is no shared memory, only [`on_heap`](Self::on_heap) rings inside
-    /// a model: this keeps the rest of the crate building with `--cfg dms_loom`.
-    ///
-    /// # Safety
-    ///
-    /// None needed: it always panics.
-    #[cfg(dms_loom)]
-    pub(crate) unsafe fn from_raw(
-        _base: NonNull<u8>,
-        _capacity: usize,
-        _owner: Arc<dyn Send + Sync>,
-    ) -> Self {
-        unimplemented!("shared-memory rings are not modelled under loom: use on_heap")
-    }
-
     #[cfg(test)]
     /// A ring of `capacity` bytes (a power of two) on the heap, and a second handle to
     /// the same memory: one for the producer, one for the consumer (tests, miri, loom).
