@@ -64,7 +64,7 @@ impl Bell {
     pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<io::Result<Ring>> {
         loop {
             let mut guard = ready!(self.socket.poll_read_ready(cx))?;
-            let mut drain = [0u8; 64];
+            let mut drain = [0u8; 256];
             match rustix::net::recv(self.socket.get_ref(), &mut drain, RecvFlags::DONTWAIT) {
                 Ok((0, _)) => return Poll::Ready(Ok(Ring::Gone)),
                 Ok(_) => return Poll::Ready(Ok(Ring::Rung)),

@@ -79,6 +79,9 @@ enum Spun {
     Park,
 }
 
+/// Doorbell wake-ups one poll handles with nothing to show for them before it yields.
+const RINGS_PER_POLL: usize = 8;
+
 /// Looks per round before yielding.
 const LOOKS_PER_ROUND: usize = 32;
 
@@ -193,6 +196,7 @@ impl AsyncRead for ShmReader {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        let mut rings = 0;
         loop {
             if this.take(buf)? {
                 return Poll::Ready(Ok(()));
@@ -200,9 +204,8 @@ impl AsyncRead for ShmReader {
             // Nothing committed. The close flag is stored after the last commit, so once
             // it is seen an empty ring is the end.
             if this.ring.is_closed() {
-                if this.take(buf)? {
-                    return Poll::Ready(Ok(()));
-                }
+                // What was committed before the close, else the end.
+                this.take(buf)?;
                 return Poll::Ready(Ok(()));
             }
             if this.peer_gone {
@@ -230,7 +233,16 @@ impl AsyncRead for ShmReader {
             }
             this.spin.parking();
             match this.bells.data.poll_wait(cx) {
-                Poll::Ready(Ok(Ring::Rung)) => {}
+                Poll::Ready(Ok(Ring::Rung)) => {
+                    rings += 1;
+                    if rings >= RINGS_PER_POLL {
+                        // Rung again and again with nothing to read: a peer flooding the
+                        // doorbell does not keep this task (and its thread) busy.
+                        this.ring.unpark();
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
                 Poll::Ready(Ok(Ring::Gone)) => this.peer_gone = true,
                 Poll::Ready(Err(error)) => {
                     this.ring.unpark();
@@ -284,6 +296,7 @@ impl ShmWriter {
         if bufs.iter().all(|b| b.is_empty()) {
             return Poll::Ready(Ok(0));
         }
+        let mut rings = 0;
         loop {
             if self.peer_gone {
                 return Poll::Ready(Err(io::Error::new(
@@ -305,7 +318,15 @@ impl ShmWriter {
                 continue;
             }
             match self.bells.space.poll_wait(cx) {
-                Poll::Ready(Ok(Ring::Rung)) => {}
+                Poll::Ready(Ok(Ring::Rung)) => {
+                    rings += 1;
+                    if rings >= RINGS_PER_POLL {
+                        // As for the reader: a flooded doorbell yields.
+                        self.ring.unpark();
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
                 Poll::Ready(Ok(Ring::Gone)) => self.peer_gone = true,
                 Poll::Ready(Err(error)) => {
                     self.ring.unpark();
