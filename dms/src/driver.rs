@@ -177,6 +177,8 @@ impl Driver {
         let (connected_tx, mut connected) = mpsc::channel::<Connected>(256);
         let (closed_tx, mut closed) = mpsc::channel::<PeerId>(256);
         let mut inbox = Vec::with_capacity(INBOX_BATCH);
+        // The buffers of the other media (see `Transports::recv_many`), kept across batches.
+        let mut spare: [Vec<Incoming>; 3] = Default::default();
         self.closed_tx = Some(closed_tx);
         let snapshot: Vec<_> = self.targets.keys().cloned().collect();
         for cluster in snapshot {
@@ -207,7 +209,7 @@ impl Driver {
                         return;
                     }
                 },
-                taken = self.transports.recv_many(&mut inbox, INBOX_BATCH) => match taken {
+                taken = self.transports.recv_many(&mut inbox, &mut spare, INBOX_BATCH) => match taken {
                     Ok(medium) => {
                         for item in inbox.drain(..) {
                             if self.transports.observe(medium, &item) {

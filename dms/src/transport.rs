@@ -643,51 +643,58 @@ impl Transports {
     }
 
     /// Waits for the next items of any medium; returns the medium they all came from.
-    /// Cancel-safe (each medium's `recv_many` is, and only one of them completes).
+    /// `spare` holds the buffers of the media polled after the first (kept by the caller,
+    /// so a batch allocates nothing once they have grown). Cancel-safe (each medium's
+    /// `recv_many` is, and only one of them completes).
     pub(crate) async fn recv_many(
         &self,
         items: &mut Vec<Incoming>,
+        spare: &mut [Vec<Incoming>; 3],
         limit: usize,
     ) -> Result<Medium, MiddlewareError> {
         if let Some(medium) = self.single {
             return self.recv_on(medium, items, limit).await.map(|_| medium);
         }
         // Every medium at once, each into a buffer of its own; the first to complete
-        // wins and the others are dropped (cancel-safe). The first medium polled turns
-        // with every call, so a busy medium cannot starve the others.
+        // wins and the others are dropped (cancel-safe: they took nothing). The first
+        // medium polled turns with every call, so a busy medium cannot starve the others.
         let media = &self.media;
         let first = self.turn.fetch_add(1, Ordering::Relaxed);
-        let at = |i: usize| media.get((first + i) % media.len().max(1)).copied();
-        let slot0 = std::pin::pin!(self.recv_slot(at(0), limit));
-        let slot1 = std::pin::pin!(self.recv_slot(at(1).filter(|_| media.len() > 1), limit));
-        let slot2 = std::pin::pin!(self.recv_slot(at(2).filter(|_| media.len() > 2), limit));
-        let slot3 = std::pin::pin!(self.recv_slot(at(3).filter(|_| media.len() > 3), limit));
-        let mut slots = [slot0, slot1, slot2, slot3];
-        let (medium, taken, mut received) = std::future::poll_fn(|cx| {
-            for slot in &mut slots {
-                if let std::task::Poll::Ready(done) = slot.as_mut().poll(cx) {
-                    return std::task::Poll::Ready(done);
+        let at = |i: usize| (i < media.len()).then(|| media[(first + i) % media.len()]);
+        let (winner, medium, taken) = {
+            let [spare1, spare2, spare3] = &mut *spare;
+            let slot0 = std::pin::pin!(self.recv_slot(at(0), items, limit));
+            let slot1 = std::pin::pin!(self.recv_slot(at(1), spare1, limit));
+            let slot2 = std::pin::pin!(self.recv_slot(at(2), spare2, limit));
+            let slot3 = std::pin::pin!(self.recv_slot(at(3), spare3, limit));
+            let mut slots = [slot0, slot1, slot2, slot3];
+            std::future::poll_fn(|cx| {
+                for (i, slot) in slots.iter_mut().enumerate() {
+                    if let std::task::Poll::Ready((medium, taken)) = slot.as_mut().poll(cx) {
+                        return std::task::Poll::Ready((i, medium, taken));
+                    }
                 }
-            }
-            std::task::Poll::Pending
-        })
-        .await;
-        items.append(&mut received);
+                std::task::Poll::Pending
+            })
+            .await
+        };
+        if winner > 0 {
+            items.append(&mut spare[winner - 1]);
+        }
         taken.map(|_| medium)
     }
 
-    /// One medium's `recv_many` into a buffer of its own (none: never completes).
+    /// One medium's `recv_many` into `items` (none: never completes).
     async fn recv_slot(
         &self,
         medium: Option<Medium>,
+        items: &mut Vec<Incoming>,
         limit: usize,
-    ) -> (Medium, Result<usize, MiddlewareError>, Vec<Incoming>) {
+    ) -> (Medium, Result<usize, MiddlewareError>) {
         let Some(medium) = medium else {
             return std::future::pending().await;
         };
-        let mut received = Vec::new();
-        let taken = self.recv_on(medium, &mut received, limit).await;
-        (medium, taken, received)
+        (medium, self.recv_on(medium, items, limit).await)
     }
 
     /// `recv_many` of one medium.
