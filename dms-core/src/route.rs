@@ -1258,3 +1258,32 @@ mod tests {
         }
     }
 }
+
+// TEMPORARY shim until the transit/policy work lands (replaced on merge).
+/// How an instance picks the next hop towards a destination.
+pub trait RoutePolicy: Send + 'static {
+    /// The neighbour of `from` to send a message for `to` to.
+    fn next_hop(
+        &mut self,
+        table: &mut RoutingTable,
+        from: &ServicePath,
+        to: &ServicePath,
+    ) -> Option<ServicePath>;
+}
+/// The default: shortest path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShortestPath;
+impl RoutePolicy for ShortestPath {
+    fn next_hop(
+        &mut self,
+        table: &mut RoutingTable,
+        from: &ServicePath,
+        to: &ServicePath,
+    ) -> Option<ServicePath> {
+        table.next_hop(from, to).cloned()
+    }
+}
+impl<N: Ord + Clone> RoutingTable<N> {
+    /// Shim.
+    pub fn set_transit(&mut self, _node: N, _transit: bool) {}
+}

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use dms_core::Backoff;
 use dms_core::dispatch::{Candidate, DispatchPolicy};
 use dms_core::path::{ClusterPath, ServicePath};
-use dms_core::proto::control::{CommandCode, Control, Reason, codes};
-use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId};
+use dms_core::proto::control::{CommandCode, Control, Reason, Route, codes, flags};
+use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId, Routed};
 use dms_core::trace::TraceContext;
 use dms_core::{Incoming, Multipart, PeerId, SendError};
 use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
@@ -18,10 +18,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Span, debug, debug_span, info, warn};
 
 use crate::awaiting::{Awaiting, AwaitingRequest};
+use crate::error::RouteFailure;
+use crate::forwarding::Upstream;
 use crate::incoming::{IncomingRequest, Kind, Responder};
 use crate::registrar::Release;
 use crate::registration::{Registration, cluster_key};
 use crate::request_queue::QueueSender;
+use crate::routing::{RouteItem, Router};
 use crate::telemetry::{EXPORT_INTERVAL, NodeMetrics};
 use crate::transport::Transports;
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
@@ -91,6 +94,10 @@ pub(crate) enum Command {
         cluster: ClusterPath,
         done: oneshot::Sender<Vec<InstanceStatus>>,
     },
+    SetLinkCost {
+        peer: ServicePath,
+        cost: u32,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -109,6 +116,16 @@ pub(crate) enum WatchItem {
     Snapshot(ClusterPath, Vec<(ServicePath, Registration)>),
     Put(ServicePath, Registration),
     Delete(ServicePath),
+}
+
+/// The instance a message goes to and the adjacent peer it is handed to.
+#[derive(Debug, Clone)]
+struct Picked {
+    /// The adjacent peer: `to` itself, or the next hop towards it.
+    next: PeerId,
+    to: ServicePath,
+    /// Sent through the routing table (`next` is not `to`).
+    routed: bool,
 }
 
 /// A request waiting for its reply.
@@ -134,6 +151,15 @@ pub(crate) struct Driver {
     pub(crate) reconnect: (Duration, Duration),
     pub(crate) state: DriverState,
     pub(crate) closed_tx: Option<mpsc::Sender<PeerId>>,
+    /// The routing table and this node's links in it.
+    pub(crate) router: Router,
+    pub(crate) routes: mpsc::Receiver<RouteItem>,
+    /// Target clusters reached only through the routing table: watched, never dialled.
+    pub(crate) routed_targets: HashSet<ClusterPath>,
+    /// How long a forwarded request waits for its next hop's reply.
+    pub(crate) forward_timeout: Duration,
+    /// Hop limit of the routed messages this node originates.
+    pub(crate) hop_limit: u8,
 }
 
 /// The driver's bookkeeping besides the protocol.
@@ -164,6 +190,8 @@ pub(crate) struct DriverState {
     throttled: HashSet<PeerId>,
     /// When the transports' and the protocol's counters are next copied to the recorder.
     next_export: Option<Instant>,
+    /// Requests this node forwarded, by the id of the forwarded copy.
+    pub(crate) forwarded: HashMap<RequestId, Upstream>,
 }
 
 /// Outcome of a connect attempt, reported back to the driver.
@@ -224,6 +252,11 @@ impl Driver {
                 },
                 Some(item) = self.watch.recv() => {
                     self.on_watch(item, &connected_tx);
+                    self.retry_awaiting();
+                }
+                Some(item) = self.routes.recv() => {
+                    self.router.on_item(item);
+                    let _ = self.events.send(NodeEvent::RoutesChanged);
                     self.retry_awaiting();
                 }
                 Some(done) = connected.recv() => self.on_connected(done),
@@ -426,11 +459,13 @@ impl Driver {
                 self.state.retry_at.remove(&path);
                 self.state.backoff.remove(&path);
                 self.state.ready.insert(peer, path.clone());
+                self.router.link_up(&path);
                 self.metrics.peer_up(role, self.state.ready.len());
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
                 self.retry_awaiting();
             }
             Event::PeerLost { peer, path, reason } => self.on_peer_lost(peer, path, reason),
+            Event::Forward { peer, id, message } => self.on_forward(peer, id, message),
             Event::Request {
                 peer,
                 from,
@@ -498,6 +533,9 @@ impl Driver {
                 }
             }
             Event::Reply { id, result } => {
+                let Some(result) = self.on_forwarded_reply(id, result) else {
+                    return;
+                };
                 if let Some(waiter) = self.state.waiting.remove(&id) {
                     let result = match result {
                         Ok(body) => Ok(Reply {
@@ -509,13 +547,20 @@ impl Driver {
                             Err(RequestError::PeerLost(reason.to_string()))
                         }
                         Err(dms_core::proto::RequestError::Remote(reason)) => {
-                            Err(RequestError::Remote {
-                                code: reason.code,
-                                detail: reason.detail,
-                            })
+                            match RouteFailure::from_code(reason.code) {
+                                Some(failure) => Err(RequestError::Route {
+                                    failure,
+                                    detail: reason.detail,
+                                }),
+                                None => Err(RequestError::Remote {
+                                    code: reason.code,
+                                    detail: reason.detail,
+                                }),
+                            }
                         }
-                        Err(dms_core::proto::RequestError::Denied { service, op }) => {
-                            Err(RequestError::denied(service, op))
+                        // The instance asked, also when a broker relayed its refusal.
+                        Err(dms_core::proto::RequestError::Denied { op, .. }) => {
+                            Err(RequestError::denied(waiter.to.clone(), op))
                         }
                         Err(other) => Err(RequestError::PeerLost(other.to_string())),
                     };
@@ -527,7 +572,9 @@ impl Driver {
     }
 
     fn on_peer_lost(&mut self, peer: PeerId, path: Option<ServicePath>, reason: LossReason) {
-        self.state.ready.remove(&peer);
+        if let Some(lost) = self.state.ready.remove(&peer) {
+            self.router.link_down(&lost);
+        }
         self.metrics.peer_lost(&reason, self.state.ready.len());
         let path = path.or_else(|| std::str::from_utf8(peer.as_bytes()).ok()?.parse().ok());
         info!(node = %self.local, peer = %peer, %reason, "peer lost");
@@ -616,12 +663,11 @@ impl Driver {
                 },
             ),
             Command::Notify { to, body, done } => {
-                let result = self.pick(&to).and_then(|(peer, path)| {
-                    self.check_size(&peer, &body)?;
-                    self.proto
-                        .notify(&peer, body, false)
-                        .map(|()| path.clone())
-                        .map_err(|e| not_sent(e, &path))
+                let result = self.pick(&to).and_then(|picked| {
+                    self.check_size(&picked.next, &body)?;
+                    self.send_one_way(&picked, body, false)
+                        .map(|()| picked.to.clone())
+                        .map_err(|e| not_sent(e, &picked.to))
                 });
                 let _ = done.send(result);
             }
@@ -633,10 +679,12 @@ impl Driver {
                 let result = match self.live_instances(&cluster) {
                     Err(error) => Err(error),
                     Ok(live) => {
+                        // One copy per live instance, directly or through the routing
+                        // table: each gets it exactly once.
                         let mut reached = Vec::new();
-                        for (_, path, peer) in live {
-                            if self.proto.notify(&peer, body.clone(), true).is_ok() {
-                                reached.push(path);
+                        for (_, picked) in live {
+                            if self.send_one_way(&picked, body.clone(), true).is_ok() {
+                                reached.push(picked.to);
                             }
                         }
                         Ok(reached)
@@ -664,17 +712,27 @@ impl Driver {
                 let _ = self.proto.reply(&peer, id, result);
             }
             Command::Instances { cluster, done } => {
-                let mut list: Vec<InstanceStatus> = self
+                let registered: Vec<(ServicePath, Registration)> = self
                     .targets
                     .get(&cluster)
                     .into_iter()
                     .flat_map(|instances| instances.iter())
+                    .map(|(path, reg)| (path.clone(), reg.clone()))
+                    .collect();
+                let mut list: Vec<InstanceStatus> = registered
+                    .iter()
                     .map(|(path, reg)| InstanceStatus {
                         path: path.clone(),
                         bucket: reg.bucket,
                         endpoints: reg.endpoints.clone(),
                         state: if self.state.ready.contains_key(&path.peer_id()) {
                             InstanceState::Ready
+                        } else if self.routed_targets.contains(&cluster) {
+                            if self.next_hop(path).is_some() {
+                                InstanceState::Routed
+                            } else {
+                                InstanceState::Unreachable
+                            }
                         } else if self.state.denied.contains_key(path) {
                             InstanceState::Denied
                         } else if self.state.retry_at.contains_key(path) {
@@ -687,6 +745,7 @@ impl Driver {
                 list.sort_by_key(|s| s.bucket);
                 let _ = done.send(list);
             }
+            Command::SetLinkCost { peer, cost } => self.router.set_cost(&peer, cost),
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
             Command::Suspend | Command::Kill { .. } => {}
@@ -715,12 +774,34 @@ impl Driver {
             span,
             ..
         } = request;
-        let result = picked.and_then(|(peer, path)| {
-            self.check_size(&peer, &body)?;
-            self.proto
-                .request_traced(now, &peer, body, timeout, trace)
-                .map(|id| (id, path.clone()))
-                .map_err(|e| not_sent(e, &path))
+        let result = picked.and_then(|picked| {
+            self.check_size(&picked.next, &body)?;
+            let sent = if picked.routed {
+                self.metrics.routed.increment(1);
+                let route = Route {
+                    origin: self.local.clone(),
+                    destination: picked.to.clone(),
+                };
+                self.proto
+                    .forward(
+                        now,
+                        &picked.next,
+                        Routed {
+                            flags: flags::EXPECT_REPLY,
+                            route,
+                            hop_limit: self.hop_limit,
+                            body,
+                            trace,
+                        },
+                        timeout,
+                    )
+                    .map(|id| id.unwrap_or(RequestId(0)))
+            } else {
+                self.proto
+                    .request_traced(now, &picked.next, body, timeout, trace)
+            };
+            sent.map(|id| (id, picked.to.clone()))
+                .map_err(|e| not_sent(e, &picked.to))
         });
         match result {
             Ok((id, path)) => {
@@ -777,35 +858,98 @@ impl Driver {
         self.targets.get(&path.cluster())?.get(path)
     }
 
-    /// Live (probed) instances of a target cluster, sorted by bucket.
+    /// Live instances of a target cluster, sorted by bucket: those with a probed session,
+    /// and those the routing table reaches.
     fn live_instances(
-        &self,
+        &mut self,
         cluster: &ClusterPath,
-    ) -> Result<Vec<(u32, ServicePath, PeerId)>, RequestError> {
-        let instances = self
+    ) -> Result<Vec<(u32, Picked)>, RequestError> {
+        let instances: Vec<(ServicePath, u32)> = self
             .targets
             .get(cluster)
-            .ok_or_else(|| RequestError::NotATarget(cluster.clone()))?;
-        let mut live: Vec<_> = instances
+            .ok_or_else(|| RequestError::NotATarget(cluster.clone()))?
             .iter()
-            .filter_map(|(path, reg)| {
-                let peer = path.peer_id();
-                self.state
-                    .ready
-                    .contains_key(&peer)
-                    .then(|| (reg.bucket, path.clone(), peer))
-            })
+            .map(|(path, reg)| (path.clone(), reg.bucket))
             .collect();
-        live.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut live: Vec<(u32, Picked)> = instances
+            .into_iter()
+            .filter_map(|(path, bucket)| Some((bucket, self.reach(&path)?)))
+            .collect();
+        live.sort_by(|a, b| (a.0, &a.1.to).cmp(&(b.0, &b.1.to)));
         Ok(live)
     }
 
-    fn pick(&self, to: &Destination) -> Result<(PeerId, ServicePath), RequestError> {
+    /// How to reach `to`: over its own session, or through the routing table when its
+    /// cluster is a routed target.
+    fn reach(&mut self, to: &ServicePath) -> Option<Picked> {
+        let direct = to.peer_id();
+        if self.state.ready.contains_key(&direct) {
+            return Some(Picked {
+                next: direct,
+                to: to.clone(),
+                routed: false,
+            });
+        }
+        // A cluster targeted directly is reached over its own links only.
+        if !self.routed_targets.contains(&to.cluster()) {
+            return None;
+        }
+        let next = self.next_hop(to)?;
+        Some(Picked {
+            next,
+            to: to.clone(),
+            routed: true,
+        })
+    }
+
+    /// The ready adjacent peer to send a message for `to` to: `to` itself when linked,
+    /// else the routing table's next hop.
+    pub(crate) fn next_hop(&mut self, to: &ServicePath) -> Option<PeerId> {
+        let direct = to.peer_id();
+        if self.state.ready.contains_key(&direct) {
+            return Some(direct);
+        }
+        let next = self.router.next_hop(to)?.peer_id();
+        self.state.ready.contains_key(&next).then_some(next)
+    }
+
+    /// A notification or one copy of a broadcast, directly or routed.
+    fn send_one_way(
+        &mut self,
+        picked: &Picked,
+        body: Multipart,
+        broadcast: bool,
+    ) -> Result<(), dms_core::proto::ProtoError> {
+        if !picked.routed {
+            return self.proto.notify(&picked.next, body, broadcast);
+        }
+        self.metrics.routed.increment(1);
+        let route = Route {
+            origin: self.local.clone(),
+            destination: picked.to.clone(),
+        };
+        let flag = if broadcast { flags::BROADCAST } else { 0 };
+        self.proto
+            .forward(
+                now(),
+                &picked.next,
+                Routed {
+                    flags: flag,
+                    route,
+                    hop_limit: self.hop_limit,
+                    body,
+                    trace: None,
+                },
+                Duration::ZERO,
+            )
+            .map(|_| ())
+    }
+
+    fn pick(&mut self, to: &Destination) -> Result<Picked, RequestError> {
         match to {
             Destination::Instance(path) => {
-                let peer = path.peer_id();
-                if self.state.ready.contains_key(&peer) {
-                    Ok((peer, path.clone()))
+                if let Some(picked) = self.reach(path) {
+                    Ok(picked)
                 } else if let Some(detail) = self.state.denied.get(path) {
                     Err(RequestError::connect_denied(path, detail))
                 } else {
@@ -816,9 +960,9 @@ impl Driver {
                 let live = self.live_instances(cluster)?;
                 let candidates: Vec<Candidate> = live
                     .iter()
-                    .map(|(bucket, _, peer)| Candidate {
+                    .map(|(bucket, picked)| Candidate {
                         bucket: *bucket,
-                        pending: self.proto.pending_for(peer),
+                        pending: self.proto.pending_for(&picked.next),
                     })
                     .collect();
                 match self
@@ -826,7 +970,7 @@ impl Driver {
                     .pick(*key, &candidates)
                     .and_then(|i| live.get(i))
                 {
-                    Some((_, path, peer)) => Ok((peer.clone(), path.clone())),
+                    Some((_, picked)) => Ok(picked.clone()),
                     None => {
                         let denied = self
                             .state
@@ -925,6 +1069,7 @@ impl Driver {
     /// two instances that target each other share one link).
     fn maybe_connect(&mut self, path: &ServicePath, connected_tx: &mpsc::Sender<Connected>) {
         if *path == self.local
+            || self.routed_targets.contains(&path.cluster())
             || self.state.connecting.contains(path)
             || self
                 .state

@@ -116,6 +116,45 @@ pub enum RequestError {
     /// The node is shut down.
     #[error("node is shut down")]
     Closed,
+    /// A routed request (through brokers, docs/PROTOCOL.md §3.5) failed on its way: a hop
+    /// answered in place of the destination.
+    #[error("routing failed ({failure}): {detail}")]
+    Route {
+        /// What went wrong.
+        failure: RouteFailure,
+        /// The hop's detail.
+        detail: String,
+    },
+}
+
+/// Why a routed request did not reach its destination (see [`RequestError::Route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteFailure {
+    /// It used up its hop limit (code 21): a path longer than the limit, or a loop while
+    /// routing tables disagreed.
+    #[error("hop limit exceeded")]
+    HopLimitExceeded,
+    /// A hop had no route to the destination, or would have sent it back (code 22).
+    #[error("destination unreachable")]
+    Unreachable,
+    /// A hop lost its link onward, or got no reply from it in time (code 23): the request
+    /// may have been handled.
+    #[error("next hop failed")]
+    NextHopFailed,
+}
+
+impl RouteFailure {
+    /// The failure a REP error code stands for, if it is one of the routing codes.
+    pub(crate) fn from_code(code: u16) -> Option<Self> {
+        use dms_core::proto::control::codes;
+        match code {
+            codes::HOP_LIMIT_EXCEEDED => Some(Self::HopLimitExceeded),
+            codes::UNREACHABLE => Some(Self::Unreachable),
+            codes::NEXT_HOP_FAILED => Some(Self::NextHopFailed),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a failed request may have reached its destination: what decides if a retry
@@ -166,9 +205,19 @@ impl RequestError {
             | Self::Denied { .. }
             | Self::TooLarge(_)
             | Self::TooManyPending
-            | Self::Encode(_) => Outcome::NotSent,
+            | Self::Encode(_)
+            | Self::Route {
+                failure: RouteFailure::HopLimitExceeded | RouteFailure::Unreachable,
+                ..
+            } => Outcome::NotSent,
             // A node shut down while the request waited for its reply.
-            Self::Timeout | Self::PeerLost(_) | Self::Closed => Outcome::MaybeDelivered,
+            Self::Timeout
+            | Self::PeerLost(_)
+            | Self::Closed
+            | Self::Route {
+                failure: RouteFailure::NextHopFailed,
+                ..
+            } => Outcome::MaybeDelivered,
             Self::Remote { .. } | Self::Decode(_) => Outcome::Delivered,
         }
     }

@@ -86,11 +86,13 @@ mod awaiting;
 pub mod config;
 mod driver;
 mod error;
+mod forwarding;
 mod incoming;
 mod node;
 mod registrar;
 pub mod registration;
 mod request_queue;
+pub mod routing;
 #[cfg(feature = "tower")]
 pub mod service;
 mod telemetry;
@@ -119,7 +121,7 @@ pub use dms_transport_shm as shm;
 /// The TCP transport (feature `tcp`).
 #[cfg(feature = "tcp")]
 pub use dms_transport_tcp as tcp;
-pub use error::{AclFileError, Outcome, RequestError, StartError};
+pub use error::{AclFileError, Outcome, RequestError, RouteFailure, StartError};
 pub use incoming::IncomingRequest;
 pub use node::{
     DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply, RequestOptions,

@@ -9,18 +9,20 @@ use dms_core::acl::{AclPolicy, MAX_POLICY_LEN, Operations, Pattern, Rule};
 use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{PingLimit, ProtoConfig, ProtoStats, Protocol, StatsHandle};
+use dms_core::route::{RoutePolicy, ShortestPath};
 use dms_core::trace::TraceContext;
 use dms_core::{Endpoint, Multipart, Role};
 use dms_discovery::Discovery;
 use dms_discovery::memory::MemoryDiscovery;
 #[cfg(feature = "tcp")]
 use dms_transport_tcp::TcpConfigBuilder;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{Instrument, debug_span};
 
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
 use crate::registrar::{Registrant, keep_registered};
 use crate::request_queue::{QueueReceiver, request_queue};
+use crate::routing::{LinkRecord, Router, follow_table, table_key};
 use crate::telemetry::NodeMetrics;
 use crate::transport::{TransportSettings, Transports};
 use crate::{AclFileError, IncomingRequest, RequestError, StartError};
@@ -101,6 +103,9 @@ pub enum NodeEvent {
         /// Why, for people.
         reason: String,
     },
+    /// The routing table changed (a link record of another instance was written or went
+    /// away): instances reached through brokers may have come or gone.
+    RoutesChanged,
 }
 
 /// One instance of a target cluster, as the node sees it.
@@ -117,9 +122,10 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
-    /// Whether it has a probed, live session with us (requests can go to it).
+    /// Whether requests can go to it: it has a probed, live session with us, or the
+    /// routing table reaches it through brokers.
     pub fn is_ready(&self) -> bool {
-        self.state == InstanceState::Ready
+        matches!(self.state, InstanceState::Ready | InstanceState::Routed)
     }
 }
 
@@ -135,6 +141,9 @@ pub enum InstanceState {
     Unreachable,
     /// It refused us (ACL).
     Denied,
+    /// No session with it, but the routing table reaches it (through brokers): messages
+    /// for it are forwarded.
+    Routed,
 }
 
 /// A key that picks the same instance of a cluster for the same value in every process
@@ -204,6 +213,11 @@ struct Settings {
     reconnect: (Duration, Duration),
     policy: Arc<dyn DispatchPolicy>,
     transports: TransportSettings,
+    routed_targets: Vec<ClusterPath>,
+    broker: bool,
+    link_cost: u32,
+    route_policy: Option<Box<dyn RoutePolicy>>,
+    hop_limit: u8,
 }
 
 impl NodeBuilder<MemoryDiscovery> {
@@ -227,6 +241,11 @@ impl NodeBuilder<MemoryDiscovery> {
                 reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
                 policy: Arc::new(JumpHash),
                 transports: TransportSettings::default(),
+                routed_targets: Vec::new(),
+                broker: false,
+                link_cost: 1,
+                route_policy: None,
+                hop_limit: dms_core::proto::control::DEFAULT_HOP_LIMIT,
             },
         }
     }
@@ -362,6 +381,48 @@ impl<D: Discovery> NodeBuilder<D> {
     /// A cluster this node sends to: watched, dialled and probed.
     pub fn target(mut self, cluster: ClusterPath) -> Self {
         self.settings.targets.push(cluster);
+        self
+    }
+
+    /// A cluster this node sends to only through brokers: watched (its instances and
+    /// their dispatch buckets are known), never dialled; requests, notifications and
+    /// broadcasts to it go hop by hop along the routing table (see [`crate::routing`]).
+    /// The node must reach a broker, usually by [`target`](Self::target)ing the broker
+    /// cluster.
+    pub fn routed_target(mut self, cluster: ClusterPath) -> Self {
+        self.settings.routed_targets.push(cluster);
+        self
+    }
+
+    /// Makes this node a broker: it forwards routed messages for others (READY announces
+    /// it, its link record says so, and the routing table uses it as an intermediate
+    /// hop). A node that is not a broker is only ever the first or last hop of a route.
+    /// The ACL's `forward` operation says whose messages it forwards.
+    pub fn broker(mut self) -> Self {
+        self.settings.broker = true;
+        self
+    }
+
+    /// What this node's links cost in the routing table (default 1; at least 1). A
+    /// link is used at the larger of the costs its two ends publish; see
+    /// [`Node::set_link_cost`] for one link.
+    pub fn link_cost(mut self, cost: u32) -> Self {
+        self.settings.link_cost = cost.max(1);
+        self
+    }
+
+    /// The hop limit of the routed messages this node sends (default 16): the most links
+    /// one may cross; a hop that would exceed it answers
+    /// [`RouteFailure::HopLimitExceeded`](crate::RouteFailure::HopLimitExceeded).
+    pub fn hop_limit(mut self, hops: u8) -> Self {
+        self.settings.hop_limit = hops.max(1);
+        self
+    }
+
+    /// How this node picks the next hop of a routed message (default:
+    /// [`ShortestPath`](dms_core::route::ShortestPath), Dijkstra over the link costs).
+    pub fn route_policy(mut self, policy: impl RoutePolicy) -> Self {
+        self.settings.route_policy = Some(Box::new(policy));
         self
     }
 
@@ -558,18 +619,25 @@ async fn start<D: Discovery>(
         })
         .await?;
     let (registered, stop_registrar) = oneshot::channel();
+    let (links_tx, links_rx) = watch::channel(LinkRecord::new(settings.broker, Vec::new()));
+    if settings.broker {
+        // A broker's record says it forwards before its first link comes up.
+        links_tx.send_modify(|_| {});
+    }
     tokio::spawn(keep_registered(
         discovery.clone(),
         registrant,
         lease,
         bucket,
         stop_registrar,
+        links_rx,
     ));
 
     let mut proto = ProtoConfig::new(path.clone());
     proto.ping_interval = settings.ping_interval;
     proto.missed_pongs = settings.missed_pongs;
     proto.acl = acl;
+    proto.forwards = settings.broker;
     proto.ping_limit = settings
         .ping_limit
         .unwrap_or_else(|| default_ping_limit(settings.ping_interval));
@@ -581,7 +649,13 @@ async fn start<D: Discovery>(
     let (events, _) = broadcast::channel(1024);
     let (watch_tx, watch) = mpsc::channel(1024);
     let mut targets = HashMap::new();
-    for target in &settings.targets {
+    let (routes_tx, routes) = mpsc::channel(1024);
+    tokio::spawn(follow_table(
+        discovery.clone(),
+        table_key(&path)?,
+        routes_tx,
+    ));
+    for target in settings.targets.iter().chain(&settings.routed_targets) {
         targets.insert(target.clone(), HashMap::new());
         tokio::spawn(watch_cluster(
             discovery.clone(),
@@ -606,6 +680,19 @@ async fn start<D: Discovery>(
         reconnect: settings.reconnect,
         state: DriverState::default(),
         closed_tx: None,
+        router: Router::new(
+            path.clone(),
+            settings.broker,
+            settings.link_cost,
+            settings
+                .route_policy
+                .unwrap_or_else(|| Box::new(ShortestPath)),
+            links_tx,
+        ),
+        routes,
+        routed_targets: settings.routed_targets.iter().cloned().collect(),
+        forward_timeout: settings.request_timeout,
+        hop_limit: settings.hop_limit,
     };
     tokio::spawn(driver.run());
     Ok(Node {
@@ -982,6 +1069,19 @@ impl Node {
                 _ => {}
             }
         }
+    }
+
+    /// Sets what this node's link to `peer` costs in the routing table (at least 1), now
+    /// if it is up and whenever it comes up again; published at once.
+    pub async fn set_link_cost(&self, peer: &ServicePath, cost: u32) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::SetLinkCost {
+                peer: peer.clone(),
+                cost,
+            })
+            .await;
     }
 
     /// Says DISCONNECT to every peer, flushes its links, deregisters and stops.

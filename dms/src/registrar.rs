@@ -8,11 +8,12 @@ use bytes::Bytes;
 use dms_core::Backoff;
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_discovery::{Discovery, DiscoveryError, Lease};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::StartError;
 use crate::registration::{Registration, bucket_key, instance_key};
+use crate::routing::LinkRecord;
 
 /// Most dispatch buckets a cluster can have.
 const MAX_BUCKETS: u32 = 4096;
@@ -250,8 +251,11 @@ impl Registrant {
         Ok((lease, bucket))
     }
 
-    /// Deletes the registration and the bucket claim.
+    /// Deletes the link record, the registration and the bucket claim.
     async fn delete_keys<D: Discovery>(&self, discovery: &D, bucket: u32) {
+        if let Ok(key) = crate::routing::links_key(&self.path) {
+            let _ = discovery.delete(&key).await;
+        }
         if let Ok(key) = instance_key(&self.path) {
             let _ = discovery.delete(&key).await;
         }
@@ -298,16 +302,48 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Holds the lease until `stop` fires (see [`Release`]) or is dropped (the lease goes):
 /// with the lease goes the registration. When the lease is lost, registers again with
 /// capped backoff, keeping the same bucket if it is still free.
+///
+/// Also the routing Updater's writer: the latest of `links` is written under the
+/// instance's [`links_key`](crate::routing::links_key) with the same lease (changes made
+/// while a write is under way coalesce into the next one; a failed write is retried).
 pub(crate) async fn keep_registered<D: Discovery>(
     discovery: D,
     registrant: Registrant,
     mut lease: D::Lease,
     mut bucket: u32,
     mut stop: oneshot::Receiver<Release>,
+    mut links: watch::Receiver<LinkRecord>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let links_key = crate::routing::links_key(&registrant.path).ok();
+    // When the record is next written: after a change at once, after a failed write
+    // with backoff; `None` while discovery holds the latest one.
+    let mut write_in: Option<Duration> = None;
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut driver_gone = false;
     loop {
         tokio::select! {
+            changed = links.changed(), if write_in.is_none() && !driver_gone => {
+                match changed {
+                    Ok(()) => write_in = Some(Duration::ZERO),
+                    // The driver is gone; the release follows.
+                    Err(_) => driver_gone = true,
+                }
+                continue;
+            }
+            () = sleep_or_now(write_in), if write_in.is_some() => {
+                let record = links.borrow_and_update().encode();
+                write_in = None;
+                if let Some(key) = &links_key {
+                    if let Err(error) = discovery.set(key, record, Some(&lease)).await {
+                        warn!(node = %registrant.path, %error, "link record not written; retrying");
+                        write_in = Some(retry.next_delay());
+                    } else {
+                        retry.reset();
+                    }
+                }
+                continue;
+            }
             () = lease.expired() => {}
             released = &mut stop => {
                 if let Ok(Release { done, graceful }) = released {
@@ -333,6 +369,8 @@ pub(crate) async fn keep_registered<D: Discovery>(
                         drop(std::mem::replace(&mut lease, renewed));
                         bucket = claimed;
                         backoff.reset();
+                        // The old record went with the old lease.
+                        write_in = Some(Duration::ZERO);
                         break;
                     }
                     Err(error) => warn!(node = %registrant.path, %error, "registering again failed"),
@@ -344,5 +382,12 @@ pub(crate) async fn keep_registered<D: Discovery>(
                 _ = &mut stop => return,
             }
         }
+    }
+}
+
+/// Sleeps `delay`, or not at all without one.
+async fn sleep_or_now(delay: Option<Duration>) {
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
 }

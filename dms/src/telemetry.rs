@@ -38,12 +38,17 @@ pub(crate) struct NodeMetrics {
     pub(crate) redials: Counter,
     pub(crate) peers_ready: Gauge,
     pub(crate) parked: Gauge,
+    /// Routed messages sent on to their next hop.
+    pub(crate) forwarded: Counter,
+    forward_failures: [Counter; FORWARD_FAILURES.len()],
+    /// Requests and notifications this node sent through the routing table.
+    pub(crate) routed: Counter,
     node: String,
     /// The handles of the copied counters (see [`export`](Self::export)).
     exported: OnceLock<Exported>,
 }
 
-const FAILURES: [&str; 11] = [
+const FAILURES: [&str; 12] = [
     "not_a_target",
     "no_instance",
     "denied",
@@ -55,6 +60,30 @@ const FAILURES: [&str; 11] = [
     "closed",
     "encode",
     "decode",
+    "route",
+];
+
+/// Why a routed message was not forwarded on (`dms_forward_failures_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardFailure {
+    /// Its hop limit was used up.
+    HopLimit = 0,
+    /// No route to its destination.
+    Unreachable = 1,
+    /// The next hop would have sent it back where it came from, or to its origin.
+    Loop = 2,
+    /// The link onward was lost (or timed out) before the reply came.
+    NextHopFailed = 3,
+    /// Over the link's size limits.
+    TooLarge = 4,
+}
+
+const FORWARD_FAILURES: [&str; 5] = [
+    "hop_limit",
+    "unreachable",
+    "loop",
+    "next_hop_failed",
+    "too_large",
 ];
 
 const LOSSES: [&str; 6] = [
@@ -87,6 +116,10 @@ impl NodeMetrics {
             redials: counter!("dms_redials_total", "node" => node.clone()),
             peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
             parked: gauge!("dms_parked_messages", "node" => node.clone()),
+            forwarded: counter!("dms_forwarded_total", "node" => node.clone()),
+            forward_failures: FORWARD_FAILURES
+                .map(|r| labelled("dms_forward_failures_total", "reason", r)),
+            routed: counter!("dms_routed_total", "node" => node.clone()),
             node,
             exported: OnceLock::new(),
         }
@@ -116,6 +149,11 @@ impl NodeMetrics {
             Ok(_) => self.requests_ok.increment(1),
             Err(error) => self.requests_failed[failure_index(error)].increment(1),
         }
+    }
+
+    /// Counts a routed message this node could not forward.
+    pub(crate) fn forward_failed(&self, why: ForwardFailure) {
+        self.forward_failures[why as usize].increment(1);
     }
 
     /// Counts a request or notification handed to the application.
@@ -274,6 +312,7 @@ fn failure_index(error: &RequestError) -> usize {
         RequestError::Closed => 8,
         RequestError::Encode(_) => 9,
         RequestError::Decode(_) => 10,
+        RequestError::Route { .. } => 11,
     }
 }
 
@@ -302,6 +341,10 @@ mod tests {
             RequestError::Closed,
             RequestError::Encode(String::new()),
             RequestError::Decode(String::new()),
+            RequestError::Route {
+                failure: crate::RouteFailure::Unreachable,
+                detail: String::new(),
+            },
         ];
         let labels: Vec<_> = errors.iter().map(|e| FAILURES[failure_index(e)]).collect();
         assert_eq!(labels, FAILURES);

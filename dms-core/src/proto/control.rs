@@ -3,6 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::path::ServicePath;
 use crate::trace::{TRACEPARENT_LEN, TraceContext};
 
 /// The only control frame version this implementation speaks.
@@ -54,16 +55,23 @@ pub mod flags {
     pub const ERROR: u8 = 0x04;
 }
 
+/// Capability bits of READY.
+pub mod capabilities {
+    /// The sender forwards messages for others (a broker, docs/PROTOCOL.md §3.5): a REQ it
+    /// sends may carry an origin other than its own path.
+    pub const FORWARDS: u32 = 0x0000_0001;
+}
+
 /// Entry types of the extension block of REQ and REP (docs/PROTOCOL.md §3.4): entries
 /// `type (1) | len (1) | value (len bytes)` after the command's listed fields. Types 2 and 3
-/// are reserved for multi-hop forwarding (origin and destination service paths), 128–255
-/// for applications; a receiver skips the types it does not know.
+/// carry the forwarding fields of a routed REQ (§3.5), 128–255 are for applications; a
+/// receiver skips the types it does not know.
 pub mod ext {
     /// A W3C `traceparent` (55 ASCII bytes): the request's trace context.
     pub const TRACEPARENT: u8 = 1;
-    /// Reserved: the origin's service path (forwarding).
+    /// The origin's service path (a routed REQ, docs/PROTOCOL.md §3.5).
     pub const ORIGIN: u8 = 2;
-    /// Reserved: the final destination's service path (forwarding).
+    /// The final destination's service path (a routed REQ).
     pub const DESTINATION: u8 = 3;
     /// The first type free for applications.
     pub const APPLICATION: u8 = 128;
@@ -106,6 +114,28 @@ pub mod codes {
     /// The handler's reply broke the wire limits of the link back to the requester, so it
     /// was not sent (REP error; the detail says which limit).
     pub const REPLY_TOO_LARGE: u16 = 20;
+    /// A routed request used up its hop limit before reaching its destination (REP error
+    /// from the hop that would have exceeded it).
+    pub const HOP_LIMIT_EXCEEDED: u16 = 21;
+    /// A hop has no route to the request's destination, or the next hop would send it
+    /// back where it came from, or the hop does not forward (REP error).
+    pub const UNREACHABLE: u16 = 22;
+    /// A forwarding hop lost its link onward, or got no reply from it within its forward
+    /// timeout, before the reply came (REP error: the request may or may not have been
+    /// handled).
+    pub const NEXT_HOP_FAILED: u16 = 23;
+}
+
+/// The forwarding fields of a routed REQ (docs/PROTOCOL.md §3.5): the instance that sent
+/// it first and the one it is for. Encoded as the extension entries [`ext::ORIGIN`] and
+/// [`ext::DESTINATION`], with their FNV-1a 64 hashes in the header's `source` and
+/// `destination`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Who sent the request first.
+    pub origin: ServicePath,
+    /// Whom it is for.
+    pub destination: ServicePath,
 }
 
 /// Command-specific fields.
@@ -148,6 +178,10 @@ pub struct Control {
     /// [`ext::TRACEPARENT`] (docs/PROTOCOL.md §3.4). Ignored when encoding other commands;
     /// decoded as `None` when absent or invalid.
     pub trace: Option<TraceContext>,
+    /// REQ: the forwarding fields of a routed request (docs/PROTOCOL.md §3.5); `None` for
+    /// a request to the adjacent peer. When set, encoding writes `source` and
+    /// `destination` from it.
+    pub route: Option<Route>,
 }
 
 /// A control frame that cannot be decoded.
@@ -174,6 +208,10 @@ pub enum ControlError {
     /// The message has no control frame.
     #[error("message has no control frame")]
     Missing,
+    /// A REQ whose header names a destination (a routed request) without valid forwarding
+    /// fields: entries missing, not service paths, or not matching the header's hashes.
+    #[error("routed request with bad forwarding fields: {0}")]
+    BadRoute(&'static str),
     /// Bytes after the declared body: the frame is longer than `30 + N`.
     #[error("control frame of {len} bytes, its header declares {declared}")]
     TrailingBytes {
@@ -196,7 +234,30 @@ impl Control {
             destination: 0,
             body,
             trace: None,
+            route: None,
         }
+    }
+
+    /// The same frame with the forwarding fields `route` (REQ).
+    ///
+    /// ```
+    /// use dms_core::proto::control::{Body, CommandCode, Control, Route, flags};
+    ///
+    /// let route = Route {
+    ///     origin: "/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?,
+    ///     destination: "/demo/cn/android/w1/g1/Trade/trade-1".parse()?,
+    /// };
+    /// let req = Control::new(CommandCode::Req, flags::EXPECT_REPLY, 7, Body::Empty).with_route(Some(route.clone()));
+    /// let bytes = req.encode();
+    /// // The header carries the two hashes; the block carries the two paths.
+    /// assert_eq!(&bytes[12..20], &route.origin.hash64().to_be_bytes());
+    /// assert_eq!(&bytes[20..28], &route.destination.hash64().to_be_bytes());
+    /// assert_eq!(Control::decode(&bytes)?.route, Some(route));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_route(mut self, route: Option<Route>) -> Self {
+        self.route = route;
+        self
     }
 
     /// The same frame with the trace context `trace` (REQ and REP).
@@ -257,14 +318,30 @@ impl Control {
             body.put_u8(TRACEPARENT_LEN as u8);
             body.extend_from_slice(&trace.to_bytes());
         }
+        let (mut source, mut destination) = (self.source, self.destination);
+        if let (Some(route), CommandCode::Req) = (&self.route, self.command) {
+            // Service paths are at most 255 bytes (seven segments of at most 32), so each
+            // fits one entry.
+            for (kind, path) in [
+                (ext::ORIGIN, &route.origin),
+                (ext::DESTINATION, &route.destination),
+            ] {
+                let path = truncate_utf8(path.as_str(), 255);
+                body.put_u8(kind);
+                body.put_u8(path.len() as u8);
+                body.extend_from_slice(path.as_bytes());
+            }
+            source = route.origin.hash64();
+            destination = route.destination.hash64();
+        }
         let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
         out.put_u8(VERSION);
         out.put_u8(self.command as u8);
         out.put_u8(self.flags);
         out.put_u8(self.hop_limit);
         out.put_u64(self.id);
-        out.put_u64(self.source);
-        out.put_u64(self.destination);
+        out.put_u64(source);
+        out.put_u64(destination);
         out.put_u16(body.len() as u16);
         out.extend_from_slice(&body);
         out.freeze()
@@ -324,21 +401,26 @@ impl Control {
             });
         }
         let body = buf;
-        let mut trace = None;
+        let mut extensions = Extensions::default();
         let body = match command {
             CommandCode::Ready => decode_ready(body)?,
             CommandCode::Disconnect => Body::Reason(decode_reason(body, frame.len())?.0),
             CommandCode::Rep if flags & flags::ERROR != 0 => {
-                let (reason, extensions) = decode_reason(body, frame.len())?;
-                trace = read_extensions(extensions);
+                let (reason, block) = decode_reason(body, frame.len())?;
+                extensions = read_extensions(block);
                 Body::Reason(reason)
             }
             CommandCode::Req | CommandCode::Rep => {
-                trace = read_extensions(body);
+                extensions = read_extensions(body);
                 Body::Empty
             }
             _ => Body::Empty,
         };
+        let route = match command {
+            CommandCode::Req if destination != 0 => Some(extensions.route(source, destination)?),
+            _ => None,
+        };
+        let trace = extensions.trace.and_then(TraceContext::parse);
         Ok(Self {
             command,
             flags,
@@ -348,6 +430,7 @@ impl Control {
             destination,
             body,
             trace,
+            route,
         })
     }
 }
@@ -386,22 +469,73 @@ fn decode_ready(mut body: &[u8]) -> Result<Body, ControlError> {
     })
 }
 
-/// The trace context of an extension block (docs/PROTOCOL.md §3.4): entries `type (1) |
-/// len (1) | value (len)`, read until the block ends or an entry does not fit in it (the
-/// rest is then ignored). Unknown types are skipped; the first [`ext::TRACEPARENT`] entry
-/// decides, and one that is not a valid traceparent means no trace context.
-fn read_extensions(mut block: &[u8]) -> Option<TraceContext> {
+/// The known entries of an extension block, the first of each type.
+#[derive(Default)]
+struct Extensions<'a> {
+    trace: Option<&'a [u8]>,
+    origin: Option<&'a [u8]>,
+    destination: Option<&'a [u8]>,
+}
+
+impl Extensions<'_> {
+    /// The forwarding fields of a routed REQ whose header hashes are `source` and
+    /// `destination`: both entries present, service paths, hashing to the header's values.
+    fn route(&self, source: u64, destination: u64) -> Result<Route, ControlError> {
+        let path = |entry: Option<&[u8]>, hash: u64, what: &'static str| {
+            let text = std::str::from_utf8(entry.ok_or(ControlError::BadRoute(what))?)
+                .map_err(|_| ControlError::BadRoute("forwarding path is not UTF-8"))?;
+            let path: ServicePath = text
+                .parse()
+                .map_err(|_| ControlError::BadRoute("forwarding path is not a service path"))?;
+            if path.hash64() == hash {
+                Ok(path)
+            } else {
+                Err(ControlError::BadRoute(
+                    "forwarding path does not match its header hash",
+                ))
+            }
+        };
+        Ok(Route {
+            origin: path(
+                self.origin,
+                source,
+                "routed request without an origin entry",
+            )?,
+            destination: path(
+                self.destination,
+                destination,
+                "routed request without a destination entry",
+            )?,
+        })
+    }
+}
+
+/// The entries of an extension block (docs/PROTOCOL.md §3.4): `type (1) | len (1) | value
+/// (len)`, read until the block ends or an entry does not fit in it (the rest is then
+/// ignored). Unknown types are skipped; the first entry of each known type decides (a
+/// traceparent that is not valid means no trace context).
+fn read_extensions(mut block: &[u8]) -> Extensions<'_> {
+    let mut found = Extensions::default();
     while let [kind, len, rest @ ..] = block {
         let len = usize::from(*len);
         let Some(value) = rest.get(..len) else {
             break; // truncated: ignored
         };
-        if *kind == ext::TRACEPARENT {
-            return TraceContext::parse(value);
+        let slot = match *kind {
+            ext::TRACEPARENT => &mut found.trace,
+            ext::ORIGIN => &mut found.origin,
+            ext::DESTINATION => &mut found.destination,
+            _ => {
+                block = &rest[len..];
+                continue;
+            }
+        };
+        if slot.is_none() {
+            *slot = Some(value);
         }
         block = &rest[len..];
     }
-    None
+    found
 }
 
 /// A reason's fields and the bytes after them (its extension block).

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::control::{Body, CommandCode, Control, ControlError, Reason, codes, flags};
+use super::control::{
+    Body, CommandCode, Control, ControlError, Reason, Route, capabilities, codes, flags,
+};
 use super::session::{Session, SessionState};
 use crate::acl::{AclPolicy, Operation, Operations};
 use crate::path::ServicePath;
@@ -42,8 +44,16 @@ pub struct ProtoConfig {
     /// DISCONNECT `ACCESS_DENIED`); `request`, `notify` and `broadcast` are checked on
     /// every REQ (a denied request is answered with a REP error `ACCESS_DENIED`, a denied
     /// notification or broadcast is dropped); every refusal is counted in
-    /// [`ProtoStats`]. `forward` is not checked yet: nothing forwards.
+    /// [`ProtoStats`]. A routed REQ (docs/PROTOCOL.md §3.5) is also checked for
+    /// `forward`: the adjacent peer must be allowed it when it relays for another origin,
+    /// and the origin must be allowed it where the request is forwarded on; the operation
+    /// itself is checked against the origin where the request arrives.
     pub acl: Option<AclPolicy>,
+    /// This instance forwards routed messages for others (a broker): READY announces
+    /// [`FORWARDS`](capabilities::FORWARDS), and a routed REQ for another instance comes
+    /// out as [`Event::Forward`]. Without it such a REQ is answered `UNREACHABLE` (a
+    /// notification is dropped and counted).
+    pub forwards: bool,
     /// The budget of DMS PINGs each peer may send us.
     pub ping_limit: PingLimit,
 }
@@ -121,6 +131,7 @@ impl ProtoConfig {
             max_pending: 65_536,
             acl: None,
             ping_limit: PingLimit::default(),
+            forwards: false,
         }
     }
 
@@ -260,6 +271,18 @@ pub enum Event {
         /// The requester's trace context (docs/PROTOCOL.md §3.4), if it sent a valid one.
         trace: Option<TraceContext>,
     },
+    /// A routed REQ for another instance, at an instance that forwards
+    /// ([`ProtoConfig::forwards`]) and whose ACL lets it through: send it on with
+    /// [`Protocol::forward`] and, if it expects a reply, answer `id` with
+    /// [`Protocol::reply`] once the next hop's reply comes (or with an error).
+    Forward {
+        /// The adjacent peer it came from.
+        peer: PeerId,
+        /// Id to reply to (meaningful when it expects a reply).
+        id: RequestId,
+        /// The message, with the hop limit it arrived with.
+        message: Routed,
+    },
     /// A one-way message.
     Notification {
         /// The adjacent peer.
@@ -278,6 +301,29 @@ pub enum Event {
         /// The reply's payload, or why there is none.
         result: Result<Multipart, RequestError>,
     },
+}
+
+/// A routed REQ (docs/PROTOCOL.md §3.5), as [`Protocol::forward`] sends it and
+/// [`Event::Forward`] hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Flag bits: `EXPECT_REPLY`, `BROADCAST`.
+    pub flags: u8,
+    /// Origin and destination.
+    pub route: Route,
+    /// Links it may still cross (see [`forward_hop_limit`](crate::route::forward_hop_limit)).
+    pub hop_limit: u8,
+    /// The payload frames.
+    pub body: Multipart,
+    /// Its trace context.
+    pub trace: Option<TraceContext>,
+}
+
+impl Routed {
+    /// Whether the sender waits for a reply.
+    pub fn expects_reply(&self) -> bool {
+        self.flags & flags::EXPECT_REPLY != 0
+    }
 }
 
 /// Counters of a [`Protocol`], as read by [`Protocol::stats`] or a [`StatsHandle`].
@@ -310,6 +356,11 @@ pub struct ProtoStats {
     /// with ERROR) that came with payload frames: the command was handled, the frames
     /// dropped.
     pub ignored_payloads: u64,
+    /// Routed REQs refused because the adjacent peer claimed another origin without
+    /// announcing [`FORWARDS`](capabilities::FORWARDS) (a forged origin).
+    pub forged_origins: u64,
+    /// Routed REQs for another instance that reached an instance that does not forward.
+    pub not_forwarded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -323,6 +374,8 @@ struct Counters {
     pauses: AtomicU64,
     ignored_messages: AtomicU64,
     ignored_payloads: AtomicU64,
+    forged_origins: AtomicU64,
+    not_forwarded: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -363,6 +416,8 @@ impl StatsHandle {
             pauses: read(&c.pauses),
             ignored_messages: read(&c.ignored_messages),
             ignored_payloads: read(&c.ignored_payloads),
+            forged_origins: read(&c.forged_origins),
+            not_forwarded: read(&c.not_forwarded),
         }
     }
 }
@@ -488,6 +543,7 @@ impl Protocol {
             ping_seq: 0,
             pending: 0,
             permitted: Operations::NONE,
+            forwards: false,
             ping_tokens: u64::from(self.config.ping_limit.burst).saturating_mul(PING_COST),
             ping_refilled: now,
             flood_window_start: now,
@@ -527,6 +583,17 @@ impl Protocol {
             Some(Ok(control)) => control,
             Some(Err(err)) => return self.violation(&peer, err),
             None => return self.violation(&peer, ControlError::Missing),
+        };
+        let from = match (&control.route, from) {
+            // A routed REQ (docs/PROTOCOL.md §3.5) is checked, and either handed on or
+            // delivered as coming from its origin.
+            (Some(_), Some(adjacent)) if state == SessionState::Ready => {
+                match self.routed(&peer, &adjacent, permitted, &control, &msg) {
+                    Some(origin) => Some(origin),
+                    None => return,
+                }
+            }
+            (_, from) => from,
         };
         let carries_payload = match control.command {
             CommandCode::Req => true,
@@ -586,6 +653,10 @@ impl Protocol {
                     Operation::Broadcast
                 } else {
                     Operation::Notify
+                };
+                let permitted = match (&control.route, &self.config.acl) {
+                    (Some(_), Some(policy)) => policy.permitted(&from, &self.config.local),
+                    _ => permitted,
                 };
                 if !permitted.contains(op) {
                     return self.refuse(&peer, &from, op, control.id);
@@ -820,6 +891,64 @@ impl Protocol {
         Ok(())
     }
 
+    /// Sends a routed REQ (docs/PROTOCOL.md §3.5) to the adjacent `next` hop: this
+    /// instance's own (`route.origin` is our path, `hop_limit` the default) or one it
+    /// forwards (from [`Event::Forward`], with the hop limit it must carry on). With
+    /// `EXPECT_REPLY` in `flags`, the next hop's reply comes as [`Event::Reply`] with the
+    /// returned id, as for [`request`](Self::request).
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        next: &PeerId,
+        message: Routed,
+        timeout: Duration,
+    ) -> Result<Option<RequestId>, ProtoError> {
+        let Routed {
+            flags,
+            route,
+            hop_limit,
+            body,
+            trace,
+        } = message;
+        let expects_reply = flags & flags::EXPECT_REPLY != 0;
+        if expects_reply && self.pending.len() >= self.config.max_pending {
+            return Err(ProtoError::TooManyPending {
+                max: self.config.max_pending,
+            });
+        }
+        let session = self.ready_session(next)?;
+        let id = if expects_reply {
+            session.pending += 1;
+            let id = self.next_id;
+            self.next_id += 1;
+            let deadline = now
+                .checked_add(timeout)
+                .unwrap_or_else(|| now + MAX_REQUEST_TIMEOUT);
+            self.pending.insert(
+                id,
+                Pending {
+                    peer: next.clone(),
+                    deadline,
+                },
+            );
+            self.deadlines.insert((deadline, id));
+            Some(RequestId(id))
+        } else {
+            None
+        };
+        let mut control = Control::new(
+            CommandCode::Req,
+            flags,
+            id.map_or(0, |id| id.0),
+            Body::Empty,
+        )
+        .with_trace(trace)
+        .with_route(Some(route));
+        control.hop_limit = hop_limit;
+        self.push(next, control, body);
+        Ok(id)
+    }
+
     /// Answers request `id` from `peer` with `result` (an error reply carries a code).
     pub fn reply(
         &mut self,
@@ -908,7 +1037,11 @@ impl Protocol {
             Body::Ready {
                 path: self.config.local.as_str().to_owned(),
                 liveness_timeout_ms,
-                capabilities: 0,
+                capabilities: if self.config.forwards {
+                    capabilities::FORWARDS
+                } else {
+                    0
+                },
             },
         );
         self.push(peer, ready, std::iter::empty());
@@ -930,7 +1063,7 @@ impl Protocol {
         let Body::Ready {
             path,
             liveness_timeout_ms,
-            ..
+            capabilities: announced,
         } = control.body
         else {
             return self.violation_text(peer, "READY without its fields");
@@ -953,6 +1086,7 @@ impl Protocol {
             Some(policy) => policy.permitted(&path, &self.config.local),
         };
         session.permitted = permitted;
+        session.forwards = announced & capabilities::FORWARDS != 0;
         match session.role {
             Role::Connector => {
                 session.next_ping = Some(now + self.config.ping_interval);
@@ -987,6 +1121,98 @@ impl Protocol {
             path,
             role,
         });
+    }
+
+    /// Checks a routed REQ from the ready session `peer` (whose path is `adjacent`):
+    /// the origin it names for its destination, or `None` when it was handled here (handed
+    /// out as [`Event::Forward`], or refused: answered with an error if it expects a reply,
+    /// counted if not). docs/PROTOCOL.md §3.5 has the rules.
+    fn routed(
+        &mut self,
+        peer: &PeerId,
+        adjacent: &ServicePath,
+        permitted: Operations,
+        control: &Control,
+        msg: &Multipart,
+    ) -> Option<ServicePath> {
+        let route = control.route.as_ref()?;
+        let relayed = route.origin != *adjacent;
+        let forwards = self.sessions.get(peer).is_some_and(|s| s.forwards);
+        let expects_reply = control.flags & flags::EXPECT_REPLY != 0;
+        let refuse = |this: &mut Self, code: u16, detail: String| {
+            if expects_reply {
+                this.push(
+                    peer,
+                    Control::new(
+                        CommandCode::Rep,
+                        flags::ERROR,
+                        control.id,
+                        Body::Reason(Reason { code, detail }),
+                    ),
+                    std::iter::empty(),
+                );
+            }
+        };
+        if relayed && !forwards {
+            bump(&self.counters.forged_origins);
+            let detail = format!(
+                "denied forward from {adjacent} to {}: {adjacent} claims the origin {} and does not forward",
+                self.config.local, route.origin
+            );
+            refuse(self, codes::ACCESS_DENIED, detail);
+            return None;
+        }
+        if relayed && !permitted.contains(Operation::Forward) {
+            self.count_denied(expects_reply);
+            let detail = denied_detail(Operation::Forward, adjacent, &self.config.local);
+            refuse(self, codes::ACCESS_DENIED, detail);
+            return None;
+        }
+        if route.destination == self.config.local {
+            return Some(route.origin.clone());
+        }
+        if !self.config.forwards {
+            bump(&self.counters.not_forwarded);
+            let detail = format!(
+                "{} does not forward (a request for {})",
+                self.config.local, route.destination
+            );
+            refuse(self, codes::UNREACHABLE, detail);
+            return None;
+        }
+        let origin_may = match &self.config.acl {
+            None => true,
+            Some(policy) => policy
+                .permitted(&route.origin, &self.config.local)
+                .contains(Operation::Forward),
+        };
+        if !origin_may {
+            self.count_denied(expects_reply);
+            let detail = denied_detail(Operation::Forward, &route.origin, &self.config.local);
+            refuse(self, codes::ACCESS_DENIED, detail);
+            return None;
+        }
+        let message = Routed {
+            flags: control.flags,
+            route: route.clone(),
+            hop_limit: control.hop_limit,
+            body: Multipart::from_frames(msg.frames().get(2..).unwrap_or_default().iter().cloned()),
+            trace: control.trace,
+        };
+        self.events.push_back(Event::Forward {
+            peer: peer.clone(),
+            id: RequestId(control.id),
+            message,
+        });
+        None
+    }
+
+    fn count_denied(&self, request: bool) {
+        if request {
+            bump(&self.counters.acl_denied_requests);
+        } else {
+            bump(&self.counters.acl_denied_notifications);
+        }
     }
 
     /// A REQ the ACL does not let `from` send: a request is answered `ACCESS_DENIED`, a

@@ -47,6 +47,9 @@ pub(crate) struct Session {
     /// What the ACL lets the peer do to us, decided once at READY (all before READY:
     /// nothing but READY and DISCONNECT is accepted then anyway).
     pub(crate) permitted: Operations,
+    /// The peer's READY announced that it forwards (a broker): it may relay routed
+    /// requests of other origins.
+    pub(crate) forwards: bool,
     /// PINGs the peer may still send now, in millionths of a PING (token bucket).
     pub(crate) ping_tokens: u64,
     /// When the bucket was last refilled.

@@ -1,0 +1,146 @@
+//! The driver's view of the routing table: its own links (the Updater's input), everyone
+//! else's records (the Calculator's), and the next hop towards an instance.
+
+use std::collections::BTreeMap;
+
+use dms_core::path::ServicePath;
+use dms_core::route::{RoutePolicy, RoutingTable};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::follow::RouteItem;
+use super::record::{Link, LinkRecord};
+
+/// Owns the routing table of one node.
+pub(crate) struct Router {
+    local: ServicePath,
+    forwards: bool,
+    table: RoutingTable,
+    policy: Box<dyn RoutePolicy>,
+    /// Live links of this node: peer -> cost.
+    links: BTreeMap<ServicePath, u32>,
+    /// Costs set for particular peers (`Node::set_link_cost`).
+    costs: BTreeMap<ServicePath, u32>,
+    default_cost: u32,
+    /// This node's record, for the registrar to write into discovery.
+    publish: watch::Sender<LinkRecord>,
+}
+
+impl Router {
+    pub(crate) fn new(
+        local: ServicePath,
+        forwards: bool,
+        default_cost: u32,
+        policy: Box<dyn RoutePolicy>,
+        publish: watch::Sender<LinkRecord>,
+    ) -> Self {
+        let mut table = RoutingTable::new();
+        table.set_transit(local.clone(), forwards);
+        Self {
+            local,
+            forwards,
+            table,
+            policy,
+            links: BTreeMap::new(),
+            costs: BTreeMap::new(),
+            default_cost: default_cost.max(1),
+            publish,
+        }
+    }
+
+    /// A session with `peer` completed its READY exchange: the link is published.
+    pub(crate) fn link_up(&mut self, peer: &ServicePath) {
+        let cost = self.costs.get(peer).copied().unwrap_or(self.default_cost);
+        if self.links.insert(peer.clone(), cost) != Some(cost) {
+            self.changed();
+        }
+    }
+
+    /// The session with `peer` ended: the link is withdrawn.
+    pub(crate) fn link_down(&mut self, peer: &ServicePath) {
+        if self.links.remove(peer).is_some() {
+            self.changed();
+        }
+    }
+
+    /// Sets what the link to `peer` costs (now, if it is up, and whenever it comes up).
+    pub(crate) fn set_cost(&mut self, peer: &ServicePath, cost: u32) {
+        let cost = cost.max(1);
+        self.costs.insert(peer.clone(), cost);
+        if let Some(current) = self.links.get_mut(peer) {
+            if *current != cost {
+                *current = cost;
+                self.changed();
+            }
+        }
+    }
+
+    /// A change of the table in discovery. This node's own record is its own business:
+    /// what discovery says of it (possibly written by someone else) is ignored.
+    pub(crate) fn on_item(&mut self, item: RouteItem) {
+        match item {
+            RouteItem::Snapshot(records) => {
+                let fresh: BTreeMap<ServicePath, LinkRecord> = records.into_iter().collect();
+                let gone: Vec<ServicePath> = self
+                    .table
+                    .nodes()
+                    .filter(|node| **node != self.local && !fresh.contains_key(*node))
+                    .cloned()
+                    .collect();
+                for node in gone {
+                    self.table.remove_edges_from(&node);
+                }
+                for (path, record) in fresh {
+                    self.put(path, &record);
+                }
+            }
+            RouteItem::Put(path, record) => self.put(path, &record),
+            RouteItem::Delete(path) => {
+                if path != self.local {
+                    self.table.remove_edges_from(&path);
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, path: ServicePath, record: &LinkRecord) {
+        if path == self.local {
+            return;
+        }
+        self.table.set_transit(path.clone(), record.forwards);
+        if let Err(error) = self.table.replace_edges_from(path.clone(), record.peers()) {
+            warn!(instance = %path, %error, "link record not taken into the routing table");
+        }
+    }
+
+    /// The adjacent instance to send a message for `to` to, or `None` when `to` cannot
+    /// be reached through the table.
+    pub(crate) fn next_hop(&mut self, to: &ServicePath) -> Option<ServicePath> {
+        let next = self.policy.next_hop(&mut self.table, &self.local, to)?;
+        // Only over one of our own live links, whatever the table says.
+        self.links.contains_key(&next).then_some(next)
+    }
+
+    fn changed(&mut self) {
+        let links: Vec<(ServicePath, u32)> =
+            self.links.iter().map(|(p, c)| (p.clone(), *c)).collect();
+        if let Err(error) = self
+            .table
+            .replace_edges_from(self.local.clone(), links.iter().cloned())
+        {
+            warn!(%error, "own links not taken into the routing table");
+        }
+        let record = LinkRecord::new(
+            self.forwards,
+            links
+                .into_iter()
+                .map(|(to, cost)| Link {
+                    to: to.to_string(),
+                    cost,
+                })
+                .collect(),
+        );
+        debug!(node = %self.local, links = record.links.len(), "links changed");
+        self.publish.send_replace(record);
+    }
+}

@@ -1,0 +1,540 @@
+//! Multi-hop routing end to end, in one process: real TCP on loopback, the in-memory
+//! discovery. The seed's three scenarios (two clusters fully connected; a subsystem that
+//! talks only through a broker cluster; two subsystems joined only through their broker
+//! clusters), re-routing after a broker dies, hop-limit exhaustion, an unreachable
+//! destination, a routing loop injected into discovery, and broadcast through brokers.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+#![cfg(feature = "tcp")]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use dms::routing::{Link, LinkRecord, links_key};
+use dms::{
+    Discovery, InstanceState, MemoryDiscovery, Multipart, Node, NodeBuilder, NodeEvent,
+    RequestError, RouteFailure, ServicePath,
+};
+use dms_test_support::wait::within;
+use support::{cluster, counter, instance};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn builder(discovery: &MemoryDiscovery, path: ServicePath) -> NodeBuilder<MemoryDiscovery> {
+    Node::builder(path)
+        .heartbeat(Duration::from_millis(100), 3)
+        .request_timeout(Duration::from_secs(3))
+        .discovery(discovery.clone())
+}
+
+/// Starts `builder` as an instance that answers every request with its payload and its
+/// own path, and counts the notifications it gets.
+async fn serve(
+    builder: NodeBuilder<MemoryDiscovery>,
+) -> (Node, tokio::sync::mpsc::Receiver<Multipart>) {
+    let node = builder.start().await.unwrap();
+    let server = node.clone();
+    let (notes_tx, notes) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            if request.expects_reply() {
+                let mut body = request.body().clone();
+                body.push(server.path().to_string());
+                let _ = request.reply(body).await;
+            } else {
+                let _ = notes_tx.send(request.body().clone()).await;
+            }
+        }
+    });
+    (node, notes)
+}
+
+/// Waits until `node` sees `count` instances of `name` reachable (`Ready` or `Routed`).
+async fn reachable(node: &Node, name: &str, count: usize) {
+    node.wait_for_instances(&cluster(name), count, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{} never reached {count} of {name}: {e}", node.path()));
+}
+
+/// The paths of the peers `node` has a session with, from its events since `events`.
+fn linked(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> BTreeSet<String> {
+    let mut up = BTreeSet::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            NodeEvent::PeerUp { path, .. } => {
+                up.insert(path.to_string());
+            }
+            NodeEvent::PeerDown { path, .. } => {
+                up.remove(path.as_str());
+            }
+            _ => {}
+        }
+    }
+    up
+}
+
+async fn ask(node: &Node, name: &str, key: &str) -> Result<String, RequestError> {
+    let reply = node
+        .request(&cluster(name), key, Multipart::from_frames(["hi"]))
+        .await?;
+    Ok(String::from_utf8(reply.body[1].to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fully_connected_clusters_talk_directly() {
+    let discovery = MemoryDiscovery::new();
+    let (_b1, _) = serve(builder(&discovery, instance("Battle", "battle-1"))).await;
+    let (_b2, _) = serve(builder(&discovery, instance("Battle", "battle-2"))).await;
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Battle"))
+        .start()
+        .await
+        .unwrap();
+    reachable(&lobby, "Battle", 2).await;
+    let states: Vec<InstanceState> = lobby
+        .instances(&cluster("Battle"))
+        .await
+        .iter()
+        .map(|i| i.state)
+        .collect();
+    assert_eq!(states, vec![InstanceState::Ready, InstanceState::Ready]);
+    for key in ["p1", "p2", "p3"] {
+        ask(&lobby, "Battle", key).await.unwrap();
+    }
+    // Nothing was routed: every message went over its own link.
+    assert_eq!(counter("dms_routed_total", lobby.path(), &[]), 0);
+}
+
+/// Lobby and Trade both link only to the broker cluster; Lobby reaches Trade through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subsystem_talks_through_its_broker_cluster() {
+    let discovery = MemoryDiscovery::new();
+    let broker = |name: &str| builder(&discovery, instance("Broker", name)).broker();
+    let (b1, _) = serve(broker("broker-1")).await;
+    let (b2, _) = serve(broker("broker-2")).await;
+    let mut trades = Vec::new();
+    for name in ["trade-1", "trade-2", "trade-3"] {
+        let (node, _) =
+            serve(builder(&discovery, instance("Trade", name)).target(cluster("Broker"))).await;
+        trades.push(node);
+    }
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Broker"))
+        .routed_target(cluster("Trade"))
+        .start()
+        .await
+        .unwrap();
+    let mut lobby_events = lobby.events();
+    reachable(&lobby, "Trade", 3).await;
+    let trade_states: Vec<InstanceState> = lobby
+        .instances(&cluster("Trade"))
+        .await
+        .iter()
+        .map(|i| i.state)
+        .collect();
+    assert_eq!(trade_states, vec![InstanceState::Routed; 3]);
+
+    // Sticky dispatch over the whole cluster, through the brokers: the same key reaches the
+    // same instance every time, different keys spread over the cluster.
+    let mut owners = BTreeMap::new();
+    for key in 0..60 {
+        let key = format!("player-{key}");
+        let first = ask(&lobby, "Trade", &key).await.unwrap();
+        assert_eq!(
+            ask(&lobby, "Trade", &key).await.unwrap(),
+            first,
+            "sticky through brokers"
+        );
+        *owners.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(
+        owners.len(),
+        3,
+        "every trade instance owns some keys: {owners:?}"
+    );
+    assert!(counter("dms_routed_total", lobby.path(), &[]) >= 120);
+    let forwarded = counter("dms_forwarded_total", b1.path(), &[])
+        + counter("dms_forwarded_total", b2.path(), &[]);
+    assert!(
+        forwarded >= 240,
+        "requests and their paths through brokers: {forwarded}"
+    );
+
+    // The links that exist: Lobby holds sessions with brokers only.
+    let links = linked(&mut lobby_events);
+    assert!(
+        links.iter().all(|p| p.contains("/Broker/")),
+        "lobby's links: {links:?}"
+    );
+    for trade in &trades {
+        let peers = trade.instances(&cluster("Broker")).await;
+        assert!(peers.iter().all(|p| p.state == InstanceState::Ready));
+    }
+}
+
+/// Two subsystems joined only through their broker clusters (portals): Lobby's side never
+/// dials Trade's services, nor the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_joins_two_subsystems_through_their_brokers() {
+    let discovery = MemoryDiscovery::new();
+    let (_pb, _) = serve(builder(&discovery, instance("TradeGate", "gate-b1")).broker()).await;
+    let (pa, _) = serve(
+        builder(&discovery, instance("LobbyGate", "gate-a1"))
+            .broker()
+            .target(cluster("TradeGate")),
+    )
+    .await;
+    let (_trade, _) =
+        serve(builder(&discovery, instance("Trade", "trade-1")).target(cluster("TradeGate"))).await;
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("LobbyGate"))
+        .routed_target(cluster("Trade"))
+        .start()
+        .await
+        .unwrap();
+    let mut events = lobby.events();
+    reachable(&lobby, "Trade", 1).await;
+    for key in 0..20 {
+        let from = ask(&lobby, "Trade", &format!("k{key}")).await.unwrap();
+        assert_eq!(from, instance("Trade", "trade-1").to_string());
+    }
+    let links = linked(&mut events);
+    assert!(
+        links.iter().all(|p| p.contains("/LobbyGate/")),
+        "lobby's links: {links:?}"
+    );
+    // The gate of Lobby's side links only to its own side and to the other gate.
+    let gate_peers = pa.instances(&cluster("TradeGate")).await;
+    assert_eq!(gate_peers.len(), 1);
+    assert_eq!(gate_peers[0].state, InstanceState::Ready);
+    assert!(counter("dms_forwarded_total", pa.path(), &[]) >= 20);
+}
+
+/// Two brokers; one is killed (no DISCONNECT) while requests flow. Every request is
+/// answered or fails with a typed error within its timeout, and traffic moves to the
+/// other broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_moves_to_the_remaining_broker_when_one_dies() {
+    let discovery = MemoryDiscovery::new();
+    let (b1, _) = serve(builder(&discovery, instance("Broker", "broker-1")).broker()).await;
+    let (b2, _) = serve(builder(&discovery, instance("Broker", "broker-2")).broker()).await;
+    let (_trade, _) =
+        serve(builder(&discovery, instance("Trade", "trade-1")).target(cluster("Broker"))).await;
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Broker"))
+        .routed_target(cluster("Trade"))
+        .request_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    reachable(&lobby, "Broker", 2).await;
+    reachable(&lobby, "Trade", 1).await;
+    // Let both brokers' links be in every table, then find the one in use.
+    ask(&lobby, "Trade", "k").await.unwrap();
+    let used_b1 = counter("dms_forwarded_total", b1.path(), &[]) > 0;
+    let (victim, survivor) = if used_b1 { (b1, b2) } else { (b2, b1) };
+    let before = counter("dms_forwarded_total", survivor.path(), &[]);
+
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let lobby = lobby.clone();
+        let killed = killed.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let started = tokio::time::Instant::now();
+            // Until 50 requests in a row succeeded after the kill (or 8 s).
+            let mut streak = 0;
+            while started.elapsed() < Duration::from_secs(8) && streak < 50 {
+                let sent = tokio::time::Instant::now();
+                match ask(&lobby, "Trade", "k").await {
+                    Ok(_) => {
+                        ok += 1;
+                        if killed.load(std::sync::atomic::Ordering::SeqCst) {
+                            streak += 1;
+                        }
+                    }
+                    Err(error) => {
+                        streak = 0;
+                        failed.push(error);
+                    }
+                }
+                assert!(
+                    sent.elapsed() < Duration::from_millis(2500),
+                    "a request outlived its timeout"
+                );
+            }
+            (ok, failed, streak)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    victim.kill().await;
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed, streak) = load.await.unwrap();
+    assert_eq!(streak, 50, "traffic did not recover: {failed:?}");
+    for error in &failed {
+        // Typed: the request was lost with its link, or a hop answered in its place.
+        assert!(
+            matches!(
+                error,
+                RequestError::PeerLost(_)
+                    | RequestError::Timeout
+                    | RequestError::Route { .. }
+                    | RequestError::NoInstance(_)
+            ),
+            "{error:?}"
+        );
+    }
+    assert!(ok > 0);
+    // Afterwards everything goes through the survivor.
+    for key in 0..10 {
+        ask(&lobby, "Trade", &format!("after-{key}")).await.unwrap();
+    }
+    assert!(counter("dms_forwarded_total", survivor.path(), &[]) > before);
+}
+
+/// Lobby - broker-1 - broker-2 - Trade: three links. A hop limit of 2 is exhausted at
+/// broker-2, which answers; a hop limit of 3 gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_limit_exhaustion_is_answered() {
+    let discovery = MemoryDiscovery::new();
+    let (_b2, _) = serve(builder(&discovery, instance("Far", "broker-2")).broker()).await;
+    let (_b1, _) = serve(
+        builder(&discovery, instance("Near", "broker-1"))
+            .broker()
+            .target(cluster("Far")),
+    )
+    .await;
+    let (_trade, _) =
+        serve(builder(&discovery, instance("Trade", "trade-1")).target(cluster("Far"))).await;
+    let short = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Near"))
+        .routed_target(cluster("Trade"))
+        .hop_limit(2)
+        .start()
+        .await
+        .unwrap();
+    let long = builder(&discovery, instance("Lobby", "lobby-2"))
+        .target(cluster("Near"))
+        .routed_target(cluster("Trade"))
+        .hop_limit(3)
+        .start()
+        .await
+        .unwrap();
+    reachable(&short, "Trade", 1).await;
+    reachable(&long, "Trade", 1).await;
+    match ask(&short, "Trade", "k").await {
+        Err(RequestError::Route {
+            failure: RouteFailure::HopLimitExceeded,
+            detail,
+        }) => {
+            assert!(detail.contains("broker-2"), "{detail}");
+        }
+        other => panic!("expected a hop-limit error, got {other:?}"),
+    }
+    assert_eq!(
+        counter(
+            "dms_forward_failures_total",
+            &instance("Far", "broker-2"),
+            &[("reason", "hop_limit")]
+        ),
+        1
+    );
+    ask(&long, "Trade", "k").await.unwrap();
+}
+
+/// Writes `links` as `path`'s link record, as an attacker with write access to
+/// discovery could.
+async fn forge(
+    discovery: &MemoryDiscovery,
+    path: &ServicePath,
+    forwards: bool,
+    links: &[&ServicePath],
+) {
+    let record = LinkRecord::new(
+        forwards,
+        links
+            .iter()
+            .map(|p| Link {
+                to: p.to_string(),
+                cost: 1,
+            })
+            .collect(),
+    );
+    discovery
+        .set(&links_key(path).unwrap(), record.encode(), None)
+        .await
+        .unwrap();
+}
+
+/// Discovery says broker-1 links to trade-1, but it does not: broker-1 answers
+/// `Unreachable` within one round trip, and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_destination_is_answered_by_the_hop() {
+    let discovery = MemoryDiscovery::new();
+    let (b1, _) = serve(builder(&discovery, instance("Broker", "broker-1")).broker()).await;
+    // Trade is registered but links to nobody.
+    let (trade, _) = serve(builder(&discovery, instance("Trade", "trade-1"))).await;
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Broker"))
+        .routed_target(cluster("Trade"))
+        .start()
+        .await
+        .unwrap();
+    reachable(&lobby, "Broker", 1).await;
+    within("routing", async {
+        loop {
+            // Wait for broker-1's own record (its link to lobby) before forging over it.
+            let table =
+                dms::routing::read_table(&discovery, &dms::routing::table_key(b1.path()).unwrap())
+                    .await
+                    .unwrap();
+            if table
+                .records
+                .iter()
+                .any(|(p, r)| p == b1.path() && !r.links.is_empty())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    forge(&discovery, trade.path(), false, &[b1.path()]).await;
+    forge(&discovery, b1.path(), true, &[lobby.path(), trade.path()]).await;
+    reachable(&lobby, "Trade", 1).await;
+    match ask(&lobby, "Trade", "k").await {
+        Err(RequestError::Route {
+            failure: RouteFailure::Unreachable,
+            detail,
+        }) => {
+            assert!(detail.contains("no route"), "{detail}");
+        }
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+    assert_eq!(
+        counter(
+            "dms_forward_failures_total",
+            b1.path(),
+            &[("reason", "unreachable")]
+        ),
+        1
+    );
+}
+
+/// Forged records make broker-1 route trade-1 through broker-2 and broker-2 through
+/// broker-1: the request comes back towards where it came from, the loop is cut at once
+/// and counted, and the origin hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_loop_injected_into_discovery_terminates() {
+    let discovery = MemoryDiscovery::new();
+    let (b1, _) = serve(builder(&discovery, instance("Broker", "broker-1")).broker()).await;
+    let (b2, _) = serve(
+        builder(&discovery, instance("Broker", "broker-2"))
+            .broker()
+            .target(cluster("Broker")),
+    )
+    .await;
+    let (trade, _) = serve(builder(&discovery, instance("Trade", "trade-1"))).await;
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Broker"))
+        .routed_target(cluster("Trade"))
+        .start()
+        .await
+        .unwrap();
+    reachable(&lobby, "Broker", 2).await;
+    within("routing", async {
+        loop {
+            let table =
+                dms::routing::read_table(&discovery, &dms::routing::table_key(b1.path()).unwrap())
+                    .await
+                    .unwrap();
+            let links = |who: &ServicePath| {
+                table
+                    .records
+                    .iter()
+                    .find(|(p, _)| p == who)
+                    .map_or(0, |(_, r)| r.links.len())
+            };
+            if links(b1.path()) >= 2 && links(b2.path()) >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Each broker is told the other links to trade-1 (and trade-1 confirms both).
+    forge(&discovery, trade.path(), false, &[b1.path(), b2.path()]).await;
+    forge(
+        &discovery,
+        b1.path(),
+        true,
+        &[lobby.path(), b2.path(), trade.path()],
+    )
+    .await;
+    forge(
+        &discovery,
+        b2.path(),
+        true,
+        &[lobby.path(), b1.path(), trade.path()],
+    )
+    .await;
+    reachable(&lobby, "Trade", 1).await;
+    let error = within("routing", async { ask(&lobby, "Trade", "k").await })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RequestError::Route { failure: RouteFailure::Unreachable, detail } if detail.contains("loop")),
+        "{error:?}"
+    );
+    let loops = counter(
+        "dms_forward_failures_total",
+        b1.path(),
+        &[("reason", "loop")],
+    ) + counter(
+        "dms_forward_failures_total",
+        b2.path(),
+        &[("reason", "loop")],
+    );
+    assert_eq!(loops, 1);
+}
+
+/// A broadcast to a cluster reached only through brokers: each live instance gets it
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_through_brokers_reaches_each_instance_once() {
+    let discovery = MemoryDiscovery::new();
+    let (_b1, _) = serve(builder(&discovery, instance("Broker", "broker-1")).broker()).await;
+    let (_b2, _) = serve(builder(&discovery, instance("Broker", "broker-2")).broker()).await;
+    let mut inboxes = Vec::new();
+    for name in ["guild-1", "guild-2", "guild-3"] {
+        let (node, notes) =
+            serve(builder(&discovery, instance("Guild", name)).target(cluster("Broker"))).await;
+        inboxes.push((node, notes));
+    }
+    let lobby = builder(&discovery, instance("Lobby", "lobby-1"))
+        .target(cluster("Broker"))
+        .routed_target(cluster("Guild"))
+        .start()
+        .await
+        .unwrap();
+    reachable(&lobby, "Guild", 3).await;
+    let reached = lobby
+        .broadcast(&cluster("Guild"), Multipart::from_frames(["news"]))
+        .await
+        .unwrap();
+    assert_eq!(reached.len(), 3);
+    for (node, notes) in &mut inboxes {
+        let note = within("routing", notes.recv()).await.unwrap();
+        assert_eq!(&note[0][..], b"news", "{}", node.path());
+    }
+    // Exactly once: a marker broadcast after it is the next thing each one gets.
+    lobby
+        .broadcast(&cluster("Guild"), Multipart::from_frames(["marker"]))
+        .await
+        .unwrap();
+    for (node, notes) in &mut inboxes {
+        let note = within("routing", notes.recv()).await.unwrap();
+        assert_eq!(&note[0][..], b"marker", "{} got a duplicate", node.path());
+    }
+}
