@@ -19,4 +19,6 @@ pub use session::SessionState;
 #[cfg(test)]
 mod malformed_tests;
 #[cfg(test)]
+mod routed_tests;
+#[cfg(test)]
 mod tests;
