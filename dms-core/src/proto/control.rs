@@ -256,6 +256,10 @@ impl Control {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_route(mut self, route: Option<Route>) -> Self {
+        if let Some(route) = &route {
+            self.source = route.origin.hash64();
+            self.destination = route.destination.hash64();
+        }
         self.route = route;
         self
     }

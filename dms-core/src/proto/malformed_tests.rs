@@ -358,7 +358,7 @@ fn table() -> Vec<Case> {
     c("M27", "REQ with hop limit 255", ReadyResponder, frames(&[&req(1, 255, 3), b"p"]), Request { id: 3, body: frames(&[b"p"]) }, &[]);
     let mut routed = req(1, 16, 4);
     routed[20..28].copy_from_slice(&0xdead_beef_u64.to_be_bytes());
-    c("M27", "REQ with a destination hash not 0", ReadyResponder, vec![routed], Request { id: 4, body: vec![] }, &[]);
+    c("M42", "REQ with a destination hash not 0 and no forwarding entries", ReadyResponder, vec![routed], Outcome::Closed { code: codes::PROTOCOL_VIOLATION, detail: "forwarding fields" }, &[]);
     c("M28", "REQ with unknown flag bits", ReadyResponder, frames(&[&req(0xf9, 16, 5), b"p"]), Request { id: 5, body: frames(&[b"p"]) }, &[]);
     c("M28", "REQ with EXPECT_REPLY and BROADCAST", ReadyResponder, vec![req(0x03, 16, 6)], Request { id: 6, body: vec![] }, &[]);
     c("M28", "REQ with the ERROR flag only", ReadyResponder, frames(&[&req(0x04, 16, 0), b"n"]), Notification { broadcast: false, body: frames(&[b"n"]) }, &[]);
@@ -393,6 +393,21 @@ fn table() -> Vec<Case> {
     c("M40", "a lone type byte", ReadyResponder, vec![req_ext(12, &[1])], Traced { id: 12, trace: None }, &[]);
     c("M40", "a truncated entry after the traceparent", ReadyResponder, vec![req_ext(12, &[extensions(&[(1, tp)]), vec![5, 200, 0]].concat())], Traced { id: 12, trace: sample_trace() }, &[]);
     c("M40", "a truncated entry before the traceparent", ReadyResponder, vec![req_ext(12, &[vec![5, 200, 0], extensions(&[(1, tp)])].concat())], Traced { id: 12, trace: None }, &[]);
+    let origin = b"/demo/cn/android/w1/g1/Lobby/lobby-1";
+    let dest = b"/demo/cn/android/w1/g1/Trade/trade-1";
+    let routed = |block: &[u8], dest_hash: u64| {
+        let mut frame = req_ext(13, block);
+        frame[12..20].copy_from_slice(&crate::path::hash64(origin).to_be_bytes());
+        frame[20..28].copy_from_slice(&dest_hash.to_be_bytes());
+        frame
+    };
+    let bad_route = Outcome::Closed { code: codes::PROTOCOL_VIOLATION, detail: "forwarding fields" };
+    let dest_hash = crate::path::hash64(dest);
+    c("M42", "routed REQ without forwarding entries", ReadyResponder, vec![routed(&[], dest_hash)], bad_route.clone(), &[]);
+    c("M42", "routed REQ without an origin entry", ReadyResponder, vec![routed(&extensions(&[(3, dest)]), dest_hash)], bad_route.clone(), &[]);
+    c("M42", "routed REQ whose destination is not a service path", ReadyResponder, vec![routed(&extensions(&[(2, origin), (3, b"trade")]), crate::path::hash64(b"trade"))], bad_route.clone(), &[]);
+    c("M42", "routed REQ whose destination does not match its hash", ReadyResponder, vec![routed(&extensions(&[(2, origin), (3, dest)]), dest_hash ^ 1)], bad_route.clone(), &[]);
+    c("M42", "routed REQ whose origin is not UTF-8", ReadyResponder, vec![routed(&extensions(&[(2, &[0xff, 0xfe]), (3, dest)]), dest_hash)], bad_route, &[]);
     c("M41", "REP with a traceparent entry", Pending, frames(&[&cmd(CommandCode::Rep, 0, 1, &extensions(&[(1, tp)])), b"r"]), Reply(Ok(frames(&[b"r"]))), &[]);
     c("M41", "REP with ERROR and an extension block after the detail", Pending, vec![cmd(CommandCode::Rep, flags::ERROR, 1, &[reason_fields(18, b"failed"), extensions(&[(1, tp), (7, b"x")]), vec![1]].concat())], Reply(Err(Reason { code: 18, detail: "failed".into() })), &[]);
 
