@@ -85,8 +85,12 @@ fn route(c: &mut Criterion) {
 
     // A link between two far-away nodes priced above every path between them.
     let (a, b) = (nodes[400].clone(), nodes[401].clone());
-    table.insert_edge(a.clone(), b.clone(), 1_000).expect("raise");
-    table.insert_edge(b.clone(), a.clone(), 1_000).expect("raise");
+    table
+        .insert_edge(a.clone(), b.clone(), 1_000)
+        .expect("raise");
+    table
+        .insert_edge(b.clone(), a.clone(), 1_000)
+        .expect("raise");
     let mut high = false;
     group.bench_function("change_cost_off_tree_then_query_1000n_10000e", |bench| {
         bench.iter(|| {
