@@ -90,11 +90,20 @@
 //! (when an edge touching it goes and none is left, or by
 //! [`remove_edges_from`](RoutingTable::remove_edges_from)).
 //!
+//! # Choosing the next hop
+//!
+//! [`RoutePolicy`] is how an instance picks the next hop: [`ShortestPath`] (the table's own
+//! [`next_hop`](RoutingTable::next_hop)) by default, or a service's own algorithm over the
+//! table's read accessors ([`neighbours`](RoutingTable::neighbours),
+//! [`is_transit`](RoutingTable::is_transit), [`usable_cost`](RoutingTable::usable_cost)).
+//!
 //! # Deterministic tie-break
 //!
 //! Among several shortest paths from `s` to `v`, the table picks the one whose last hop comes
-//! from the **smallest** predecessor in the node order (`N`'s [`Ord`]; for [`ServicePath`],
-//! the order of the path strings), and the path to that predecessor by the same rule. The
+//! from the **smallest** predecessor in the node order (`N`'s [`Ord`]; for
+//! [`ServicePath`](crate::path::ServicePath), the order of the path strings) among those that
+//! may forward (the source, or a transit node), and the path to that predecessor by the same
+//! rule. The
 //! answer depends only on the usable edges, never on the order in which edges were inserted
 //! or on the history of the table, so every instance holding the same edges computes the
 //! same paths.
@@ -133,10 +142,12 @@
 //! microseconds when it moves the tree, well under one when it does not (`benches/route.rs`).
 
 mod graph;
+mod policy;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use policy::{RoutePolicy, ShortestPath};
 pub use table::RoutingTable;
 
 /// How published edges become usable links; see the [module docs](self#which-edges-count).

@@ -290,6 +290,35 @@ impl<N: Ord + Clone> RoutingTable<N> {
     /// path. `None` when `to` cannot be reached from `from` (either is unknown, or no path of
     /// usable links joins them), and when `to == from`: a message for the local node is
     /// delivered, not forwarded ([`distance`](Self::distance) tells the two apart).
+    /// The usable links out of `node`: each neighbour and the cost routing uses for the link
+    /// (as [`usable_cost`](Self::usable_cost)), in no particular order (a policy that needs
+    /// a deterministic answer breaks ties by node order). Empty for a node the table does
+    /// not hold. Whether a neighbour forwards is [`is_transit`](Self::is_transit).
+    ///
+    /// ```
+    /// use dms_core::route::RoutingTable;
+    ///
+    /// let mut t = RoutingTable::<&str>::new();
+    /// for (a, b, cost) in [("a", "b", 2), ("b", "a", 3), ("a", "c", 1), ("c", "a", 1)] {
+    ///     t.insert_edge(a, b, cost)?;
+    /// }
+    /// t.insert_edge("a", "d", 1)?; // d never confirmed: not usable
+    /// let mut links: Vec<_> = t.neighbours(&"a").map(|(n, cost)| (*n, cost)).collect();
+    /// links.sort();
+    /// assert_eq!(links, [("b", 3), ("c", 1)]);
+    /// assert_eq!(t.neighbours(&"nowhere").count(), 0);
+    /// # Ok::<(), dms_core::route::RouteError>(())
+    /// ```
+    pub fn neighbours<'a>(&'a self, node: &N) -> impl Iterator<Item = (&'a N, u32)> + use<'a, N> {
+        let arcs = self
+            .index
+            .get(node)
+            .map(|&slot| self.graph.arcs(slot))
+            .unwrap_or_default();
+        arcs.iter()
+            .filter_map(move |&(v, cost)| Some((&self.slot(v)?.node, cost)))
+    }
+
     /// Whether `node` forwards messages for others; see the
     /// [module docs](crate::route#which-nodes-forward). `true` for a node never set, and for
     /// a node the table does not hold.

@@ -748,3 +748,82 @@ proptest! {
         prop_assert!(cached_now + spare <= cached);
     }
 }
+
+#[test]
+fn neighbours_are_the_usable_links() {
+    let mut t = Table::new();
+    link(&mut t, "a", "b", 2);
+    t.insert_edge("b", "a", 5).unwrap();
+    link(&mut t, "a", "c", 1);
+    t.insert_edge("a", "d", 1).unwrap();
+    let sorted = |t: &Table, n| {
+        let mut v: Vec<_> = t.neighbours(&n).map(|(n, c)| (*n, c)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&t, "a"), [("b", 5), ("c", 1)]);
+    assert_eq!(sorted(&t, "d"), []);
+    t.remove_edge(&"c", &"a");
+    assert_eq!(sorted(&t, "a"), [("b", 5)]);
+    let directed = RouteConfig::builder().edge_rule(EdgeRule::Directed).build();
+    let mut t = Table::with_config(directed);
+    t.insert_edge("a", "d", 3).unwrap();
+    assert_eq!(sorted(&t, "a"), [("d", 3)]);
+    assert_eq!(sorted(&t, "d"), []);
+}
+
+mod policy {
+    use super::super::{RoutePolicy, RoutingTable, ShortestPath};
+    use crate::path::ServicePath;
+
+    fn node(name: &str) -> ServicePath {
+        ServicePath::new(&format!("/test/cn/linux/w1/g1/Node/{name}")).unwrap()
+    }
+
+    fn table() -> RoutingTable {
+        let mut t = RoutingTable::new();
+        for (a, b, cost) in [("a", "b", 1), ("b", "c", 1), ("a", "x", 5), ("x", "c", 5)] {
+            t.insert_edge(node(a), node(b), cost).unwrap();
+            t.insert_edge(node(b), node(a), cost).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn shortest_path_is_the_tables_next_hop() {
+        let mut t = table();
+        let mut policy = ShortestPath;
+        assert_eq!(
+            policy.next_hop(&mut t, &node("a"), &node("c")),
+            Some(node("b"))
+        );
+        t.set_transit(node("b"), false).unwrap();
+        assert_eq!(
+            policy.next_hop(&mut t, &node("a"), &node("c")),
+            Some(node("x"))
+        );
+        assert_eq!(policy.next_hop(&mut t, &node("a"), &node("a")), None);
+        assert_eq!(policy.next_hop(&mut t, &node("a"), &node("nowhere")), None);
+    }
+
+    #[test]
+    fn closures_are_policies_and_keep_state() {
+        let mut calls = 0u32;
+        let mut cheapest_neighbour =
+            move |t: &mut RoutingTable, from: &ServicePath, to: &ServicePath| {
+                calls += 1;
+                assert!(calls <= 2, "called {calls} times");
+                t.distance(from, to)?;
+                t.neighbours(from)
+                    .min_by_key(|&(n, cost)| (cost, n.clone()))
+                    .map(|(n, _)| n.clone())
+            };
+        let mut t = table();
+        assert_eq!(
+            cheapest_neighbour.next_hop(&mut t, &node("c"), &node("a")),
+            Some(node("b"))
+        );
+        let mut boxed: Box<dyn RoutePolicy> = Box::new(cheapest_neighbour);
+        assert_eq!(boxed.next_hop(&mut t, &node("c"), &node("nowhere")), None);
+    }
+}
