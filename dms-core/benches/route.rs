@@ -1,6 +1,17 @@
-//! Routing table over 1,000 instances (service paths) joined by 4,000 links, each published
-//! by both ends (8,000 published edges): a full recompute (an edge cost changes, then a
-//! query rebuilds the usable graph and runs Dijkstra from the source) and cached lookups.
+//! Routing table over 1,000 instances (service paths) joined by 5,000 links, each published
+//! by both ends (10,000 published edges).
+//!
+//! "Route change applied" is one change followed by the next `next_hop` query from the
+//! source, which is when the table recomputes what the change invalidated:
+//!
+//! - `change_cost_then_query`: the cost of a link on the source's shortest-path tree (its
+//!   first hop towards the far node) alternates between its own cost and 1,000 (above every
+//!   other cost), so every change moves the tree;
+//! - `change_cost_off_tree_then_query`: a link that is on no shortest path alternates
+//!   between 1,000 and 2,000 (the tree cannot change);
+//! - `remove_link_then_query`: one end withdraws the tree link, then publishes it again;
+//!
+//! and cached lookups.
 #![allow(missing_docs)]
 
 mod common;
@@ -11,7 +22,7 @@ use dms_core::path::ServicePath;
 use dms_core::route::RoutingTable;
 
 const NODES: u64 = 1_000;
-const LINKS: usize = 4_000;
+const LINKS: usize = 5_000;
 
 fn node(i: u64) -> ServicePath {
     ServicePath::new(&format!("/bench/cn/linux/w1/g1/Node/node-{i:04}")).expect("valid path")
@@ -45,6 +56,7 @@ fn network() -> (RoutingTable, Vec<ServicePath>) {
             .insert_edge(b.clone(), a.clone(), cost)
             .expect("insert");
     }
+    assert_eq!(table.edge_count(), 2 * LINKS);
     (table, nodes)
 }
 
@@ -52,21 +64,65 @@ fn route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
     let (mut table, nodes) = network();
     let (src, far) = (&nodes[0], &nodes[NODES as usize / 2]);
-    assert!(table.next_hop(src, far).is_some());
+    let hop = table.next_hop(src, far).expect("reachable").clone();
+    let tree_cost = table.published_cost(src, &hop).expect("published");
 
-    // Alternating a cost above every other one changes the usable graph each time.
-    let (a, b) = (nodes[10].clone(), nodes[11].clone());
     let mut high = false;
-    group.bench_function("recompute_1000n_4000l", |bench| {
+    group.bench_function("change_cost_then_query_1000n_10000e", |bench| {
         bench.iter(|| {
             high = !high;
-            let cost = if high { 1_000 } else { 2_000 };
+            let cost = if high { 1_000 } else { tree_cost };
+            table
+                .insert_edge(src.clone(), hop.clone(), cost)
+                .expect("update");
+            table.next_hop(src, far).is_some()
+        });
+    });
+    table
+        .insert_edge(src.clone(), hop.clone(), tree_cost)
+        .expect("restore");
+    assert_eq!(table.next_hop(src, far), Some(&hop));
+
+    // A link between two far-away nodes priced above every path between them.
+    let (a, b) = (nodes[400].clone(), nodes[401].clone());
+    table
+        .insert_edge(a.clone(), b.clone(), 1_000)
+        .expect("raise");
+    table
+        .insert_edge(b.clone(), a.clone(), 1_000)
+        .expect("raise");
+    let mut high = false;
+    group.bench_function("change_cost_off_tree_then_query_1000n_10000e", |bench| {
+        bench.iter(|| {
+            high = !high;
+            let cost = if high { 2_000 } else { 1_000 };
             table
                 .insert_edge(a.clone(), b.clone(), cost)
                 .expect("update");
             table.next_hop(src, far).is_some()
         });
     });
+
+    let mut removed = false;
+    group.bench_function("remove_link_then_query_1000n_10000e", |bench| {
+        bench.iter(|| {
+            removed = !removed;
+            if removed {
+                table.remove_edge(src, &hop).expect("remove");
+            } else {
+                table
+                    .insert_edge(src.clone(), hop.clone(), tree_cost)
+                    .expect("re-add");
+            }
+            table.next_hop(src, far).is_some()
+        });
+    });
+    if removed {
+        table
+            .insert_edge(src.clone(), hop.clone(), tree_cost)
+            .expect("re-add");
+    }
+    assert_eq!(table.next_hop(src, far), Some(&hop));
 
     let mut i = 0usize;
     group.bench_function("next_hop_cached_1000n", |bench| {

@@ -35,7 +35,8 @@ impl Router {
         publish: watch::Sender<LinkRecord>,
     ) -> Self {
         let mut table = RoutingTable::new();
-        table.set_transit(local.clone(), forwards);
+        // A fresh table has room for one node.
+        let _ = table.set_transit(local.clone(), forwards);
         Self {
             local,
             forwards,
@@ -107,8 +108,9 @@ impl Router {
         if path == self.local {
             return;
         }
-        self.table.set_transit(path.clone(), record.forwards);
-        if let Err(error) = self.table.replace_edges_from(path.clone(), record.peers()) {
+        let transit = self.table.set_transit(path.clone(), record.forwards);
+        let edges = self.table.replace_edges_from(path.clone(), record.peers());
+        if let Err(error) = transit.and(edges) {
             warn!(instance = %path, %error, "link record not taken into the routing table");
         }
     }
