@@ -9,6 +9,7 @@ mod peers;
 mod plot;
 mod report;
 mod request;
+mod route;
 mod transport;
 mod worker;
 
@@ -36,6 +37,10 @@ pub(crate) enum Scenario {
     Broadcast,
     /// Registration churn on discovery (see --discovery): registrations/s, watch latency.
     Discovery,
+    /// Multi-hop forwarding through brokers, all nodes in this process: request/reply
+    /// latency direct, through 1 broker and through a chain of 2 (`route-rr-*`), and
+    /// one-way notifications/s direct and through 1 broker (`route-oneway-*`).
+    Route,
     /// Everything.
     All,
 }
@@ -91,9 +96,10 @@ pub(crate) struct BenchArgs {
     /// round trips run once on each, fewest workers first, both sides on a fresh runtime
     /// of that kind; the patterns of lines measured on N workers end with `-mtN` (e.g.
     /// `router-dealer-mt2`) and come after every current-thread line of their scenario.
-    /// The other measurements (QUIC, shared memory, the raw tokio peer's throughput, broadcast,
-    /// discovery) run on the runtime with the fewest workers only. `0` measures only on a
-    /// current-thread runtime (a side's hot path then costs no cross-thread wake-up).
+    /// The other measurements (QUIC, shared memory, the raw tokio peer's throughput,
+    /// broadcast, discovery, route) run on the runtime with the fewest workers only. `0`
+    /// measures only on a current-thread runtime (a side's hot path then costs no
+    /// cross-thread wake-up).
     #[arg(
         long,
         value_name = "N,...",
@@ -196,6 +202,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             };
             with_discovery!(&url, |d| discovery::run(d, backend, window, &mut |l| out
                 .emit(l)))
+        })
+        .await?;
+    }
+    if args.scenario.runs(Scenario::Route) {
+        on_runtime(first, &sink, move |out| async move {
+            route::run(window, &mut |l| out.emit(l)).await
         })
         .await?;
     }
@@ -329,5 +341,25 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<(), Failure> {
         served.await
     } else {
         tokio::spawn(served).await.map_err(|e| fail("worker", e))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scenario;
+
+    #[test]
+    fn all_runs_every_scenario() {
+        for scenario in [
+            Scenario::Transport,
+            Scenario::Request,
+            Scenario::Broadcast,
+            Scenario::Discovery,
+            Scenario::Route,
+        ] {
+            assert!(Scenario::All.runs(scenario), "{scenario:?}");
+            assert!(scenario.runs(scenario));
+        }
+        assert!(!Scenario::Route.runs(Scenario::Request));
     }
 }
