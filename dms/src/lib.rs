@@ -86,7 +86,6 @@ mod awaiting;
 pub mod config;
 mod driver;
 mod error;
-mod forwarding;
 mod incoming;
 mod node;
 mod registrar;

@@ -14,7 +14,7 @@ use dms_core::proto::{RequestError as ProtoRequestError, RequestId, Routed};
 use dms_core::route::forward_hop_limit;
 use tracing::debug;
 
-use crate::driver::{Driver, now};
+use super::{Driver, now};
 use crate::telemetry::ForwardFailure;
 
 /// The upstream request a forwarded one stands for.
