@@ -21,6 +21,14 @@ pub(crate) struct LsArgs {
     /// One JSON object per instance.
     #[arg(long)]
     json: bool,
+    /// The routing table instead (multi-hop forwarding): each instance's link record
+    /// under PREFIX (whether it forwards, its links with their costs), each link marked
+    /// usable (both ends list it) or one-sided (and why), and the records refused with
+    /// why. With --json one object per record: {"table","revision","instance",
+    /// "forwards","links":[{"to","cost","usable","usable_cost"|"why"}]}, or
+    /// {"table","refused","why"}.
+    #[arg(long)]
+    routes: bool,
 }
 
 /// Options of `dms watch`.
@@ -101,6 +109,9 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
 }
 
 async fn ls<D: Discovery>(discovery: D, url: &DiscoveryUrl, args: &LsArgs) -> Result<(), Failure> {
+    if args.routes {
+        return crate::route::ls_routes(&discovery, url, &args.prefix, args.json).await;
+    }
     let prefix = prefix_key(&args.prefix)?;
     let found = registrations(&discovery, url, prefix.as_ref()).await?;
     let mut clusters: BTreeMap<String, Vec<(ServicePath, Option<Registration>)>> = BTreeMap::new();

@@ -11,6 +11,7 @@ mod failure;
 mod ls;
 mod node;
 mod request;
+mod route;
 mod stats;
 mod transport_args;
 
@@ -39,7 +40,8 @@ struct Cli {
 enum Commands {
     /// Runs a game backend in one process (Lobby ×2, Battle ×3, Club ×2 on the embedded
     /// discovery and real TCP loopback) and narrates registration, routing by player,
-    /// broadcast, an instance failing and coming back.
+    /// broadcast, an instance failing and coming back; then Trade reached from Lobby only
+    /// through two brokers, one of which is killed under traffic (multi-hop routing).
     Demo(demo::DemoArgs),
     /// Runs one service instance until SIGINT/SIGTERM (then deregisters and says
     /// DISCONNECT to its peers); prints its service path and bound endpoints.
@@ -49,8 +51,12 @@ enum Commands {
     Request(request::RequestArgs),
     /// Sends a message to every live instance of a cluster.
     Broadcast(request::BroadcastArgs),
-    /// Lists clusters, instances, buckets and endpoints registered in discovery.
+    /// Lists clusters, instances, buckets and endpoints registered in discovery; with
+    /// `--routes`, the routing table of multi-hop forwarding (links, usable or not).
     Ls(ls::LsArgs),
+    /// Prints the path a message from one instance to another would take through
+    /// brokers (hop by hop, each link's cost, the total), or why there is none (exit 4).
+    Route(route::RouteArgs),
     /// Prints a node's figures from its metrics endpoint (`dms node --metrics ADDR`): a
     /// table grouped by metric name, or with `--json` one JSON array.
     Stats(stats::StatsArgs),
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
             Commands::Request(args) => request::run(args).await,
             Commands::Broadcast(args) => request::broadcast(args).await,
             Commands::Ls(args) => ls::run(args).await,
+            Commands::Route(args) => route::run(args).await,
             Commands::Stats(args) => stats::run(args).await,
             Commands::Watch(args) => ls::watch(args).await,
             Commands::Bench(args) => bench::run(args).await,

@@ -60,6 +60,27 @@ pub(crate) struct NodeArgs {
     /// Cluster path this instance sends to (repeatable).
     #[arg(long)]
     target: Vec<ClusterPath>,
+    /// Cluster path this instance sends to only through brokers (repeatable): watched,
+    /// never dialled; requests to it go hop by hop along the routing table. The node must
+    /// reach a broker, usually with --target BROKER_CLUSTER. See `dms ls --routes` and
+    /// `dms route`.
+    #[arg(long, value_name = "CLUSTER")]
+    routed_target: Vec<ClusterPath>,
+    /// Run as a broker: forward routed messages for others (announced in READY and in
+    /// this instance's link record, so routes may pass through it). A broker has no
+    /// business logic: requests addressed to the broker itself are handled as without
+    /// --broker (answered by --echo, otherwise refused with NO_HANDLER). Services and
+    /// requesters reach it with --target BROKER_CLUSTER; two broker clusters are joined
+    /// by one of them targeting the other.
+    #[arg(long)]
+    broker: bool,
+    /// What this instance's links cost in the routing table (at least 1; default 1): a
+    /// link is used at the larger of the costs its two ends publish.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    link_cost: Option<u32>,
+    /// Most links a routed message this instance sends may cross (1 to 255; default 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..))]
+    hop_limit: Option<u8>,
     /// Answer every request with its payload frames plus one frame holding this
     /// instance's service path.
     #[arg(long)]
@@ -119,6 +140,18 @@ impl NodeArgs {
         }
         if !self.target.is_empty() {
             config.targets = self.target.clone();
+        }
+        if !self.routed_target.is_empty() {
+            config.routed_targets = self.routed_target.clone();
+        }
+        if self.broker {
+            config.broker = true;
+        }
+        if let Some(cost) = self.link_cost {
+            config.link_cost = Some(cost);
+        }
+        if let Some(hops) = self.hop_limit {
+            config.hop_limit = Some(hops);
         }
         if let Some(ms) = self.heartbeat_ms {
             config.heartbeat.interval = Some(Duration::from_millis(ms).max(MIN_HEARTBEAT));
@@ -207,6 +240,12 @@ async fn serve<D: Discovery>(
         }
         if let Some(metrics) = metrics {
             let _ = writeln!(out, "metrics {metrics}");
+        }
+        if config.broker {
+            let _ = writeln!(out, "broker forwards routed messages");
+        }
+        for cluster in &config.routed_targets {
+            let _ = writeln!(out, "routed-target {cluster}");
         }
         let _ = writeln!(out, "bucket {}", node.bucket());
         let _ = out.flush();

@@ -42,6 +42,12 @@ pub(crate) struct RequestArgs {
     /// One JSON object per line: {"instance","payload","rtt_us","frames"} or {"error",...}.
     #[arg(long)]
     json: bool,
+    /// Reach --to through brokers (multi-hop routing): this requester dials the
+    /// instances of this cluster (a broker cluster; repeatable) and never --to's, which it
+    /// treats as a routed target (`dms node --routed-target`): requests go hop by hop
+    /// along the routing table. See `dms route --from ... --to ...`.
+    #[arg(long, value_name = "BROKER_CLUSTER")]
+    via: Vec<ClusterPath>,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -64,6 +70,10 @@ pub(crate) struct BroadcastArgs {
     /// One JSON object: {"reached": [...]}.
     #[arg(long)]
     json: bool,
+    /// Reach --to through brokers: dial this (broker) cluster only (repeatable), as
+    /// `dms request --via`.
+    #[arg(long, value_name = "BROKER_CLUSTER")]
+    via: Vec<ClusterPath>,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -95,15 +105,22 @@ impl To {
     }
 }
 
-/// A requester instance in cluster `dms-cli` of the target's group.
+/// A requester instance in cluster `dms-cli` of the target's group; with `via`, it dials
+/// those (broker) clusters and reaches `cluster` through them.
 async fn requester<D: Discovery>(
     discovery: D,
     url: &DiscoveryUrl,
     cluster: &ClusterPath,
+    via: &[ClusterPath],
     heartbeat: Duration,
     settle: Duration,
     transport: &TransportArgs,
 ) -> Result<Node, Failure> {
+    if via.contains(cluster) {
+        return Err(Failure::Usage(format!(
+            "--via {cluster} is --to's own cluster: it is dialled or routed, not both"
+        )));
+    }
     let group = cluster.as_str().rsplit_once('/').map_or("", |(g, _)| g);
     // With a production certificate the requester is the instance it names.
     let path: ServicePath = match transport.certified_path()? {
@@ -116,16 +133,38 @@ async fn requester<D: Discovery>(
         .parse()
         .map_err(|e| Failure::Usage(format!("cannot name the requester: {e}")))?,
     };
-    let node = transport
+    let mut builder = transport
         .apply(Node::builder(path))?
         .discovery(discovery)
-        .target(cluster.clone())
         .heartbeat(heartbeat, 3)
-        .lease_ttl(Duration::from_secs(5))
+        .lease_ttl(Duration::from_secs(5));
+    if via.is_empty() {
+        builder = builder.target(cluster.clone());
+    } else {
+        for broker in via {
+            builder = builder.target(broker.clone());
+        }
+        builder = builder.routed_target(cluster.clone());
+    }
+    let node = builder
         .start()
         .await
         .map_err(|error| crate::discovery_url::start_failure(url, error))?;
-    let instances = node.settle(cluster, settle).await;
+    let instances = if via.is_empty() {
+        node.settle(cluster, settle).await
+    } else {
+        settle_routed(&node, cluster, settle).await
+    };
+    if !via.is_empty() && !instances.iter().any(dms::InstanceStatus::is_ready) {
+        node.shutdown().await;
+        let brokers: Vec<String> = via.iter().map(ToString::to_string).collect();
+        return Err(Failure::NoInstance(format!(
+            "no instance of {cluster} is reachable through {} ({} registered); \
+             `dms ls --routes` shows the links, `dms route --from ... --to ...` why",
+            brokers.join(", "),
+            instances.len()
+        )));
+    }
     if !instances.iter().any(dms::InstanceStatus::is_ready) {
         node.shutdown().await;
         // TLS-only instances (quic://, tcp+tls://) cannot be dialled without TLS
@@ -167,6 +206,34 @@ async fn requester<D: Discovery>(
     Ok(node)
 }
 
+/// Waits until every registered instance of the routed target `cluster` is reachable
+/// through the brokers (the routing table reaches it), or `timeout` passes; returns the
+/// instances as they are then.
+async fn settle_routed(
+    node: &Node,
+    cluster: &ClusterPath,
+    timeout: Duration,
+) -> Vec<dms::InstanceStatus> {
+    let mut events = node.events();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let instances = node.instances(cluster).await;
+        if !instances.is_empty() && instances.iter().all(dms::InstanceStatus::is_ready) {
+            return instances;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return instances;
+        }
+        // Woken by any event (routes changed, a broker came up), or every 50 ms.
+        let tick = tokio::time::Instant::now() + Duration::from_millis(50);
+        if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =
+            tokio::time::timeout_at(deadline.min(tick), events.recv()).await
+        {
+            return instances;
+        }
+    }
+}
+
 /// Whether an instance published shared-memory endpoints only, none of this host.
 fn shm_elsewhere(instance: &dms::InstanceStatus) -> bool {
     !instance.endpoints.is_empty()
@@ -199,6 +266,7 @@ async fn requests<D: Discovery>(
         discovery,
         url,
         &to.cluster(),
+        &args.via,
         Duration::from_millis(args.heartbeat_ms.max(10)),
         Duration::from_millis(args.discover_ms),
         &args.transport,
@@ -282,6 +350,7 @@ async fn broadcast_with<D: Discovery>(
         discovery,
         url,
         &args.to,
+        &args.via,
         Duration::from_secs(1),
         Duration::from_millis(args.discover_ms),
         &args.transport,

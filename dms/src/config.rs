@@ -14,6 +14,10 @@
 //! | `bind` | array of strings | endpoints to accept links on (`tcp://`, `quic://`, `tcp+tls://`, `shm://NAME`) ([`NodeBuilder::bind`]) |
 //! | `advertise` | array of strings | endpoints published instead of the bound ones ([`NodeBuilder::advertise`]) |
 //! | `targets` | array of strings | cluster paths this node sends to ([`NodeBuilder::target`]) |
+//! | `routed_targets` | array of strings | cluster paths this node sends to only through brokers ([`NodeBuilder::routed_target`]) |
+//! | `broker` | boolean | this node forwards routed messages for others ([`NodeBuilder::broker`]) |
+//! | `link_cost` | integer | what this node's links cost in the routing table, at least 1 ([`NodeBuilder::link_cost`]) |
+//! | `hop_limit` | integer | the hop limit of the routed messages this node sends, 1 to 255 ([`NodeBuilder::hop_limit`]) |
 //! | `prefer` | array of strings | schemes dialled, most preferred first ([`NodeBuilder::prefer`]) |
 //! | `metrics` | string | `HOST:PORT` of the Prometheus endpoint of `dms node` (the kernel has none) |
 //! | `request_timeout_ms` | integer | default request timeout ([`NodeBuilder::request_timeout`]) |
@@ -44,12 +48,14 @@
 //!
 //! [`NodeConfig::apply_env`] overrides fields with `DMS_` + the field's path in capitals,
 //! dots as underscores: `DMS_SERVICE`, `DMS_DISCOVERY`, `DMS_BIND`, `DMS_ADVERTISE`,
-//! `DMS_TARGETS`, `DMS_PREFER`, `DMS_METRICS`, `DMS_REQUEST_TIMEOUT_MS`,
+//! `DMS_TARGETS`, `DMS_ROUTED_TARGETS`, `DMS_BROKER`, `DMS_LINK_COST`, `DMS_HOP_LIMIT`,
+//! `DMS_PREFER`, `DMS_METRICS`, `DMS_REQUEST_TIMEOUT_MS`,
 //! `DMS_LEASE_TTL_S`, `DMS_HEARTBEAT_INTERVAL_MS`, `DMS_HEARTBEAT_MISSED`,
 //! `DMS_INCOMING_QUEUE`, `DMS_INCOMING_PER_PEER`, `DMS_ACL_FILE`, `DMS_ACL_ALLOW`,
 //! `DMS_ACL_RULES`, `DMS_TLS_CERT`, `DMS_TLS_KEY`, `DMS_TLS_CA`, `DMS_TLS_DEV`,
 //! `DMS_SHM_RING_BYTES`, `DMS_SHM_SPIN_US` ([`ENV_VARS`]). Lists are comma-separated,
-//! except `DMS_ACL_RULES`, whose rules are separated by `;` (a rule has commas). A list
+//! except `DMS_ACL_RULES`, whose rules are separated by `;` (a rule has commas). A boolean
+//! (`DMS_BROKER`) is `true`, `false`, `1`, `0`, `yes` or `no`. A list
 //! variable replaces the file's list; an empty variable empties a list, or unsets a
 //! single value. Other variables, `DMS_*` or not, are ignored. Errors name the variable.
 //!
@@ -103,6 +109,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DMS_BIND", "bind"),
     ("DMS_ADVERTISE", "advertise"),
     ("DMS_TARGETS", "targets"),
+    ("DMS_ROUTED_TARGETS", "routed_targets"),
+    ("DMS_BROKER", "broker"),
+    ("DMS_LINK_COST", "link_cost"),
+    ("DMS_HOP_LIMIT", "hop_limit"),
     ("DMS_PREFER", "prefer"),
     ("DMS_METRICS", "metrics"),
     ("DMS_REQUEST_TIMEOUT_MS", "request_timeout_ms"),
@@ -131,6 +141,7 @@ enum Kind {
     Str,
     List,
     Int,
+    Bool,
 }
 
 /// Every field, by its path.
@@ -140,6 +151,10 @@ const FIELDS: &[(&str, Kind)] = &[
     ("bind", Kind::List),
     ("advertise", Kind::List),
     ("targets", Kind::List),
+    ("routed_targets", Kind::List),
+    ("broker", Kind::Bool),
+    ("link_cost", Kind::Int),
+    ("hop_limit", Kind::Int),
     ("prefer", Kind::List),
     ("metrics", Kind::Str),
     ("request_timeout_ms", Kind::Int),
@@ -189,6 +204,16 @@ pub struct NodeConfig {
     pub advertise: Vec<Endpoint>,
     /// Clusters this node sends to (`targets`).
     pub targets: Vec<ClusterPath>,
+    /// Clusters this node sends to only through brokers (`routed_targets`).
+    pub routed_targets: Vec<ClusterPath>,
+    /// Whether this node is a broker: it forwards routed messages for others (`broker`).
+    pub broker: bool,
+    /// What this node's links cost in the routing table (`link_cost`, at least 1;
+    /// default 1).
+    pub link_cost: Option<u32>,
+    /// The hop limit of the routed messages this node sends (`hop_limit`, 1 to 255;
+    /// default 16).
+    pub hop_limit: Option<u8>,
     /// Schemes dialled, most preferred first (`prefer`; empty: the default).
     pub prefer: Vec<String>,
     /// Address of the Prometheus endpoint of `dms node` (`metrics`).
@@ -376,6 +401,7 @@ enum Raw {
     /// Elements with their origins.
     List(Vec<(String, Origin)>),
     Int(i64),
+    Bool(bool),
 }
 
 /// What a parse collects: errors and where each field (and list element) was given.
@@ -539,6 +565,7 @@ impl NodeConfig {
             let raw = match (kind, item.as_value()) {
                 (Kind::Str, Some(Value::String(s))) => Raw::Str(s.value().clone()),
                 (Kind::Int, Some(Value::Integer(i))) => Raw::Int(*i.value()),
+                (Kind::Bool, Some(Value::Boolean(b))) => Raw::Bool(*b.value()),
                 (Kind::List, Some(Value::Array(array))) => {
                     let mut elements = Vec::new();
                     for (i, element) in array.iter().enumerate() {
@@ -559,6 +586,7 @@ impl NodeConfig {
                         Kind::Str => "a string",
                         Kind::Int => "an integer",
                         Kind::List => "an array of strings",
+                        Kind::Bool => "a boolean (true or false)",
                     };
                     out.error(
                         field,
@@ -646,6 +674,30 @@ impl NodeConfig {
             "bind" => self.bind = each(field, list(raw, out), out),
             "advertise" => self.advertise = each(field, list(raw, out), out),
             "targets" => self.targets = each(field, list(raw, out), out),
+            "routed_targets" => self.routed_targets = each(field, list(raw, out), out),
+            "broker" => self.broker = matches!(raw, Raw::Bool(true)),
+            "link_cost" => {
+                self.link_cost = int(&raw, out).and_then(|n| match u32::try_from(n) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        out.error(field, format!("{n} is too large"), origin.clone());
+                        None
+                    }
+                });
+            }
+            "hop_limit" => {
+                self.hop_limit = int(&raw, out).and_then(|n| match u8::try_from(n) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        out.error(
+                            field,
+                            format!("{n} is more than 255 (one byte on the wire)"),
+                            origin.clone(),
+                        );
+                        None
+                    }
+                });
+            }
             "prefer" => self.prefer = list(raw, out).into_iter().map(|(_, s)| s).collect(),
             "acl.allow" => self.acl.allow = each(field, list(raw, out), out),
             "acl.rules" => {
@@ -746,6 +798,22 @@ impl NodeConfig {
         if let Some(url) = &self.discovery {
             if let Err(message) = check_discovery(url) {
                 out.error_at("discovery", message);
+            }
+        }
+        if self.link_cost == Some(0) {
+            out.error_at("link_cost", "must be at least 1");
+        }
+        if self.hop_limit == Some(0) {
+            out.error_at("hop_limit", "must be at least 1");
+        }
+        for (i, cluster) in self.routed_targets.iter().enumerate() {
+            if self.targets.contains(cluster) {
+                out.error_at(
+                    &format!("routed_targets[{i}]"),
+                    format!(
+                        "{cluster} is in targets too: a cluster is dialled or routed, not both"
+                    ),
+                );
             }
         }
         if self.request_timeout == Some(Duration::ZERO) {
@@ -964,10 +1032,22 @@ impl NodeConfig {
                             .collect(),
                     )
                 }
-                Kind::Int if value.trim().is_empty() => {
+                Kind::Int | Kind::Bool if value.trim().is_empty() => {
                     next.unset(field);
                     continue;
                 }
+                Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => Raw::Bool(true),
+                    "false" | "0" | "no" => Raw::Bool(false),
+                    _ => {
+                        collector.error(
+                            field,
+                            format!("expected true or false, found {value:?}"),
+                            origin,
+                        );
+                        continue;
+                    }
+                },
                 Kind::Int => match value.trim().parse::<i64>() {
                     Ok(i) => Raw::Int(i),
                     Err(_) => {
@@ -999,6 +1079,9 @@ impl NodeConfig {
             "incoming.per_peer" => self.incoming.per_peer = None,
             "shm.ring_bytes" => self.shm.ring_bytes = None,
             "shm.spin_us" => self.shm.spin = None,
+            "link_cost" => self.link_cost = None,
+            "hop_limit" => self.hop_limit = None,
+            "broker" => self.broker = false,
             _ => {}
         }
     }
@@ -1036,6 +1119,27 @@ impl NodeConfig {
                 "targets",
                 list(self.targets.iter().map(ToString::to_string).collect()),
             );
+        }
+        if !self.routed_targets.is_empty() {
+            line(
+                &mut out,
+                "routed_targets",
+                list(
+                    self.routed_targets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+            );
+        }
+        if self.broker {
+            line(&mut out, "broker", "true".to_owned());
+        }
+        if let Some(cost) = self.link_cost {
+            line(&mut out, "link_cost", cost.to_string());
+        }
+        if let Some(hops) = self.hop_limit {
+            line(&mut out, "hop_limit", hops.to_string());
         }
         if !self.prefer.is_empty() {
             line(&mut out, "prefer", list(self.prefer.clone()));
@@ -1256,6 +1360,18 @@ impl NodeBuilder<MemoryDiscovery> {
         }
         for target in &config.targets {
             builder = builder.target(target.clone());
+        }
+        for target in &config.routed_targets {
+            builder = builder.routed_target(target.clone());
+        }
+        if config.broker {
+            builder = builder.broker();
+        }
+        if let Some(cost) = config.link_cost {
+            builder = builder.link_cost(cost);
+        }
+        if let Some(hops) = config.hop_limit {
+            builder = builder.hop_limit(hops);
         }
         if !config.prefer.is_empty() {
             builder = builder.prefer(config.prefer.iter().cloned());
@@ -1664,6 +1780,80 @@ ring_bytes = 1000
             let e = NodeBuilder::from_config(&files).unwrap_err();
             assert!(e.to_string().starts_with("tls.cert: "), "{e}");
         }
+    }
+
+    #[test]
+    fn routing_settings_parse_round_trip_and_report_their_errors() {
+        let text = "service = \"/a/b/c/d/e/Broker/b-1\"\nbroker = true\n\
+                    targets = [\"/a/b/c/d/e/Broker\"]\n\
+                    routed_targets = [\"/a/b/c/d/e/Trade\", \"/a/b/c/d/e/Guild\"]\n\
+                    link_cost = 3\nhop_limit = 4\n";
+        let config = NodeConfig::from_toml_str(text).unwrap();
+        assert!(config.broker);
+        assert_eq!(config.routed_targets.len(), 2);
+        assert_eq!(config.link_cost, Some(3));
+        assert_eq!(config.hop_limit, Some(4));
+        let round = config.to_toml_string();
+        assert_eq!(
+            NodeConfig::from_toml_str(&round).unwrap(),
+            config,
+            "{round}"
+        );
+        assert!(NodeBuilder::from_config(&config).is_ok());
+
+        let e = errors(
+            "broker = \"yes\"\nlink_cost = 0\nhop_limit = 256\n\
+             routed_targets = [\"Trade\", \"/a/b/c/d/e/Lobby\"]\ntargets = [\"/a/b/c/d/e/Lobby\"]\n\
+             hop_limit = 0\n",
+        );
+        // A TOML document may not repeat a key: that is the one syntax error.
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("6:1: syntax: "), "{e:#?}");
+        let e = errors(
+            "broker = \"yes\"\nlink_cost = 0\nhop_limit = 256\n\
+             routed_targets = [\"/a/b/c/d/e/Lobby\", \"Trade\"]\ntargets = [\"/a/b/c/d/e/Lobby\"]\n",
+        );
+        let want = [
+            "1:10: broker: expected a boolean (true or false), found string",
+            "2:13: link_cost: must be at least 1",
+            "3:13: hop_limit: 256 is more than 255",
+            "4:19: routed_targets[0]: /a/b/c/d/e/Lobby is in targets too",
+            "4:39: routed_targets[1]: ",
+        ];
+        assert_eq!(e.len(), want.len(), "{e:#?}");
+        for (got, want) in e.iter().zip(want) {
+            assert!(
+                got.starts_with(want),
+                "{got:?} does not start with {want:?}"
+            );
+        }
+
+        let mut config = NodeConfig::default();
+        config
+            .apply_env([
+                ("DMS_BROKER", "yes"),
+                ("DMS_ROUTED_TARGETS", "/a/b/c/d/e/Trade"),
+                ("DMS_LINK_COST", "7"),
+                ("DMS_HOP_LIMIT", "2"),
+            ])
+            .unwrap();
+        assert!(config.broker);
+        assert_eq!(config.routed_targets.len(), 1);
+        assert_eq!((config.link_cost, config.hop_limit), (Some(7), Some(2)));
+        config
+            .apply_env([("DMS_BROKER", ""), ("DMS_HOP_LIMIT", "")])
+            .unwrap();
+        assert!(!config.broker);
+        assert_eq!(config.hop_limit, None);
+        let e = config
+            .apply_env([("DMS_BROKER", "maybe"), ("DMS_LINK_COST", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("DMS_BROKER: broker: expected true or false")
+                && e.contains("DMS_LINK_COST: link_cost: must be at least 1"),
+            "{e}"
+        );
     }
 
     #[test]
