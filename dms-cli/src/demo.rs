@@ -156,6 +156,13 @@ async fn start_service(
         .heartbeat(heartbeat, 3)
         .start()
         .await?;
+    serve(&node, broadcasts);
+    Ok(node)
+}
+
+/// Answers every request `node` gets with the payload and its own path, and counts the
+/// broadcasts.
+fn serve(node: &Node, broadcasts: Arc<Broadcasts>) {
     let server = node.clone();
     tokio::spawn(async move {
         while let Some(request) = server.next_request().await {
@@ -169,7 +176,6 @@ async fn start_service(
             let _ = request.reply(body).await;
         }
     });
-    Ok(node)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -200,6 +206,246 @@ async fn route_all(
     }
     latencies.sort();
     Ok((owners, latencies))
+}
+
+/// A request error in a few words: the routing failures by name, the others by the
+/// first words of their message.
+fn error_kind(error: &RequestError) -> String {
+    match error {
+        RequestError::Route { failure, .. } => format!("route: {failure}"),
+        other => format!("{other}")
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// `lobby`'s route to `to` as the routing table in discovery says: the instance names
+/// of the hops, and the total cost.
+async fn route_of(
+    discovery: &MemoryDiscovery,
+    lobby: &ServicePath,
+    to: &ServicePath,
+) -> Res<Option<(Vec<String>, u64)>> {
+    let snapshot = dms::routing::read_table(discovery, &dms::routing::table_key(lobby)?).await?;
+    let mut table = snapshot.to_table();
+    Ok(table.path(lobby, to).map(|path| {
+        let cost = table.distance(lobby, to).unwrap_or_default();
+        (path.iter().map(|p| p.instance().to_owned()).collect(), cost)
+    }))
+}
+
+/// The peers `path`'s link record lists (the sessions it holds), as instance names.
+async fn links_of(discovery: &MemoryDiscovery, path: &ServicePath) -> Res<Vec<String>> {
+    let snapshot = dms::routing::read_table(discovery, &dms::routing::table_key(path)?).await?;
+    Ok(snapshot
+        .records
+        .iter()
+        .filter(|(p, _)| p == path)
+        .flat_map(|(_, record)| record.peers())
+        .map(|(peer, _)| peer.instance().to_owned())
+        .collect())
+}
+
+/// Act 7: Trade is reached from Lobby only through a cluster of two brokers; the broker
+/// on the route is killed under traffic. Prints its summary line; returns whether it kept
+/// its promises (none lost, the route moved to the other broker, every player answered
+/// by the same Trade instance as before).
+async fn routed_act(
+    network: &Network,
+    discovery: &MemoryDiscovery,
+    heartbeat: Duration,
+    players: u32,
+) -> Res<bool> {
+    let bound = heartbeat * 3;
+    let (broker, trade) = (cluster("Broker")?, cluster("Trade")?);
+    println!(
+        "\n== 7. Multi-hop routing: Trade reached from Lobby only through a broker cluster (Broker ×2)"
+    );
+    let mut brokers: HashMap<String, Node> = HashMap::new();
+    for i in 1..=2 {
+        let node = network
+            .builder(format!("{WORLD}/Broker/broker-{i}").parse()?)?
+            .discovery(discovery.clone())
+            .heartbeat(heartbeat, 3)
+            .broker()
+            .start()
+            .await?;
+        println!("   {:<40} broker (forwards)", node.path().to_string());
+        brokers.insert(node.path().instance().to_owned(), node);
+    }
+    let mut trades = Vec::new();
+    for i in 1..=2 {
+        let node = network
+            .builder(format!("{WORLD}/Trade/trade-{i}").parse()?)?
+            .discovery(discovery.clone())
+            .heartbeat(heartbeat, 3)
+            .target(broker.clone())
+            .start()
+            .await?;
+        serve(&node, Arc::new(Broadcasts::default()));
+        println!("   {:<40} targets Broker", node.path().to_string());
+        trades.push(node);
+    }
+    let lobby = network
+        .builder(format!("{WORLD}/Lobby/lobby-3").parse()?)?
+        .discovery(discovery.clone())
+        .heartbeat(heartbeat, 3)
+        .request_timeout(bound * 3)
+        .target(broker.clone())
+        .routed_target(trade.clone())
+        .start()
+        .await?;
+    println!(
+        "   {:<40} targets Broker, routed target Trade",
+        lobby.path().to_string()
+    );
+    let t = Instant::now();
+    lobby
+        .wait_for_instances(&broker, 2, Duration::from_secs(10))
+        .await?;
+    lobby
+        .wait_for_instances(&trade, 2, Duration::from_secs(10))
+        .await?;
+    let states: Vec<String> = lobby
+        .instances(&trade)
+        .await
+        .iter()
+        .map(|i| format!("{} {:?}", i.path.instance(), i.state))
+        .collect();
+    println!(
+        "   lobby-3 reaches Trade after {}: {}",
+        ms(t.elapsed()),
+        states.join(", ")
+    );
+    let target = trades[0].path().clone();
+    // Wait until the table in discovery shows the route lobby-3 follows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (before, cost) = loop {
+        if let Some(route) = route_of(discovery, lobby.path(), &target).await? {
+            if route.0.len() == 3 {
+                break route;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("no route from lobby-3 to trade-1 in the routing table".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let links = links_of(discovery, lobby.path()).await?;
+    let direct = links.iter().any(|peer| peer.starts_with("trade-"));
+    println!(
+        "   route lobby-3 -> trade-1: {} (cost {cost}); lobby-3's links: {} ({})",
+        before.join(" -> "),
+        links.join(", "),
+        if direct {
+            "a session with Trade!"
+        } else {
+            "none with Trade"
+        }
+    );
+
+    let tally = Arc::new(Tally::default());
+    let (owners, latencies) = route_all(&tally, &lobby, &trade, players).await?;
+    println!(
+        "   lobby-3 routed {} players through the brokers: {}; p50 {}",
+        owners.len(),
+        spread(&owners),
+        ms(percentile(&latencies, 0.5))
+    );
+
+    let victim_name = before[1].clone();
+    let victim = brokers
+        .get(&victim_name)
+        .ok_or("the route's broker is not ours")?
+        .clone();
+    let killed = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (tally, lobby, trade, killed) =
+            (tally.clone(), lobby.clone(), trade.clone(), killed.clone());
+        tokio::spawn(async move {
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let (mut p, mut streak) = (0u32, 0u32);
+            let started = Instant::now();
+            // Until 50 answers in a row after the kill (or 10 s).
+            while streak < 50 && started.elapsed() < Duration::from_secs(10) {
+                let player = format!("player-{}", p % players);
+                match tally.request(&lobby, &trade, &player).await {
+                    Ok(_) if killed.load(Ordering::Relaxed) => streak += 1,
+                    Ok(_) => {}
+                    Err(error) => {
+                        streak = 0;
+                        *errors.entry(error_kind(&error)).or_default() += 1;
+                    }
+                }
+                p += 1;
+            }
+            (errors, streak)
+        })
+    };
+    tokio::time::sleep(heartbeat).await;
+    let killed_at = Instant::now();
+    victim.kill().await;
+    killed.store(true, Ordering::Relaxed);
+    let deadline = killed_at + bound * 4 + Duration::from_secs(2);
+    let after = loop {
+        if let Some((route, _)) = route_of(discovery, lobby.path(), &target).await? {
+            if !route.contains(&victim_name) {
+                break route;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the route still goes through {victim_name}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let rerouted = killed_at.elapsed();
+    let (errors, streak) = traffic.await?;
+    println!(
+        "   {victim_name} killed (no DISCONNECT): the table routes lobby-3 -> trade-1 through {} after {} (detection bound {})",
+        after.join(" -> "),
+        ms(rerouted),
+        ms(bound)
+    );
+    let failed: u64 = errors.values().sum();
+    println!(
+        "   traffic during the kill: {failed} requests failed with a typed error ({errors:?}), then {streak} answered in a row"
+    );
+    let (again, _) = route_all(&tally, &lobby, &trade, players).await?;
+    let kept = owners
+        .iter()
+        .filter(|(p, i)| again.get(*p) == Some(*i))
+        .count();
+    println!(
+        "   {kept}/{} players are still served by the same Trade instance (brokers carry, they do not own)",
+        owners.len()
+    );
+
+    for node in brokers.values().chain(&trades).chain([&lobby]) {
+        if node.path().instance() != victim_name {
+            node.shutdown().await;
+        }
+    }
+    let sent = tally.sent.load(Ordering::Relaxed);
+    let answered = tally.answered.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let lost = sent - answered - failed;
+    let ok = lost == 0
+        && !direct
+        && streak >= 50
+        && kept == owners.len()
+        && !after.contains(&victim_name);
+    println!(
+        "   routed summary: sent={sent} answered={answered} failed_with_error={failed} lost_silently={lost} \
+         route_before={} route_after={} reroute_ms={:.0} players_kept={kept}/{} result={}",
+        before.join(">"),
+        after.join(">"),
+        rerouted.as_secs_f64() * 1e3,
+        owners.len(),
+        if ok { "ok" } else { "FAILED" }
+    );
+    Ok(ok)
 }
 
 fn spread(owners: &BTreeMap<String, String>) -> String {
@@ -429,6 +675,8 @@ pub(crate) async fn run(args: DemoArgs) -> Res<ExitCode> {
         owners.len()
     );
 
+    let routed = routed_act(&network, &discovery, heartbeat, args.players).await?;
+
     for node in lobbies.iter().chain(services.values()).chain([&restarted]) {
         node.shutdown().await;
     }
@@ -442,7 +690,8 @@ pub(crate) async fn run(args: DemoArgs) -> Res<ExitCode> {
         && moved == had
         && others_moved == 0
         && returned == had
-        && received == 2;
+        && received == 2
+        && routed;
     println!(
         "\nsummary: requests sent={sent} answered={answered} failed_with_error={failed} lost_silently={lost} \
          failure_detection_ms={:.0} detection_bound_ms={} players_moved={moved}/{had} others_moved={others_moved} \

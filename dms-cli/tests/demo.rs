@@ -52,9 +52,49 @@ fn assert_promises(stdout: &str) {
     );
     let answered: u64 = fields["answered"].parse().unwrap();
     assert!(answered > 0);
-    for section in ["== 1.", "== 3.", "== 4.", "== 5.", "== 6."] {
+    for section in ["== 1.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7."] {
         assert!(stdout.contains(section), "missing {section}");
     }
+    assert_routed_act(stdout);
+}
+
+/// The routed act: Trade reached only through the brokers, none lost while the broker on
+/// the route is killed, the route moved to the other broker, every player kept its Trade
+/// instance.
+fn assert_routed_act(stdout: &str) {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("routed summary:"))
+        .expect("a routed summary line");
+    let fields: HashMap<&str, &str> = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert_eq!(fields["lost_silently"], "0", "{line}");
+    assert_eq!(fields["result"], "ok", "{line}");
+    let number = |k: &str| -> u64 { fields[k].parse().unwrap() };
+    assert_eq!(
+        number("sent"),
+        number("answered") + number("failed_with_error"),
+        "{line}"
+    );
+    assert!(number("answered") > 0, "{line}");
+    let before: Vec<&str> = fields["route_before"].split('>').collect();
+    let after: Vec<&str> = fields["route_after"].split('>').collect();
+    assert_eq!(before.len(), 3, "lobby -> broker -> trade: {line}");
+    assert_eq!(after.len(), 3, "{line}");
+    assert!(before[1].starts_with("broker-") && after[1].starts_with("broker-"));
+    assert_ne!(
+        before[1], after[1],
+        "re-routed through the other broker: {line}"
+    );
+    assert_eq!((before[0], before[2]), (after[0], after[2]));
+    let (kept, players) = fields["players_kept"].split_once('/').unwrap();
+    assert_eq!(kept, players, "{line}");
+    assert!(
+        stdout.contains("none with Trade"),
+        "the origin holds no session with Trade:\n{stdout}"
+    );
 }
 
 #[test]
