@@ -288,6 +288,100 @@ async fn f10_a_partition_of_one_edge_leaves_the_others_up() {
     ask(&b, "F10C").await.unwrap();
 }
 
+/// F10 with a broker: A, B and C linked to each other, C a broker, only A–B through the
+/// proxy. Cutting A–B moves A's requests for B onto A → C → B within B + the time for A to
+/// see its link gone (its own links are its own truth: no watch delay); every request
+/// sent during the cut is answered or fails with a typed error within its timeout; after
+/// the heal A talks to B directly again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f10_a_cut_edge_is_routed_around_through_a_broker() {
+    let discovery = MemoryDiscovery::new();
+    let c = echo(&discovery, instance("F10RC", "c-1"), |b| b.broker()).await;
+    let (b, proxy) = behind_proxy(&discovery, instance("F10RB", "b-1"), |b| {
+        b.target(cluster("F10RC"))
+    })
+    .await;
+    let a = echo(&discovery, instance("F10RA", "a-1"), |b| {
+        b.target(cluster("F10RB")).target(cluster("F10RC"))
+    })
+    .await;
+    ready(&a, "F10RB", 1).await;
+    ready(&a, "F10RC", 1).await;
+    ready(&b, "F10RC", 1).await;
+    // Until A's own link to B is up, A may reach B through C already.
+    within("A's direct session with B", async {
+        while a
+            .instances(&cluster("F10RB"))
+            .await
+            .iter()
+            .any(|s| s.state != dms::InstanceState::Ready)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let routed =
+        |node: &Node| recorder().counter("dms_routed_total", &[("node", node.path().as_str())]);
+    let before = routed(&a);
+    ask(&a, "F10RB").await.unwrap();
+    assert_eq!(routed(&a), before, "A–B is direct while it is up");
+
+    let cut = Instant::now();
+    proxy.set_blackhole(Way::Both, true);
+    let (mut answered, mut failed) = (0u32, Vec::new());
+    let rerouted = within("A's requests for B to go through C", async {
+        loop {
+            let sent = Instant::now();
+            match ask(&a, "F10RB").await {
+                Ok(reply) if routed(&a) > before => {
+                    assert_eq!(&reply.body[1][..], b.path().as_str().as_bytes());
+                    answered += 1;
+                    return cut.elapsed();
+                }
+                Ok(_) => answered += 1,
+                Err(error) => failed.push(error),
+            }
+            assert!(
+                sent.elapsed() <= Duration::from_millis(2100),
+                "a request outlived its timeout"
+            );
+        }
+    })
+    .await;
+    eprintln!(
+        "F10 via a broker: A's requests for B rerouted through C {} ms after the cut ({answered} answered, {} failed: {failed:?})",
+        rerouted.as_millis(),
+        failed.len()
+    );
+    for error in &failed {
+        assert!(
+            matches!(
+                error,
+                RequestError::PeerLost(_) | RequestError::Timeout | RequestError::NoInstance(_)
+            ),
+            "{error:?}"
+        );
+    }
+    // RELIABILITY.md F10: within B + 1 s (a loaded CI machine gets the slack on top).
+    assert!(
+        rerouted <= BOUND + Duration::from_secs(1) + SLACK,
+        "{rerouted:?}"
+    );
+    assert!(recorder().counter("dms_forwarded_total", &[("node", c.path().as_str())]) >= 1);
+
+    proxy.set_blackhole(Way::Both, false);
+    within("A to reach B directly again", async {
+        loop {
+            let before = routed(&a);
+            if ask(&a, "F10RB").await.is_ok() && routed(&a) == before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 /// F15: a node that shuts down says DISCONNECT: its peer's `PeerDown` comes before any
 /// heartbeat could have fired, and a request in flight to it ends at once with a typed
 /// error, not its timeout.

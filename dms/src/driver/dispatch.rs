@@ -153,8 +153,9 @@ impl Driver {
         Ok(live)
     }
 
-    /// How to reach `to`: over its own session, or through the routing table when its
-    /// cluster is a routed target.
+    /// How to reach `to`: over its own session, or else through the routing table (a
+    /// routed target always; a direct target while its own link is down, if brokers
+    /// reach it).
     pub(super) fn reach(&mut self, to: &ServicePath) -> Option<Picked> {
         let direct = to.peer_id();
         if self.state.ready.contains_key(&direct) {
@@ -164,8 +165,8 @@ impl Driver {
                 routed: false,
             });
         }
-        // A cluster targeted directly is reached over its own links only.
-        if !self.routed_targets.contains(&to.cluster()) {
+        // An instance that refused our session is not reached around its refusal.
+        if self.state.denied.contains_key(to) {
             return None;
         }
         let next = self.next_hop(to)?;
@@ -356,15 +357,16 @@ impl Driver {
                 endpoints: reg.endpoints.clone(),
                 state: if self.state.ready.contains_key(&path.peer_id()) {
                     InstanceState::Ready
-                } else if self.routed_targets.contains(cluster) {
-                    if self.next_hop(path).is_some() {
-                        InstanceState::Routed
-                    } else {
-                        InstanceState::Unreachable
-                    }
                 } else if self.state.denied.contains_key(path) {
                     InstanceState::Denied
-                } else if self.state.retry_at.contains_key(path) {
+                } else if self.next_hop(path).is_some() {
+                    InstanceState::Routed
+                } else if self.routed_targets.contains(cluster) && !self.router.synced() {
+                    // The routing table has not been read yet: a route may come.
+                    InstanceState::Connecting
+                } else if self.routed_targets.contains(cluster)
+                    || self.state.retry_at.contains_key(path)
+                {
                     InstanceState::Unreachable
                 } else {
                     InstanceState::Connecting

@@ -82,7 +82,9 @@ impl Driver {
                 detail,
             );
         }
-        message.hop_limit = left;
+        // A hop limit above this node's own is clamped to it: a sender cannot buy a
+        // longer life for a message than the brokers allow.
+        message.hop_limit = left.min(self.hop_limit);
         let route = message.route.clone();
         match self
             .proto

@@ -24,6 +24,8 @@ pub(crate) struct Router {
     default_cost: u32,
     /// This node's record, for the registrar to write into discovery.
     publish: watch::Sender<LinkRecord>,
+    /// The table was read from discovery at least once.
+    synced: bool,
 }
 
 impl Router {
@@ -46,6 +48,7 @@ impl Router {
             costs: BTreeMap::new(),
             default_cost: default_cost.max(1),
             publish,
+            synced: false,
         }
     }
 
@@ -81,6 +84,7 @@ impl Router {
     pub(crate) fn on_item(&mut self, item: RouteItem) {
         match item {
             RouteItem::Snapshot(records) => {
+                self.synced = true;
                 let fresh: BTreeMap<ServicePath, LinkRecord> = records.into_iter().collect();
                 let gone: Vec<ServicePath> = self
                     .table
@@ -121,6 +125,11 @@ impl Router {
         let next = self.policy.next_hop(&mut self.table, &self.local, to)?;
         // Only over one of our own live links, whatever the table says.
         self.links.contains_key(&next).then_some(next)
+    }
+
+    /// Whether the table was read from discovery at least once.
+    pub(crate) fn synced(&self) -> bool {
+        self.synced
     }
 
     fn changed(&mut self) {
