@@ -358,7 +358,7 @@ fn table() -> Vec<Case> {
     c("M27", "REQ with hop limit 255", ReadyResponder, frames(&[&req(1, 255, 3), b"p"]), Request { id: 3, body: frames(&[b"p"]) }, &[]);
     let mut routed = req(1, 16, 4);
     routed[20..28].copy_from_slice(&0xdead_beef_u64.to_be_bytes());
-    c("M42", "REQ with a destination hash not 0 and no forwarding entries", ReadyResponder, vec![routed], Outcome::Closed { code: codes::PROTOCOL_VIOLATION, detail: "forwarding fields" }, &[]);
+    c("M42", "REQ with a destination hash not 0 and no forwarding entries", ReadyResponder, vec![routed], Closed { code: codes::PROTOCOL_VIOLATION, detail: "forwarding fields" }, &[]);
     c("M28", "REQ with unknown flag bits", ReadyResponder, frames(&[&req(0xf9, 16, 5), b"p"]), Request { id: 5, body: frames(&[b"p"]) }, &[]);
     c("M28", "REQ with EXPECT_REPLY and BROADCAST", ReadyResponder, vec![req(0x03, 16, 6)], Request { id: 6, body: vec![] }, &[]);
     c("M28", "REQ with the ERROR flag only", ReadyResponder, frames(&[&req(0x04, 16, 0), b"n"]), Notification { broadcast: false, body: frames(&[b"n"]) }, &[]);
@@ -401,7 +401,7 @@ fn table() -> Vec<Case> {
         frame[20..28].copy_from_slice(&dest_hash.to_be_bytes());
         frame
     };
-    let bad_route = Outcome::Closed { code: codes::PROTOCOL_VIOLATION, detail: "forwarding fields" };
+    let bad_route = Closed { code: codes::PROTOCOL_VIOLATION, detail: "forwarding fields" };
     let dest_hash = crate::path::hash64(dest);
     c("M42", "routed REQ without forwarding entries", ReadyResponder, vec![routed(&[], dest_hash)], bad_route.clone(), &[]);
     c("M42", "routed REQ without an origin entry", ReadyResponder, vec![routed(&extensions(&[(3, dest)]), dest_hash)], bad_route.clone(), &[]);
