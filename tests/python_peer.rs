@@ -69,7 +69,9 @@ async fn event_of(events: &mut broadcast::Receiver<NodeEvent>, path: &ServicePat
             match events.recv().await.expect("event stream") {
                 NodeEvent::PeerUp { path: p, .. } | NodeEvent::PeerDown { path: p, .. }
                     if p != *path => {}
-                event => return event,
+                event @ (NodeEvent::PeerUp { .. } | NodeEvent::PeerDown { .. }) => return event,
+                // Other events (routing table changes...) say nothing of this peer.
+                _ => {}
             }
         }
     })

@@ -237,8 +237,9 @@ impl Driver {
                     self.retry_awaiting();
                 }
                 Some(item) = self.routes.recv() => {
-                    self.router.on_item(item);
-                    let _ = self.events.send(NodeEvent::RoutesChanged);
+                    if self.router.on_item(item) {
+                        let _ = self.events.send(NodeEvent::RoutesChanged);
+                    }
                     self.retry_awaiting();
                 }
                 Some(done) = connected.recv() => self.on_connected(done),

@@ -79,9 +79,16 @@ impl Router {
         }
     }
 
-    /// A change of the table in discovery. This node's own record is its own business:
-    /// what discovery says of it (possibly written by someone else) is ignored.
-    pub(crate) fn on_item(&mut self, item: RouteItem) {
+    /// A change of the table in discovery; returns whether it changed anything another
+    /// instance could be reached by. This node's own record is its own business: what
+    /// discovery says of it (possibly written by someone else) is ignored.
+    pub(crate) fn on_item(&mut self, item: RouteItem) -> bool {
+        let changed = match &item {
+            RouteItem::Snapshot(records) => {
+                !(records.is_empty() && self.table.nodes().all(|n| *n == self.local))
+            }
+            RouteItem::Put(path, _) | RouteItem::Delete(path) => *path != self.local,
+        };
         match item {
             RouteItem::Snapshot(records) => {
                 self.synced = true;
@@ -106,6 +113,7 @@ impl Router {
                 }
             }
         }
+        changed
     }
 
     fn put(&mut self, path: ServicePath, record: &LinkRecord) {
