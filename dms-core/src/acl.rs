@@ -15,6 +15,10 @@
 //! a node given a policy that cannot be read or parsed refuses to start (it never falls
 //! back to allowing everything).
 //!
+//! A policy is data, fixed once the node runs. For decisions that change at run time (a
+//! ban list, permissions kept elsewhere), an application implements [`AccessControl`],
+//! the decision hook, asked on every message besides the policy (both must allow).
+//!
 //! # Text format
 //!
 //! One rule per line; `#` starts a comment that runs to the end of the line; blank lines
@@ -83,8 +87,9 @@ pub enum Operation {
     Notify,
     /// Send one copy of a broadcast to the cluster.
     Broadcast,
-    /// Have a message forwarded through the service to another one. Reserved for
-    /// multi-hop forwarding: parsed and stored, not enforced yet (nothing forwards).
+    /// Have a message forwarded through the service to another one: checked on routed
+    /// requests (docs/PROTOCOL.md §3.5), for the adjacent peer that relays for another
+    /// origin and, where a broker hands the message on, for its origin.
     Forward,
 }
 
@@ -174,6 +179,29 @@ impl Operations {
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The operations in both sets.
+    ///
+    /// ```
+    /// use dms_core::acl::{Operation, Operations};
+    /// let both = Operations::ALL.intersection(Operation::Request.into());
+    /// assert_eq!(both, Operation::Request.into());
+    /// ```
+    #[must_use]
+    pub fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// This set without `op`.
+    ///
+    /// ```
+    /// use dms_core::acl::{Operation, Operations};
+    /// assert!(!Operations::ALL.without(Operation::Notify).contains(Operation::Notify));
+    /// ```
+    #[must_use]
+    pub fn without(self, op: Operation) -> Self {
+        Self(self.0 & !op.bit())
     }
 
     /// The operations of the set, in [`Operation::ALL`] order.
@@ -724,6 +752,104 @@ impl fmt::Debug for AclPolicy {
     }
 }
 
+/// An access-control decision hook: the application's say on which principals (peers,
+/// by service path) may do which operations on a service, asked while the node runs.
+///
+/// [`AclPolicy`] implements it (fixed rules); implement it for a decision of your own: a
+/// ban list, a policy reloaded from a file, a lookup in your own permission store. The
+/// kernel (`dms::NodeBuilder::access_control`) asks the hook besides the node's
+/// [`AclPolicy`], if it has one: an operation goes ahead only when **both** allow it (a
+/// hook narrows a policy, it never widens it; without a policy the hook alone decides).
+///
+/// When it is asked (`dms_core::proto::ProtoConfig::access_control`):
+///
+/// - at READY, for `connect` (a refused requester gets DISCONNECT `ACCESS_DENIED`);
+/// - on **every** REQ, for `request`, `notify` or `broadcast` (and `forward` for routed
+///   ones, with the same rules as the policy: docs/PROTOCOL.md §3.5), so a change of its
+///   answers applies to the next message of a session already open. A session that was
+///   let in stays open: refusals are per message.
+///
+/// It runs on the node's protocol task, once per incoming REQ: keep it cheap and never
+/// block (no I/O; a short [`Mutex`](std::sync::Mutex) or
+/// [`RwLock`](std::sync::RwLock) is fine).
+///
+/// `Arc<T>` is a hook when `T` is, so the application can keep a handle to change what
+/// the hook answers:
+///
+/// ```
+/// use std::collections::HashSet;
+/// use std::sync::{Arc, Mutex};
+///
+/// use dms_core::acl::{AccessControl, Operation, Operations};
+/// use dms_core::path::ServicePath;
+///
+/// /// Everyone may do everything, except the banned, who may not even connect.
+/// #[derive(Default)]
+/// struct BanList(Mutex<HashSet<ServicePath>>);
+///
+/// impl AccessControl for BanList {
+///     fn permitted(&self, principal: &ServicePath, _service: &ServicePath) -> Operations {
+///         let banned = self.0.lock().map_or(true, |b| b.contains(principal)); // poisoned: deny
+///         if banned { Operations::NONE } else { Operations::ALL }
+///     }
+/// }
+///
+/// let bans = Arc::new(BanList::default());
+/// let hook: Arc<dyn AccessControl> = bans.clone(); // what the node is given
+/// let (cheater, me): (ServicePath, ServicePath) = (
+///     "/demo/cn/android/w1/g1/Lobby/lobby-9".parse()?,
+///     "/demo/cn/android/w1/g1/Battle/battle-1".parse()?,
+/// );
+/// assert!(hook.permitted(&cheater, &me).contains(Operation::Request));
+/// bans.0.lock().unwrap().insert(cheater.clone()); // while the node runs
+/// assert!(hook.permitted(&cheater, &me).is_empty());
+/// # Ok::<(), dms_core::path::PathError>(())
+/// ```
+pub trait AccessControl: Send + Sync + 'static {
+    /// Every operation `principal` may do on `service` (the local instance) now.
+    fn permitted(&self, principal: &ServicePath, service: &ServicePath) -> Operations;
+
+    /// The principal patterns ([`Pattern`] syntax) this hook may let `connect` to
+    /// `service`, published in the instance's registration for people and tools to read
+    /// (informational: nothing enforces them). The default, `["*"]`, says "anyone; the
+    /// hook decides at READY". A node with both a policy and a hook publishes the
+    /// policy's patterns (the hook can only narrow them).
+    fn connect_principals(&self, service: &ServicePath) -> Vec<String> {
+        let _ = service;
+        vec!["*".to_owned()]
+    }
+}
+
+impl AccessControl for AclPolicy {
+    fn permitted(&self, principal: &ServicePath, service: &ServicePath) -> Operations {
+        Self::permitted(self, principal, service)
+    }
+
+    fn connect_principals(&self, service: &ServicePath) -> Vec<String> {
+        Self::connect_principals(self, service)
+    }
+}
+
+impl<T: AccessControl + ?Sized> AccessControl for Arc<T> {
+    fn permitted(&self, principal: &ServicePath, service: &ServicePath) -> Operations {
+        (**self).permitted(principal, service)
+    }
+
+    fn connect_principals(&self, service: &ServicePath) -> Vec<String> {
+        (**self).connect_principals(service)
+    }
+}
+
+impl<T: AccessControl + ?Sized> AccessControl for Box<T> {
+    fn permitted(&self, principal: &ServicePath, service: &ServicePath) -> Operations {
+        (**self).permitted(principal, service)
+    }
+
+    fn connect_principals(&self, service: &ServicePath) -> Vec<String> {
+        (**self).connect_principals(service)
+    }
+}
+
 /// Which part of a policy text is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AclField {
@@ -936,6 +1062,45 @@ mod tests {
 
     fn err(text: &str) -> AclParseError {
         AclPolicy::parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn a_policy_and_its_handles_are_hooks_that_answer_as_the_policy() {
+        let policy: AclPolicy = "allow connect, request from /a/b/c/d/e/Lobby\n\
+                                 deny request from /a/b/c/d/e/Lobby/l-2"
+            .parse()
+            .unwrap();
+        let me: ServicePath = "/a/b/c/d/e/Battle/b-1".parse().unwrap();
+        let hooks: [Box<dyn AccessControl>; 3] = [
+            Box::new(policy.clone()),
+            Box::new(Arc::new(policy.clone())),
+            Box::new(Box::new(policy.clone()) as Box<dyn AccessControl>),
+        ];
+        for who in [
+            "/a/b/c/d/e/Lobby/l-1",
+            "/a/b/c/d/e/Lobby/l-2",
+            "/a/b/c/d/e/Club/c-1",
+        ] {
+            let who: ServicePath = who.parse().unwrap();
+            for hook in &hooks {
+                assert_eq!(hook.permitted(&who, &me), policy.permitted(&who, &me));
+                assert_eq!(hook.connect_principals(&me), ["/a/b/c/d/e/Lobby"]);
+            }
+        }
+        /// A hook that says nothing of its principals publishes `*`.
+        struct Everyone;
+        impl AccessControl for Everyone {
+            fn permitted(&self, _: &ServicePath, _: &ServicePath) -> Operations {
+                Operations::ALL
+            }
+        }
+        assert_eq!(Everyone.connect_principals(&me), ["*"]);
+        let both = Operations::ALL.intersection(Operations::NONE.with(Operation::Notify));
+        assert_eq!(both.iter().collect::<Vec<_>>(), [Operation::Notify]);
+        assert_eq!(
+            Operations::ALL.without(Operation::Forward).to_string(),
+            "connect,request,notify,broadcast"
+        );
     }
 
     #[test]

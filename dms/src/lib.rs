@@ -25,6 +25,13 @@
 //! development only).
 //! A build needs at least one of `tcp` and `quic`.
 //!
+//! # The application's side
+//!
+//! [`app`] is the DMS APP interface on one page: what an application may implement or
+//! consume (request handlers, typed codecs, tower services, the dispatch policy, the
+//! route calculator, the access-control hook, the peer and route events, the discovery
+//! backend), each with an example.
+//!
 //! # Tower
 //!
 //! With the feature `tower`, `dms::service` makes a cluster a `tower::Service`
@@ -81,6 +88,7 @@
 //! into the recorder once a second.
 #![forbid(unsafe_code)]
 
+pub mod app;
 mod awaiting;
 #[cfg(feature = "config")]
 pub mod config;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dms_core::acl::{AclPolicy, MAX_POLICY_LEN, Operations, Pattern, Rule};
+use dms_core::acl::{AccessControl, AclPolicy, MAX_POLICY_LEN, Operations, Pattern, Rule};
 use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{PingLimit, ProtoConfig, ProtoStats, Protocol, StatsHandle};
@@ -85,22 +85,31 @@ impl RequestOptions {
     }
 }
 
-/// A peer coming or going, as the node sees it.
+/// A peer coming or going, or the routes changing, as the node sees it: the items of
+/// [`Node::events`] (the [APP interface page](crate::app#peer-and-route-changes) has an
+/// example).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NodeEvent {
-    /// A session completed its READY exchange.
+    /// A session completed its READY exchange: messages may go to the peer from now on.
+    /// Comes for the instances of our targets we dialled ([`Role::Connector`]) and for
+    /// the peers that dialled us ([`Role::Acceptor`]).
     PeerUp {
         /// The peer.
         path: ServicePath,
-        /// Whether we dialled it.
+        /// Whether we dialled it ([`Role::Connector`]) or it dialled us
+        /// ([`Role::Acceptor`]); the type is re-exported as [`crate::app::Role`].
         role: Role,
     },
-    /// A session ended (heartbeat timeout, DISCONNECT, link down, ACL refusal...).
+    /// A session ended, or a link failed before its session was ready (a READY probe
+    /// that timed out, a READY refused by an ACL): so it may come without a `PeerUp`
+    /// before it. An instance of a target is redialled (with backoff) while it stays
+    /// registered.
     PeerDown {
         /// The peer.
         path: ServicePath,
-        /// Why, for people.
+        /// Why, for people: heartbeat timeout, probe timeout, link down, DISCONNECT (with
+        /// its code and detail), ACL refusal, protocol error.
         reason: String,
     },
     /// The routing table changed (a link record of another instance was written or went
@@ -187,6 +196,7 @@ impl<D: Discovery> std::fmt::Debug for NodeBuilder<D> {
             .field("targets", &s.targets)
             .field("acl", &s.acl)
             .field("acl_file", &s.acl_file)
+            .field("access_control", &s.access_control.is_some())
             .field("ping_interval", &s.ping_interval)
             .field("missed_pongs", &s.missed_pongs)
             .finish_non_exhaustive()
@@ -203,6 +213,8 @@ struct Settings {
     acl: Option<Vec<Rule>>,
     /// A policy file read at start (its rules come after those given in code).
     acl_file: Option<PathBuf>,
+    /// The application's decision hook, asked besides the policy (both must allow).
+    access_control: Option<Arc<dyn AccessControl>>,
     ping_limit: Option<PingLimit>,
     ping_interval: Duration,
     missed_pongs: u32,
@@ -231,6 +243,7 @@ impl NodeBuilder<MemoryDiscovery> {
                 targets: Vec::new(),
                 acl: None,
                 acl_file: None,
+                access_control: None,
                 ping_limit: None,
                 ping_interval: Duration::from_secs(1),
                 missed_pongs: 3,
@@ -470,6 +483,53 @@ impl<D: Discovery> NodeBuilder<D> {
         self
     }
 
+    /// An access-control decision hook of the application ([`AccessControl`]): asked at
+    /// READY for `connect` and again on **every** incoming request, notification and
+    /// broadcast (and for `forward` on routed ones), so its answers may change while the
+    /// node runs and apply to the next message, in sessions already open too. Refusals
+    /// are those of the policy: [`RequestError::Denied`] at the requester, dropped and
+    /// counted notifications, DISCONNECT `ACCESS_DENIED` at READY.
+    ///
+    /// It composes with the policy ([`acl_policy`](Self::acl_policy),
+    /// [`allow`](Self::allow), [`acl_file`](Self::acl_file)): when the node has both, an
+    /// operation goes ahead only if **both** allow it (the hook narrows the policy, never
+    /// widens it); with the hook alone, the hook decides. One hook per node: a second call
+    /// replaces the first (compose several in your own type). The registration publishes
+    /// the policy's `connect` principals when there is a policy, otherwise the hook's
+    /// [`connect_principals`](AccessControl::connect_principals) (`*` by default).
+    ///
+    /// The hook runs on the node's task for every incoming REQ: keep it cheap and never
+    /// block. Pass an `Arc` of it to keep a handle that changes its answers (see
+    /// [`dms::app`](crate::app#access-control) for a ban list).
+    ///
+    /// ```
+    /// use dms::acl::{AccessControl, Operation, Operations};
+    /// use dms::ServicePath;
+    ///
+    /// /// Clubs may connect and request, but never broadcast to this node.
+    /// struct NoClubBroadcasts;
+    ///
+    /// impl AccessControl for NoClubBroadcasts {
+    ///     fn permitted(&self, principal: &ServicePath, _service: &ServicePath) -> Operations {
+    ///         if principal.cluster().name() == "Club" {
+    ///             Operations::ALL.without(Operation::Broadcast)
+    ///         } else {
+    ///             Operations::ALL
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let builder = dms::Node::builder("/demo/cn/android/w1/g1/Battle/battle-1".parse()?)
+    ///     .access_control(NoClubBroadcasts);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn access_control(mut self, hook: impl AccessControl) -> Self {
+        self.settings.access_control = Some(Arc::new(hook));
+        self
+    }
+
     /// The DMS PINGs each peer may send this node (default: [`PingLimit::default`], with
     /// its rate raised to twice this node's own PING rate when that is higher, so peers
     /// configured like this node are never throttled).
@@ -606,7 +666,11 @@ async fn start<D: Discovery>(
         path: path.clone(),
         endpoints: published.iter().map(ToString::to_string).collect(),
         targets: settings.targets.clone(),
-        acl: acl.as_ref().map(|policy| policy.connect_principals(&path)),
+        acl: match (&acl, &settings.access_control) {
+            (Some(policy), _) => Some(policy.connect_principals(&path)),
+            (None, Some(hook)) => Some(hook.connect_principals(&path)),
+            (None, None) => None,
+        },
         lease_ttl: settings.lease_ttl,
     };
     // A registration left by a crashed predecessor is taken over once its endpoints
@@ -637,6 +701,7 @@ async fn start<D: Discovery>(
     proto.ping_interval = settings.ping_interval;
     proto.missed_pongs = settings.missed_pongs;
     proto.acl = acl;
+    proto.access_control = settings.access_control;
     proto.forwards = settings.broker;
     proto.ping_limit = settings
         .ping_limit
@@ -996,7 +1061,14 @@ impl Node {
         self.inner.incoming.recv().await
     }
 
-    /// Peer up/down events from now on.
+    /// The node's [`NodeEvent`]s from now on: peers up and down, routing-table changes.
+    ///
+    /// Each call is a receiver of its own. It keeps the last 1,024 events for a slow
+    /// reader: one that falls further behind gets `RecvError::Lagged(n)` and reads on
+    /// from the oldest kept (re-read [`instances`](Self::instances) then, the state
+    /// itself). Instances registered in discovery but not linked yet are not events (see
+    /// [`instances`](Self::instances), [`wait_for_instances`](Self::wait_for_instances)).
+    /// The [APP interface page](crate::app#peer-and-route-changes) has an example.
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.inner.events.subscribe()
     }

@@ -11,7 +11,7 @@ use super::control::{
     Body, CommandCode, Control, ControlError, Reason, Route, capabilities, codes, flags,
 };
 use super::session::{Session, SessionState};
-use crate::acl::{AclPolicy, Operation, Operations};
+use crate::acl::{AccessControl, AclPolicy, Operation, Operations};
 use crate::path::ServicePath;
 use crate::trace::TraceContext;
 use crate::{Multipart, PeerId, Role};
@@ -24,7 +24,7 @@ const MAX_LIVENESS: Duration = Duration::from_secs(600);
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Settings of a [`Protocol`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProtoConfig {
     /// Our service path, announced in READY.
     pub local: ServicePath,
@@ -49,6 +49,13 @@ pub struct ProtoConfig {
     /// and the origin must be allowed it where the request is forwarded on; the operation
     /// itself is checked against the origin where the request arrives.
     pub acl: Option<AclPolicy>,
+    /// The application's decision hook ([`AccessControl`]), asked besides `acl`: an
+    /// operation goes ahead only when both allow it (`None`: only `acl` decides). The
+    /// checks are those of `acl`, but where a session keeps the policy's answer from
+    /// READY, the hook is asked again on every REQ (for the adjacent peer, and for the
+    /// origin of a routed one), so a hook whose answers change applies them to the next
+    /// message. Refusals are answered and counted as the policy's are.
+    pub access_control: Option<Arc<dyn AccessControl>>,
     /// This instance forwards routed messages for others (a broker): READY announces
     /// [`FORWARDS`](capabilities::FORWARDS), and a routed REQ for another instance comes
     /// out as [`Event::Forward`]. Without it such a REQ is answered `UNREACHABLE` (a
@@ -119,6 +126,25 @@ fn session_budget(limit: &PingLimit, liveness: Duration) -> (u64, u64) {
 /// One PING's worth of tokens (tokens are counted in millionths of a PING).
 const PING_COST: u64 = 1_000_000;
 
+impl std::fmt::Debug for ProtoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtoConfig")
+            .field("local", &self.local)
+            .field("ping_interval", &self.ping_interval)
+            .field("missed_pongs", &self.missed_pongs)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("max_pending", &self.max_pending)
+            .field("acl", &self.acl)
+            .field(
+                "access_control",
+                &self.access_control.as_ref().map(|_| "<hook>"),
+            )
+            .field("forwards", &self.forwards)
+            .field("ping_limit", &self.ping_limit)
+            .finish()
+    }
+}
+
 impl ProtoConfig {
     /// Defaults: PING every second, dead after 3 missed, READY within 2 s, 65,536 pending
     /// requests, no ACL, the default [`PingLimit`].
@@ -130,6 +156,7 @@ impl ProtoConfig {
             ready_timeout: Duration::from_secs(2),
             max_pending: 65_536,
             acl: None,
+            access_control: None,
             ping_limit: PingLimit::default(),
             forwards: false,
         }
@@ -584,6 +611,13 @@ impl Protocol {
             Some(Err(err)) => return self.violation(&peer, err),
             None => return self.violation(&peer, ControlError::Missing),
         };
+        // The hook's answer is fresh for every REQ (the policy's is kept from READY).
+        let permitted = match (&self.config.access_control, &from) {
+            (Some(hook), Some(path)) if control.command == CommandCode::Req => {
+                permitted.intersection(hook.permitted(path, &self.config.local))
+            }
+            _ => permitted,
+        };
         let from = match (&control.route, from) {
             // A routed REQ (docs/PROTOCOL.md §3.5) is checked, and either handed on or
             // delivered as coming from its origin.
@@ -654,9 +688,10 @@ impl Protocol {
                 } else {
                     Operation::Notify
                 };
-                let permitted = match (&control.route, &self.config.acl) {
-                    (Some(_), Some(policy)) => policy.permitted(&from, &self.config.local),
-                    _ => permitted,
+                // A routed REQ is checked against its origin (`from` is the origin here).
+                let permitted = match &control.route {
+                    Some(_) => self.permitted_now(&from),
+                    None => permitted,
                 };
                 if !permitted.contains(op) {
                     return self.refuse(&peer, &from, op, control.id);
@@ -1074,18 +1109,27 @@ impl Protocol {
         if path.as_str().as_bytes() != peer.as_bytes().as_ref() {
             return self.violation_text(peer, "READY path differs from the link identity");
         }
-        let Some(session) = self.sessions.get_mut(peer) else {
-            return;
-        };
-        if session.state == SessionState::Ready {
-            bump(&self.counters.ignored_messages);
-            return; // a repeated READY changes nothing
+        match self.sessions.get(peer) {
+            None => return,
+            Some(session) if session.state == SessionState::Ready => {
+                bump(&self.counters.ignored_messages);
+                return; // a repeated READY changes nothing
+            }
+            Some(_) => {}
         }
-        let permitted = match &self.config.acl {
+        // The session keeps the policy's answer; the hook's is asked again on every REQ.
+        let by_policy = match &self.config.acl {
             None => Operations::ALL,
             Some(policy) => policy.permitted(&path, &self.config.local),
         };
-        session.permitted = permitted;
+        let permitted = match &self.config.access_control {
+            None => by_policy,
+            Some(hook) => by_policy.intersection(hook.permitted(&path, &self.config.local)),
+        };
+        let Some(session) = self.sessions.get_mut(peer) else {
+            return;
+        };
+        session.permitted = by_policy;
         session.forwards = announced & capabilities::FORWARDS != 0;
         match session.role {
             Role::Connector => {
@@ -1180,12 +1224,9 @@ impl Protocol {
             refuse(self, codes::UNREACHABLE, detail);
             return None;
         }
-        let origin_may = match &self.config.acl {
-            None => true,
-            Some(policy) => policy
-                .permitted(&route.origin, &self.config.local)
-                .contains(Operation::Forward),
-        };
+        let origin_may = self
+            .permitted_now(&route.origin)
+            .contains(Operation::Forward);
         if !origin_may {
             self.count_denied(expects_reply);
             let detail = denied_detail(Operation::Forward, &route.origin, &self.config.local);
@@ -1205,6 +1246,20 @@ impl Protocol {
             message,
         });
         None
+    }
+
+    /// What `principal` may do here now: the policy's answer and the hook's, both asked
+    /// (everything when there is neither).
+    fn permitted_now(&self, principal: &ServicePath) -> Operations {
+        let local = &self.config.local;
+        let policy = match &self.config.acl {
+            None => Operations::ALL,
+            Some(policy) => policy.permitted(principal, local),
+        };
+        match &self.config.access_control {
+            None => policy,
+            Some(hook) => policy.intersection(hook.permitted(principal, local)),
+        }
     }
 
     fn count_denied(&self, request: bool) {
