@@ -134,3 +134,9 @@ pub use node::{
     DispatchKey, InstanceState, InstanceStatus, Node, NodeBuilder, NodeEvent, Reply, RequestOptions,
 };
 pub use transport::DEFAULT_PREFERENCE;
+
+/// The README's Rust blocks, run as doctests (its quick start among them), in the
+/// default build: they use TCP.
+#[cfg(all(doctest, feature = "tcp"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
