@@ -181,16 +181,6 @@ impl RequestError {
         }
     }
 
-    /// `service` answered `op` with `ACCESS_DENIED`.
-    pub(crate) fn denied(service: ServicePath, op: Operation) -> Self {
-        let detail = format!("{op} refused by the instance's ACL");
-        Self::Denied {
-            service,
-            op,
-            detail,
-        }
-    }
-
     /// Whether the request may have been delivered (see [`Outcome`]).
     ///
     /// ```

@@ -15,6 +15,14 @@
 //!   [`IncomingRequest::span`](crate::IncomingRequest::span).
 //! - `dms.reply`: the answer being handed to the kernel; a child of `dms.handle`. Fields
 //!   `request_id`, `error_code` (an error reply).
+//! - `dms.forward`: a broker handing a routed request on (docs/PROTOCOL.md §3.5), from its
+//!   arrival to the reply going back upstream; a root span in `tracing` with the
+//!   sender's trace context as its OpenTelemetry parent under `otel`, like `dms.handle`.
+//!   Fields `node`, `origin`, `destination`, `from` (the upstream hop), `upstream_id`,
+//!   `next` (the next hop), `request_id` (the id on the next link), `traceparent` (what it
+//!   arrived with). The request goes on with a traceparent naming `dms.forward` as its
+//!   parent under `otel` (unchanged otherwise), so the destination's `dms.handle` is its
+//!   child and one trace spans every hop.
 //!
 //! What a REQ carries: with `otel`, the context of its `dms.request` span when an
 //! OpenTelemetry layer records that span (the trace of the caller's current span if it
@@ -50,6 +58,17 @@ pub(crate) fn incoming(span: &Span, remote: Option<TraceContext>) {
     span.record("traceparent", tracing::field::display(&remote));
     #[cfg(feature = "otel")]
     otel::set_remote_parent(span, remote);
+}
+
+/// Links the `dms.forward` span `span` (just created) to the upstream hop's context and
+/// returns the trace context the request goes on with.
+pub(crate) fn forwarded(span: &Span, remote: Option<TraceContext>) -> Option<TraceContext> {
+    incoming(span, remote);
+    #[cfg(feature = "otel")]
+    let onward = otel::of_span(span).or(remote);
+    #[cfg(not(feature = "otel"))]
+    let onward = remote;
+    onward
 }
 
 #[cfg(feature = "otel")]
@@ -97,6 +116,11 @@ mod otel {
             let _ = span.set_parent(remote(trace));
         }
         of(&span.context()).or(current).or(explicit)
+    }
+
+    /// The trace context naming `span` as parent, when an OpenTelemetry layer records it.
+    pub(super) fn of_span(span: &Span) -> Option<TraceContext> {
+        of(&span.context())
     }
 
     pub(super) fn set_remote_parent(span: &Span, trace: TraceContext) {

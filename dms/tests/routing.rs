@@ -384,6 +384,89 @@ async fn hop_limit_exhaustion_is_answered() {
     ask(&long, "Trade", "k").await.unwrap();
 }
 
+/// A sender cannot buy a longer life for its messages than the brokers allow: broker-1
+/// clamps the hop limit 255 it receives to its own (1), so broker-2 answers
+/// `HopLimitExceeded` although the origin allowed 255 hops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_clamps_the_hop_limit_to_its_own() {
+    let discovery = MemoryDiscovery::new();
+    let (_b2, _) = serve(builder(&discovery, instance("Far", "clamp-broker-2")).broker()).await;
+    let (_b1, _) = serve(
+        builder(&discovery, instance("Near", "clamp-broker-1"))
+            .broker()
+            .hop_limit(1)
+            .target(cluster("Far")),
+    )
+    .await;
+    let (_trade, _) =
+        serve(builder(&discovery, instance("Trade", "clamp-trade-1")).target(cluster("Far"))).await;
+    let greedy = builder(&discovery, instance("Lobby", "clamp-lobby-1"))
+        .target(cluster("Near"))
+        .routed_target(cluster("Trade"))
+        .hop_limit(255)
+        .start()
+        .await
+        .unwrap();
+    reachable(&greedy, "Trade", 1).await;
+    match ask(&greedy, "Trade", "k").await {
+        Err(RequestError::Route {
+            failure: RouteFailure::HopLimitExceeded,
+            detail,
+        }) => assert!(detail.contains("clamp-broker-2"), "{detail}"),
+        other => panic!("expected a hop-limit error, got {other:?}"),
+    }
+}
+
+/// The ACL of the destination judges the origin, not the broker that relays: trade-1
+/// lets the broker connect and forward and lobby-1 request; lobby-2's requests through
+/// the same broker are refused by trade-1, within one round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_does_not_launder_a_denied_origin() {
+    let discovery = MemoryDiscovery::new();
+    let (_b1, _) = serve(builder(&discovery, instance("Broker", "acl-broker-1")).broker()).await;
+    let policy: dms::AclPolicy = format!(
+        "allow connect,forward from {}\nallow request from {}",
+        cluster("Broker"),
+        instance("Lobby", "acl-lobby-1")
+    )
+    .parse()
+    .unwrap();
+    let (trade, _) = serve(
+        builder(&discovery, instance("Trade", "acl-trade-1"))
+            .target(cluster("Broker"))
+            .acl_policy(policy),
+    )
+    .await;
+    let mut lobbies = Vec::new();
+    for name in ["acl-lobby-1", "acl-lobby-2"] {
+        let node = builder(&discovery, instance("Lobby", name))
+            .target(cluster("Broker"))
+            .routed_target(cluster("Trade"))
+            .start()
+            .await
+            .unwrap();
+        reachable(&node, "Trade", 1).await;
+        lobbies.push(node);
+    }
+    assert_eq!(
+        ask(&lobbies[0], "Trade", "k").await.unwrap(),
+        trade.path().to_string()
+    );
+    match ask(&lobbies[1], "Trade", "k").await {
+        Err(RequestError::Denied {
+            service,
+            op,
+            detail,
+        }) => {
+            assert_eq!(&service, trade.path());
+            assert_eq!(op, dms::Operation::Request);
+            assert!(detail.contains("acl-lobby-2"), "{detail}");
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    assert_eq!(trade.protocol_stats().acl_denied_requests, 1);
+}
+
 /// Writes `links` as `path`'s link record, as an attacker with write access to
 /// discovery could.
 async fn forge(

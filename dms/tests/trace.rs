@@ -315,3 +315,143 @@ async fn otel_spans_form_one_trace_across_nodes() {
     assert_eq!(field(lobby_request, "traceparent"), at_gate.to_string());
     let _ = provider.shutdown();
 }
+
+/// Lobby reaches Trade only through a broker: Trade's handler sees the caller's trace
+/// context (unchanged without an OpenTelemetry layer).
+async fn routed_world(discovery: &MemoryDiscovery) -> (Node, Node, Node, mpsc::Receiver<Seen>) {
+    let (seen_tx, seen) = mpsc::channel(16);
+    let broker = Node::builder(instance("Broker", "broker-1"))
+        .discovery(discovery.clone())
+        .broker()
+        .start()
+        .await
+        .unwrap();
+    let trade = Node::builder(instance("Trade", "trade-1"))
+        .discovery(discovery.clone())
+        .target(cluster("Broker"))
+        .start()
+        .await
+        .unwrap();
+    let lobby = Node::builder(instance("Lobby", "lobby-r"))
+        .discovery(discovery.clone())
+        .target(cluster("Broker"))
+        .routed_target(cluster("Trade"))
+        .start()
+        .await
+        .unwrap();
+    let server = trade.clone();
+    tokio::spawn(async move {
+        while let Some(request) = server.next_request().await {
+            let span = request.span();
+            let seen = seen_tx.clone();
+            async move {
+                let body = request.body().clone();
+                let _ = seen
+                    .send(("trade".into(), request.trace_context(), body.clone()))
+                    .await;
+                let _ = request.reply(body).await;
+            }
+            .instrument(span)
+            .await;
+        }
+    });
+    lobby
+        .wait_for_instances(&cluster("Trade"), 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (lobby, broker, trade, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_traceparent_crosses_a_broker() {
+    let _serial = SERIAL.lock().await;
+    let discovery = MemoryDiscovery::new();
+    let (lobby, _broker, _trade, mut seen) = routed_world(&discovery).await;
+    let trace: TraceContext = TRACEPARENT.parse().unwrap();
+    let options = RequestOptions::new().trace(Some(trace));
+    within(
+        "a traced request through the broker",
+        lobby.request_with(
+            &cluster("Trade"),
+            7u64,
+            Multipart::from_frames(["a"]),
+            options,
+        ),
+    )
+    .await
+    .unwrap();
+    let (node, got, _) = next_seen(&mut seen).await;
+    assert_eq!((node.as_str(), got), ("trade", Some(trace)));
+}
+
+/// With `otel`: `dms.request` at Lobby → `dms.forward` at the broker → `dms.handle` at
+/// Trade, one trace, each the (remote) parent of the next.
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "current_thread")]
+async fn otel_spans_follow_a_request_through_a_broker() {
+    let _serial = SERIAL.lock().await;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dms-test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let discovery = MemoryDiscovery::new();
+    let (lobby, _broker, _trade, mut seen) = routed_world(&discovery).await;
+    let client = tracing::info_span!("client.operation");
+    within(
+        "a request made in the client's span",
+        lobby
+            .request(&cluster("Trade"), 7u64, Multipart::from_frames(["x"]))
+            .instrument(client.clone()),
+    )
+    .await
+    .unwrap();
+    drop(client);
+    let (_, at_trade, _) = next_seen(&mut seen).await;
+    let spans: Vec<SpanData> = within("the spans to be exported", async {
+        loop {
+            let spans = exporter.get_finished_spans().unwrap();
+            let count = |name: &str| spans.iter().filter(|s| s.name == name).count();
+            if count("dms.request") == 1 && count("dms.forward") == 1 && count("dms.handle") == 1 {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let one = |name: &str| spans.iter().find(|s| s.name == name).unwrap();
+    let (request, forward, handle) = (one("dms.request"), one("dms.forward"), one("dms.handle"));
+    let trace_id = request.span_context.trace_id();
+    assert_eq!(forward.span_context.trace_id(), trace_id);
+    assert_eq!(handle.span_context.trace_id(), trace_id);
+    assert_eq!(forward.parent_span_id, request.span_context.span_id());
+    assert!(forward.parent_span_is_remote);
+    assert_eq!(handle.parent_span_id, forward.span_context.span_id());
+    assert!(handle.parent_span_is_remote);
+    // On the wire to Trade: the broker's span as the parent.
+    assert_eq!(
+        at_trade.unwrap().parent_id(),
+        u64::from_be_bytes(forward.span_context.span_id().to_bytes())
+    );
+    let field = |span: &SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str().into_owned())
+    };
+    assert_eq!(
+        field(forward, "origin").as_deref(),
+        Some(instance("Lobby", "lobby-r").as_str())
+    );
+    assert_eq!(
+        field(forward, "destination").as_deref(),
+        Some(instance("Trade", "trade-1").as_str())
+    );
+}

@@ -245,6 +245,9 @@ pub enum RequestError {
         /// The operation refused (read from the reply's detail; `request` if it names
         /// none).
         op: Operation,
+        /// The refusal's detail as the peer sent it (control characters replaced): for a
+        /// routed request, it names the origin and the instance that refused.
+        detail: String,
     },
 }
 
@@ -732,9 +735,11 @@ impl Protocol {
                     (Body::Reason(reason), Some(service))
                         if reason.code == codes::ACCESS_DENIED =>
                     {
+                        let reason = printable(reason);
                         Err(RequestError::Denied {
                             service,
                             op: denied_operation(&reason.detail).unwrap_or(Operation::Request),
+                            detail: reason.detail,
                         })
                     }
                     (Body::Reason(reason), _) => Err(RequestError::Remote(printable(reason))),

@@ -295,8 +295,12 @@ impl Driver {
                     }
                 }
                 // The instance asked, also when a broker relayed its refusal.
-                Err(dms_core::proto::RequestError::Denied { op, .. }) => {
-                    Err(RequestError::denied(waiter.to.clone(), op))
+                Err(dms_core::proto::RequestError::Denied { op, detail, .. }) => {
+                    Err(RequestError::Denied {
+                        service: waiter.to.clone(),
+                        op,
+                        detail,
+                    })
                 }
                 Err(other) => Err(RequestError::PeerLost(other.to_string())),
             };

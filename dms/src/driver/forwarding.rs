@@ -12,7 +12,7 @@ use dms_core::PeerId;
 use dms_core::proto::control::{Reason, Route, codes};
 use dms_core::proto::{RequestError as ProtoRequestError, RequestId, Routed};
 use dms_core::route::forward_hop_limit;
-use tracing::debug;
+use tracing::{Span, debug, debug_span};
 
 use super::{Driver, now};
 use crate::telemetry::ForwardFailure;
@@ -23,6 +23,8 @@ pub(crate) struct Upstream {
     peer: PeerId,
     id: RequestId,
     route: Route,
+    /// `dms.forward`: ends when the reply goes back upstream.
+    span: Span,
 }
 
 impl Driver {
@@ -86,6 +88,20 @@ impl Driver {
         // longer life for a message than the brokers allow.
         message.hop_limit = left.min(self.hop_limit);
         let route = message.route.clone();
+        let span = debug_span!(
+            target: crate::trace::TARGET,
+            parent: None,
+            "dms.forward",
+            node = %self.local,
+            origin = %route.origin,
+            destination = %route.destination,
+            from = %peer,
+            upstream_id = id.0,
+            next = %next,
+            request_id = tracing::field::Empty,
+            traceparent = tracing::field::Empty,
+        );
+        message.trace = crate::trace::forwarded(&span, message.trace);
         match self
             .proto
             .forward(now(), &next, message, self.forward_timeout)
@@ -93,9 +109,14 @@ impl Driver {
             Ok(sent) => {
                 self.metrics.forwarded.increment(1);
                 if let Some(sent) = sent {
-                    self.state
-                        .forwarded
-                        .insert(sent, Upstream { peer, id, route });
+                    span.record("request_id", sent.0);
+                    let upstream = Upstream {
+                        peer,
+                        id,
+                        route,
+                        span,
+                    };
+                    self.state.forwarded.insert(sent, upstream);
                 }
             }
             Err(error) => {
@@ -123,12 +144,10 @@ impl Driver {
         let answer = match result {
             Ok(body) => Ok(body),
             Err(ProtoRequestError::Remote(reason)) => Err(reason),
-            Err(ProtoRequestError::Denied { op, .. }) => Err(Reason {
+            // The refusal goes upstream as the refusing instance wrote it.
+            Err(ProtoRequestError::Denied { detail, .. }) => Err(Reason {
                 code: codes::ACCESS_DENIED,
-                detail: format!(
-                    "denied {op} from {} to {}",
-                    upstream.route.origin, upstream.route.destination
-                ),
+                detail,
             }),
             Err(ProtoRequestError::Timeout) => {
                 self.metrics.forward_failed(ForwardFailure::NextHopFailed);
@@ -151,6 +170,7 @@ impl Driver {
                 })
             }
         };
+        let _entered = upstream.span.enter();
         if let Err(error) = self.proto.reply(&upstream.peer, upstream.id, answer) {
             // The upstream link is gone: its own requester hears from its loss.
             debug!(%error, "forwarded reply not sent upstream");
