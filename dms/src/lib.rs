@@ -94,6 +94,7 @@ mod awaiting;
 pub mod config;
 mod driver;
 mod error;
+mod follow;
 mod incoming;
 mod node;
 mod registrar;

@@ -12,88 +12,66 @@ pub(crate) enum WatchItem {
     Delete(ServicePath),
 }
 
-/// Follows one target cluster in discovery: a snapshot, then its changes; a new snapshot
-/// whenever the history cannot be replayed (compaction) or the watch breaks. While
-/// discovery is unreachable the node keeps its last view.
-///
-/// Ends as soon as the node is gone (`out` closed), whatever it is waiting for: a stopped
-/// node leaves no task and no discovery watch behind (the L9 soak found one per target
-/// cluster, kept until that cluster next changed).
+/// One target cluster, as [`follow`](crate::follow::follow)ed: its instances.
+pub(crate) struct TargetCluster {
+    cluster: ClusterPath,
+    key: dms_discovery::Key,
+}
+
+impl TargetCluster {
+    /// `None` when the cluster's path makes no discovery key.
+    pub(crate) fn new(cluster: ClusterPath) -> Option<Self> {
+        let key = cluster_key(&cluster).ok()?;
+        Some(Self { cluster, key })
+    }
+}
+
+impl crate::follow::Followed for TargetCluster {
+    type Item = WatchItem;
+
+    fn key(&self) -> &dms_discovery::Key {
+        &self.key
+    }
+
+    async fn snapshot<D: Discovery>(
+        &self,
+        discovery: &D,
+    ) -> Result<(WatchItem, dms_discovery::Revision), DiscoveryError> {
+        let node = discovery.get(&self.key).await?;
+        let instances = node
+            .children
+            .iter()
+            .filter_map(|entry| instance_of(&self.cluster, entry.key.as_str(), &entry.value))
+            .collect();
+        Ok((
+            WatchItem::Snapshot(self.cluster.clone(), instances),
+            node.revision,
+        ))
+    }
+
+    fn change(&self, event: WatchEvent) -> Option<WatchItem> {
+        match event {
+            WatchEvent::Put(entry) => {
+                let (path, reg) = instance_of(&self.cluster, entry.key.as_str(), &entry.value)?;
+                Some(WatchItem::Put(path, reg))
+            }
+            WatchEvent::Delete { key, .. } => {
+                let path = key.as_str().parse::<ServicePath>().ok()?;
+                (path.cluster() == self.cluster).then_some(WatchItem::Delete(path))
+            }
+        }
+    }
+}
+
+/// Follows one target cluster in discovery until `out` closes (see
+/// [`follow`](crate::follow::follow)).
 pub(crate) async fn watch_cluster<D: Discovery>(
     discovery: D,
     cluster: ClusterPath,
     out: mpsc::Sender<WatchItem>,
 ) {
-    let closed = out.clone();
-    tokio::select! {
-        () = follow_cluster(discovery, cluster, out) => {}
-        () = closed.closed() => {}
-    }
-}
-
-pub(super) async fn follow_cluster<D: Discovery>(
-    discovery: D,
-    cluster: ClusterPath,
-    out: mpsc::Sender<WatchItem>,
-) {
-    let Ok(key) = cluster_key(&cluster) else {
-        return;
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        let snapshot = match discovery.get(&key).await {
-            Ok(node) => node,
-            Err(error) => {
-                warn!(%cluster, %error, "discovery unreachable; keeping the last view");
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        let instances = snapshot
-            .children
-            .iter()
-            .filter_map(|entry| instance_of(&cluster, entry.key.as_str(), &entry.value))
-            .collect();
-        if out
-            .send(WatchItem::Snapshot(cluster.clone(), instances))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let mut watch = match discovery.watch(&key, Some(snapshot.revision)).await {
-            Ok(watch) => watch,
-            Err(error) => {
-                warn!(%cluster, %error, "watch failed; resyncing");
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        backoff.reset();
-        loop {
-            let item = match dms_discovery::next_event(&mut watch).await {
-                Some(Ok(WatchEvent::Put(entry))) => {
-                    match instance_of(&cluster, entry.key.as_str(), &entry.value) {
-                        Some((path, reg)) => WatchItem::Put(path, reg),
-                        None => continue,
-                    }
-                }
-                Some(Ok(WatchEvent::Delete { key, .. })) => {
-                    match key.as_str().parse::<ServicePath>() {
-                        Ok(path) if path.cluster() == cluster => WatchItem::Delete(path),
-                        _ => continue,
-                    }
-                }
-                Some(Err(DiscoveryError::Compacted { .. })) | None => break,
-                Some(Err(error)) => {
-                    warn!(%cluster, %error, "watch error; resyncing");
-                    break;
-                }
-            };
-            if out.send(item).await.is_err() {
-                return;
-            }
-        }
+    if let Some(target) = TargetCluster::new(cluster) {
+        crate::follow::follow(discovery, target, out).await;
     }
 }
 

@@ -1,10 +1,7 @@
-//! Following the routing table in discovery: a snapshot, then its changes.
+//! Following the routing table in discovery (see [`follow`](crate::follow::follow)).
 
-use std::time::Duration;
-
-use dms_core::Backoff;
 use dms_core::path::ServicePath;
-use dms_discovery::{Discovery, DiscoveryError, Key, WatchEvent};
+use dms_discovery::{Discovery, DiscoveryError, Key, Revision, WatchEvent};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -22,81 +19,51 @@ pub(crate) enum RouteItem {
     Delete(ServicePath),
 }
 
-/// Follows the table under `table` into `out` until `out` closes: a snapshot, then its
-/// changes, and a new snapshot whenever the watch breaks or its history is compacted.
-/// While discovery is unreachable the node keeps its last view.
+/// The routing table under one prefix, as followed.
+struct Table(Key);
+
+impl crate::follow::Followed for Table {
+    type Item = RouteItem;
+
+    fn key(&self) -> &Key {
+        &self.0
+    }
+
+    async fn snapshot<D: Discovery>(
+        &self,
+        discovery: &D,
+    ) -> Result<(RouteItem, Revision), DiscoveryError> {
+        let snapshot = super::read_table(discovery, &self.0).await?;
+        for (key, error) in &snapshot.refused {
+            warn!(%key, %error, "unreadable link record ignored");
+        }
+        Ok((RouteItem::Snapshot(snapshot.records), snapshot.revision))
+    }
+
+    fn change(&self, event: WatchEvent) -> Option<RouteItem> {
+        match event {
+            WatchEvent::Put(entry) => {
+                let path = instance_of_links_key(&self.0, &entry.key)?;
+                Some(match LinkRecord::decode(&entry.value) {
+                    Ok(record) => RouteItem::Put(path, record),
+                    Err(error) => {
+                        warn!(key = %entry.key, %error, "unreadable link record: its links are ignored");
+                        RouteItem::Delete(path)
+                    }
+                })
+            }
+            WatchEvent::Delete { key, .. } => {
+                instance_of_links_key(&self.0, &key).map(RouteItem::Delete)
+            }
+        }
+    }
+}
+
+/// Follows the table under `table` into `out` until `out` closes.
 pub(crate) async fn follow_table<D: Discovery>(
     discovery: D,
     table: Key,
     out: mpsc::Sender<RouteItem>,
 ) {
-    let closed = out.clone();
-    tokio::select! {
-        () = follow(discovery, table, out) => {}
-        () = closed.closed() => {}
-    }
-}
-
-async fn follow<D: Discovery>(discovery: D, table: Key, out: mpsc::Sender<RouteItem>) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        let snapshot = match super::read_table(&discovery, &table).await {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                warn!(%table, %error, "routing table unreadable; keeping the last view");
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        for (key, error) in &snapshot.refused {
-            warn!(%key, %error, "unreadable link record ignored");
-        }
-        let revision = snapshot.revision;
-        if out
-            .send(RouteItem::Snapshot(snapshot.records))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let mut watch = match discovery.watch(&table, Some(revision)).await {
-            Ok(watch) => watch,
-            Err(error) => {
-                warn!(%table, %error, "routing table watch failed; resyncing");
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-        };
-        backoff.reset();
-        loop {
-            let item = match dms_discovery::next_event(&mut watch).await {
-                Some(Ok(WatchEvent::Put(entry))) => {
-                    let Some(path) = instance_of_links_key(&table, &entry.key) else {
-                        continue;
-                    };
-                    match LinkRecord::decode(&entry.value) {
-                        Ok(record) => RouteItem::Put(path, record),
-                        Err(error) => {
-                            warn!(key = %entry.key, %error, "unreadable link record: its links are ignored");
-                            RouteItem::Delete(path)
-                        }
-                    }
-                }
-                Some(Ok(WatchEvent::Delete { key, .. })) => {
-                    match instance_of_links_key(&table, &key) {
-                        Some(path) => RouteItem::Delete(path),
-                        None => continue,
-                    }
-                }
-                Some(Err(DiscoveryError::Compacted { .. })) | None => break,
-                Some(Err(error)) => {
-                    warn!(%table, %error, "routing table watch error; resyncing");
-                    break;
-                }
-            };
-            if out.send(item).await.is_err() {
-                return;
-            }
-        }
-    }
+    crate::follow::follow(discovery, Table(table), out).await;
 }
