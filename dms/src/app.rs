@@ -10,7 +10,7 @@
 //! | [typed codecs](#typed-codecs) | implement [`Codec`] | `Node::call_with`, `IncomingRequest::decode_or_reject_with`, `reply_typed_with` | [`Postcard`] |
 //! | [tower services](#tower-services) | implement `tower::Service` | `dms::service::serve`, `dms::service::Client` (feature `tower`) | — |
 //! | [dispatch policy](#dispatch-policy) | implement [`DispatchPolicy`] | [`NodeBuilder::dispatch`] | [`JumpHash`](dms_core::dispatch::JumpHash) |
-//! | [route calculator](#route-calculator) | implement [`RoutePolicy`] (or pass a closure) | [`NodeBuilder::route_policy`] | [`ShortestPath`](dms_core::route::ShortestPath) |
+//! | [route calculator](#route-calculator) | implement [`RoutePolicy`] (or pass a closure) | [`NodeBuilder::route_policy`] | [`EqualCostMultipath`](dms_core::route::EqualCostMultipath) |
 //! | [access control](#access-control) | implement [`AccessControl`] (a hook), or give an [`AclPolicy`] (data) | [`NodeBuilder::access_control`], [`NodeBuilder::acl_policy`] | everyone may do everything |
 //! | [peer and route changes](#peer-and-route-changes) | consume [`NodeEvent`]s | [`Node::events`], [`Node::instances`] | — |
 //! | [discovery backend](#discovery-backend) | implement [`Discovery`] | [`NodeBuilder::discovery`] | [`MemoryDiscovery`] (in-process) |
@@ -254,8 +254,9 @@
 //! Which neighbour a routed message goes to next, towards an instance this node has no
 //! link to (through brokers: [`NodeBuilder::routed_target`], [`NodeBuilder::broker`]): a
 //! [`RoutePolicy`] reads the [`RoutingTable`] built from every instance's published
-//! links. The default is [`ShortestPath`](dms_core::route::ShortestPath) (Dijkstra over
-//! the link costs); a closure is a policy too. [`RoutePolicy`]'s own documentation has a
+//! links. The default is [`EqualCostMultipath`](dms_core::route::EqualCostMultipath)
+//! (shortest paths by link cost, destinations spread over the brokers that start one;
+//! [`ShortestPath`](dms_core::route::ShortestPath) is the single-path one); a closure is a policy too. [`RoutePolicy`]'s own documentation has a
 //! fewest-hops policy and the rules a custom one should keep (usable links only, transit
 //! nodes only, the same tie-break everywhere). This one avoids a broker being drained:
 //!

@@ -9,7 +9,7 @@ use dms_core::acl::{AccessControl, AclPolicy, MAX_POLICY_LEN, Operations, Patter
 use dms_core::dispatch::{DispatchPolicy, JumpHash};
 use dms_core::path::{ClusterPath, ServicePath};
 use dms_core::proto::{PingLimit, ProtoConfig, ProtoStats, Protocol, StatsHandle};
-use dms_core::route::{RoutePolicy, ShortestPath};
+use dms_core::route::{EqualCostMultipath, RoutePolicy};
 use dms_core::trace::TraceContext;
 use dms_core::{Endpoint, Multipart, Role};
 use dms_discovery::Discovery;
@@ -433,7 +433,9 @@ impl<D: Discovery> NodeBuilder<D> {
     }
 
     /// How this node picks the next hop of a routed message (default:
-    /// [`ShortestPath`](dms_core::route::ShortestPath), Dijkstra over the link costs).
+    /// [`EqualCostMultipath`](dms_core::route::EqualCostMultipath): shortest paths by link
+    /// cost, destinations spread over the brokers that start one;
+    /// [`ShortestPath`](dms_core::route::ShortestPath) takes a single path).
     pub fn route_policy(mut self, policy: impl RoutePolicy) -> Self {
         self.settings.route_policy = Some(Box::new(policy));
         self
@@ -751,7 +753,7 @@ async fn start<D: Discovery>(
             settings.link_cost,
             settings
                 .route_policy
-                .unwrap_or_else(|| Box::new(ShortestPath)),
+                .unwrap_or_else(|| Box::new(EqualCostMultipath::default())),
             links_tx,
         ),
         routes,

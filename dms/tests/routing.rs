@@ -175,6 +175,76 @@ async fn subsystem_talks_through_its_broker_cluster() {
     }
 }
 
+/// Two brokers of equal cost share the destinations: each Trade instance is always
+/// reached through the same broker (its messages keep their order), and both brokers
+/// carry some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_of_equal_cost_share_the_destinations() {
+    let discovery = MemoryDiscovery::new();
+    let (b1, _) = serve(builder(&discovery, instance("Broker", "ecmp-broker-1")).broker()).await;
+    let (b2, _) = serve(builder(&discovery, instance("Broker", "ecmp-broker-2")).broker()).await;
+    let mut trades = Vec::new();
+    for i in 1..=6 {
+        let name = format!("ecmp-trade-{i}");
+        let (node, _) =
+            serve(builder(&discovery, instance("Trade", &name)).target(cluster("Broker"))).await;
+        trades.push(node);
+    }
+    let lobby = builder(&discovery, instance("Lobby", "ecmp-lobby-1"))
+        .target(cluster("Broker"))
+        .routed_target(cluster("Trade"))
+        .start()
+        .await
+        .unwrap();
+    reachable(&lobby, "Trade", 6).await;
+    // Both brokers' links in every table before counting.
+    within("both brokers linked to every Trade instance", async {
+        loop {
+            let table =
+                dms::routing::read_table(&discovery, &dms::routing::table_key(b1.path()).unwrap())
+                    .await
+                    .unwrap();
+            let links = |who: &ServicePath| {
+                table
+                    .records
+                    .iter()
+                    .find(|(p, _)| p == who)
+                    .map_or(0, |(_, r)| r.links.len())
+            };
+            if links(b1.path()) == 7 && links(b2.path()) == 7 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let forwarded = |b: &Node| counter("dms_forwarded_total", b.path(), &[]);
+    let mut through = BTreeMap::new();
+    for trade in &trades {
+        let before = (forwarded(&b1), forwarded(&b2));
+        for _ in 0..3 {
+            let reply = lobby
+                .request_instance(trade.path(), Multipart::from_frames(["hi"]))
+                .await
+                .unwrap();
+            assert_eq!(&reply.from, trade.path());
+        }
+        let after = (forwarded(&b1), forwarded(&b2));
+        let via = match (after.0 - before.0, after.1 - before.1) {
+            (3, 0) => "broker-1",
+            (0, 3) => "broker-2",
+            other => panic!("{} reached through both brokers: {other:?}", trade.path()),
+        };
+        through.insert(trade.path().to_string(), via);
+    }
+    let used: BTreeSet<&str> = through.values().copied().collect();
+    assert_eq!(
+        used.len(),
+        2,
+        "every destination through one broker: {through:?}"
+    );
+}
+
 /// Two subsystems joined only through their broker clusters (portals): Lobby's side never
 /// dials Trade's services, nor the other way round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

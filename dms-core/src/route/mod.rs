@@ -92,8 +92,10 @@
 //!
 //! # Choosing the next hop
 //!
-//! [`RoutePolicy`] is how an instance picks the next hop: [`ShortestPath`] (the table's own
-//! [`next_hop`](RoutingTable::next_hop)) by default, or a service's own algorithm over the
+//! [`RoutePolicy`] is how an instance picks the next hop: [`EqualCostMultipath`] (every
+//! shortest path, destinations spread over the neighbours that start one: the DMS
+//! kernel's default), [`ShortestPath`] (the table's own
+//! [`next_hop`](RoutingTable::next_hop): one path per destination), or a service's own algorithm over the
 //! table's read accessors ([`neighbours`](RoutingTable::neighbours),
 //! [`is_transit`](RoutingTable::is_transit), [`usable_cost`](RoutingTable::usable_cost)).
 //!
@@ -147,7 +149,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use policy::{RoutePolicy, ShortestPath};
+pub use policy::{EqualCostMultipath, RoutePolicy, ShortestPath};
 pub use table::RoutingTable;
 
 /// How published edges become usable links; see the [module docs](self#which-edges-count).

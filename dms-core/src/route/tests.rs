@@ -827,3 +827,59 @@ mod policy {
         assert_eq!(boxed.next_hop(&mut t, &node("c"), &node("nowhere")), None);
     }
 }
+
+proptest! {
+    /// Following `EqualCostMultipath` hop by hop, every node using its own view of the
+    /// same links, reaches the destination: each hop is a usable link, strictly nearer
+    /// the destination, and only transit nodes are passed through.
+    #[test]
+    fn equal_cost_multipath_hops_reach_the_destination(
+        n in 2u8..8,
+        raw in prop::collection::vec((0u8..8, 0u8..8, 1u32..4), 0..30),
+        transit in prop::collection::vec(any::<bool>(), 8),
+    ) {
+        let node = |i: u8| crate::path::ServicePath::new(&format!("/demo/cn/android/w1/g1/N/n{i}")).unwrap();
+        let mut table = RoutingTable::new();
+        for &(a, b, c) in &raw {
+            let (a, b) = (a % n, b % n);
+            if a != b {
+                table.insert_edge(node(a), node(b), c).unwrap();
+                table.insert_edge(node(b), node(a), c).unwrap();
+            }
+        }
+        for i in 0..n {
+            if !transit[usize::from(i)] && table.contains_node(&node(i)) {
+                table.set_transit(node(i), false).unwrap();
+            }
+        }
+        let mut policy = EqualCostMultipath::default();
+        for s in 0..n {
+            for t in 0..n {
+                let (s, t) = (node(s), node(t));
+                let Some(mut left) = table.distance(&s, &t) else {
+                    prop_assert_eq!(policy.next_hop(&mut table, &s, &t), None);
+                    continue;
+                };
+                let mut at = s.clone();
+                let mut steps = 0;
+                while at != t {
+                    let next = policy.next_hop(&mut table, &at, &t);
+                    prop_assert!(next.is_some(), "{} has no hop towards {}", at, t);
+                    let next = next.unwrap();
+                    let cost = table.usable_cost(&at, &next);
+                    prop_assert!(cost.is_some(), "{} -> {} is not a usable link", at, next);
+                    if next != t {
+                        prop_assert!(table.is_transit(&next), "{} does not forward", next);
+                    }
+                    let rest = if next == t { 0 } else { table.distance(&next, &t).unwrap() };
+                    prop_assert_eq!(u64::from(cost.unwrap()) + rest, left, "not on a shortest path");
+                    prop_assert!(rest < left);
+                    left = rest;
+                    at = next;
+                    steps += 1;
+                    prop_assert!(steps <= usize::from(n), "a loop");
+                }
+            }
+        }
+    }
+}

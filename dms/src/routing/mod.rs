@@ -10,7 +10,10 @@
 //!   [`RoutingTable`](dms_core::route::RoutingTable) (a link is used only when both ends
 //!   list it, at the larger cost; only instances that [`forward`](LinkRecord::forwards)
 //!   are intermediate hops); the next hop comes from a
-//!   [`RoutePolicy`](dms_core::route::RoutePolicy), shortest path by default.
+//!   [`RoutePolicy`](dms_core::route::RoutePolicy): by default
+//!   [`EqualCostMultipath`](dms_core::route::EqualCostMultipath), shortest paths with
+//!   destinations spread over brokers of equal cost; the choice is remembered per
+//!   destination until the table changes.
 //! - **Tools**: [`read_table`] reads the whole table (`dms ls --routes`, `dms route`).
 
 mod follow;

@@ -1,10 +1,10 @@
 //! The driver's view of the routing table: its own links (the Updater's input), everyone
 //! else's records (the Calculator's), and the next hop towards an instance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use dms_core::path::ServicePath;
-use dms_core::route::{RoutePolicy, RoutingTable};
+use dms_core::route::{EqualCostMultipath, RouteConfig, RoutePolicy, RoutingTable};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -26,7 +26,17 @@ pub(crate) struct Router {
     publish: watch::Sender<LinkRecord>,
     /// The table was read from discovery at least once.
     synced: bool,
+    /// Next hops asked since the table last changed, by destination (`None`:
+    /// unreachable): a broker decides once per destination, not once per message.
+    next_hops: HashMap<ServicePath, Option<ServicePath>>,
 }
+
+/// Next hops remembered at most (one per destination).
+const MAX_REMEMBERED_HOPS: usize = 4096;
+
+/// Shortest-path trees a node's table keeps: its own and one per neighbour
+/// [`EqualCostMultipath`] considers, with room to spare.
+const CACHED_TREES: usize = 2 * EqualCostMultipath::DEFAULT_MAX_CANDIDATES;
 
 impl Router {
     pub(crate) fn new(
@@ -36,7 +46,11 @@ impl Router {
         policy: Box<dyn RoutePolicy>,
         publish: watch::Sender<LinkRecord>,
     ) -> Self {
-        let mut table = RoutingTable::new();
+        let mut table = RoutingTable::with_config(
+            RouteConfig::builder()
+                .max_cached_sources(CACHED_TREES)
+                .build(),
+        );
         // A fresh table has room for one node.
         let _ = table.set_transit(local.clone(), forwards);
         Self {
@@ -49,6 +63,7 @@ impl Router {
             default_cost: default_cost.max(1),
             publish,
             synced: false,
+            next_hops: HashMap::new(),
         }
     }
 
@@ -83,6 +98,7 @@ impl Router {
     /// instance could be reached by. This node's own record is its own business: what
     /// discovery says of it (possibly written by someone else) is ignored.
     pub(crate) fn on_item(&mut self, item: RouteItem) -> bool {
+        self.next_hops.clear();
         let changed = match &item {
             RouteItem::Snapshot(records) => {
                 !(records.is_empty() && self.table.nodes().all(|n| *n == self.local))
@@ -130,7 +146,18 @@ impl Router {
     /// The adjacent instance to send a message for `to` to, or `None` when `to` cannot
     /// be reached through the table.
     pub(crate) fn next_hop(&mut self, to: &ServicePath) -> Option<ServicePath> {
-        let next = self.policy.next_hop(&mut self.table, &self.local, to)?;
+        let next = match self.next_hops.get(to) {
+            Some(known) => known.clone(),
+            None => {
+                let next = self.policy.next_hop(&mut self.table, &self.local, to);
+                // Destinations come from peers: the memo is bounded (and starts over).
+                if self.next_hops.len() >= MAX_REMEMBERED_HOPS {
+                    self.next_hops.clear();
+                }
+                self.next_hops.insert(to.clone(), next.clone());
+                next
+            }
+        }?;
         // Only over one of our own live links, whatever the table says.
         self.links.contains_key(&next).then_some(next)
     }
@@ -141,6 +168,7 @@ impl Router {
     }
 
     fn changed(&mut self) {
+        self.next_hops.clear();
         let links: Vec<(ServicePath, u32)> =
             self.links.iter().map(|(p, c)| (p.clone(), *c)).collect();
         if let Err(error) = self
