@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use dms::routing::{LinkRecord, TableSnapshot, read_table, table_key};
 use dms::{ClusterPath, Discovery, ServicePath};
-use dms_core::route::RoutingTable;
+use dms_core::route::{EqualCostMultipath, RoutePolicy, RoutingTable};
 use dms_discovery::Key;
 
 use crate::discovery_url::{DiscoveryUrl, unreachable, with_discovery};
@@ -222,57 +222,29 @@ pub(crate) async fn ls_routes<D: Discovery>(
 /// One link of a route: its ends and what routing counts for it.
 type Hop = (ServicePath, ServicePath, u32);
 
-/// The path routing would take from `from` to `to`, hops only through forwarders: each
-/// link with its cost, and the total.
-///
-/// The table of [`TableSnapshot::to_table`] already keeps non-forwarding instances out of
-/// the middle of paths (`RoutingTable::set_transit`); a path through one is checked for
-/// anyway, and then the path is searched again over the links of forwarders and of the
-/// two ends only, so the answer never names a route the kernel would not take.
-fn transit_path(
-    snapshot: &TableSnapshot,
+/// The path a message from `from` to `to` takes when every hop uses the kernel's default
+/// policy ([`EqualCostMultipath`]) over these records: each link with its cost, and the
+/// total. Paths pass only through forwarders (the table of [`TableSnapshot::to_table`]
+/// knows which instances forward).
+fn kernel_path(
     table: &mut RoutingTable,
     from: &ServicePath,
     to: &ServicePath,
 ) -> Option<(Vec<Hop>, u64)> {
-    let forwards: BTreeMap<&ServicePath, bool> = snapshot
-        .records
-        .iter()
-        .map(|(p, r)| (p, r.forwards))
-        .collect();
-    let through_forwarders = |path: &[ServicePath]| {
-        path.len() <= 2
-            || path[1..path.len() - 1]
-                .iter()
-                .all(|hop| forwards.get(hop).copied().unwrap_or(false))
-    };
-    let hops = |table: &mut RoutingTable, path: Vec<ServicePath>| {
-        let hops: Vec<Hop> = path
-            .windows(2)
-            .map(|w| {
-                let cost = table.usable_cost(&w[0], &w[1]).unwrap_or(0);
-                (w[0].clone(), w[1].clone(), cost)
-            })
-            .collect();
-        let total = table
-            .distance(from, to)
-            .unwrap_or_else(|| hops.iter().map(|h| u64::from(h.2)).sum());
-        (hops, total)
-    };
-    if let Some(path) = table.path(from, to) {
-        if through_forwarders(&path) {
-            return Some(hops(table, path));
+    let total = table.distance(from, to)?;
+    let mut policy = EqualCostMultipath::default();
+    let mut hops: Vec<Hop> = Vec::new();
+    let mut at = from.clone();
+    while at != *to {
+        let next = policy.next_hop(table, &at, to)?;
+        let cost = table.usable_cost(&at, &next)?;
+        hops.push((at, next.clone(), cost));
+        at = next;
+        if hops.len() > table.node_count() {
+            return None; // cannot happen with costs of at least 1: every hop is nearer
         }
     }
-    let mut restricted = RoutingTable::new();
-    for (path, record) in &snapshot.records {
-        if record.forwards || path == from || path == to {
-            let _ = restricted.set_transit(path.clone(), true);
-            let _ = restricted.replace_edges_from(path.clone(), record.peers());
-        }
-    }
-    let path = restricted.path(from, to)?;
-    through_forwarders(&path).then(|| hops(&mut restricted, path))
+    Some((hops, total))
 }
 
 /// Why `to` cannot be reached from `from`, as far as the table tells.
@@ -378,7 +350,7 @@ async fn route<D: Discovery>(
             report_unreachable(args, from, to.as_str(), &why);
             continue;
         }
-        match transit_path(&snapshot, &mut table, from, to) {
+        match kernel_path(&mut table, from, to) {
             Some((hops, total)) => {
                 let too_long = hops.len() > usize::from(args.hop_limit);
                 if too_long {
