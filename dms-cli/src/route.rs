@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use dms::routing::{LinkRecord, TableSnapshot, read_table, table_key};
 use dms::{ClusterPath, Discovery, ServicePath};
-use dms_core::route::{EqualCostMultipath, RoutePolicy, RoutingTable};
+use dms_core::route::RoutingTable;
 use dms_discovery::Key;
 
 use crate::discovery_url::{DiscoveryUrl, unreachable, with_discovery};
@@ -223,27 +223,17 @@ pub(crate) async fn ls_routes<D: Discovery>(
 type Hop = (ServicePath, ServicePath, u32);
 
 /// The path a message from `from` to `to` takes when every hop uses the kernel's default
-/// policy ([`EqualCostMultipath`]) over these records: each link with its cost, and the
-/// total. Paths pass only through forwarders (the table of [`TableSnapshot::to_table`]
-/// knows which instances forward).
+/// policy ([`dms::routing::route`]): each link with its cost, and the total.
 fn kernel_path(
     table: &mut RoutingTable,
     from: &ServicePath,
     to: &ServicePath,
 ) -> Option<(Vec<Hop>, u64)> {
     let total = table.distance(from, to)?;
-    let mut policy = EqualCostMultipath::default();
-    let mut hops: Vec<Hop> = Vec::new();
-    let mut at = from.clone();
-    while at != *to {
-        let next = policy.next_hop(table, &at, to)?;
-        let cost = table.usable_cost(&at, &next)?;
-        hops.push((at, next.clone(), cost));
-        at = next;
-        if hops.len() > table.node_count() {
-            return None; // cannot happen with costs of at least 1: every hop is nearer
-        }
-    }
+    let hops = dms::routing::route(table, from, to)?
+        .into_iter()
+        .map(|hop| (hop.from, hop.to, hop.cost))
+        .collect();
     Some((hops, total))
 }
 

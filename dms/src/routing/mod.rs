@@ -98,3 +98,68 @@ impl TableSnapshot {
         table
     }
 }
+
+/// One link of a route: its ends and what routing counts for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Hop {
+    /// The instance that sends.
+    pub from: ServicePath,
+    /// The instance it sends to.
+    pub to: ServicePath,
+    /// The link's cost (the larger of what its two ends publish).
+    pub cost: u32,
+}
+
+/// The way a message from `from` to `to` goes when every hop uses the kernel's default
+/// policy ([`EqualCostMultipath`](dms_core::route::EqualCostMultipath)) over `table`:
+/// its links in order, or `None` when `to` cannot be reached (an empty route when `from`
+/// is `to`). For tools (`dms route`); each node follows its own view of the table.
+///
+/// ```
+/// use dms::routing::{Link, LinkRecord, links_key, read_table, route, table_key};
+/// use dms_discovery::Discovery;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let discovery = dms::MemoryDiscovery::new();
+/// let [lobby, broker, trade]: [dms::ServicePath; 3] = [
+///     "/demo/cn/android/w1/g1/Lobby/lobby-1".parse()?,
+///     "/demo/cn/android/w1/g1/Broker/broker-1".parse()?,
+///     "/demo/cn/android/w1/g1/Trade/trade-1".parse()?,
+/// ];
+/// let link = |to: &dms::ServicePath| Link { to: to.to_string(), cost: 1 };
+/// for (who, forwards, peers) in [(&lobby, false, vec![&broker]), (&broker, true, vec![&lobby, &trade]), (&trade, false, vec![&broker])] {
+///     let record = LinkRecord::new(forwards, peers.into_iter().map(link).collect());
+///     discovery.set(&links_key(who)?, record.encode(), None).await?;
+/// }
+/// let mut table = read_table(&discovery, &table_key(&lobby)?).await?.to_table();
+/// let hops = route(&mut table, &lobby, &trade).expect("reachable");
+/// assert_eq!(hops.iter().map(|h| h.to.instance()).collect::<Vec<_>>(), ["broker-1", "trade-1"]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn route(
+    table: &mut dms_core::route::RoutingTable,
+    from: &ServicePath,
+    to: &ServicePath,
+) -> Option<Vec<Hop>> {
+    use dms_core::route::RoutePolicy;
+    table.distance(from, to)?;
+    let mut policy = dms_core::route::EqualCostMultipath::default();
+    let mut hops = Vec::new();
+    let mut at = from.clone();
+    while at != *to {
+        let next = policy.next_hop(table, &at, to)?;
+        let cost = table.usable_cost(&at, &next)?;
+        hops.push(Hop {
+            from: at,
+            to: next.clone(),
+            cost,
+        });
+        at = next;
+        if hops.len() > table.node_count() {
+            return None; // cannot happen with costs of at least 1: every hop is nearer
+        }
+    }
+    Some(hops)
+}

@@ -167,10 +167,10 @@ async fn view(
     if let Some(snapshot) = snapshot {
         let mut table = snapshot.to_table();
         for trade in &trades {
-            let route = match table.path(node.path(), trade) {
-                Some(hops) => hops
-                    .iter()
-                    .map(|hop| hop.instance())
+            // The way the kernel's default policy takes, hop by hop.
+            let route = match dms::routing::route(&mut table, node.path(), trade) {
+                Some(hops) => std::iter::once(view.instance.as_str())
+                    .chain(hops.iter().map(|hop| hop.to.instance()))
                     .collect::<Vec<_>>()
                     .join(" > "),
                 None => format!("{} > (no route) > {}", view.instance, trade.instance()),
