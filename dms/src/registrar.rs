@@ -325,7 +325,9 @@ pub(crate) async fn keep_registered<D: Discovery>(
         tokio::select! {
             changed = links.changed(), if write_in.is_none() && !driver_gone => {
                 match changed {
-                    Ok(()) => write_in = Some(Duration::ZERO),
+                    // A moment's wait gathers the links that come up together (a broker
+                    // its clients' reconnects) into one write.
+                    Ok(()) => write_in = Some(LINK_WRITE_DELAY),
                     // The driver is gone; the release follows.
                     Err(_) => driver_gone = true,
                 }
@@ -384,6 +386,9 @@ pub(crate) async fn keep_registered<D: Discovery>(
         }
     }
 }
+
+/// How long a change of this node's links waits for others before its record is written.
+const LINK_WRITE_DELAY: Duration = Duration::from_millis(20);
 
 /// Sleeps `delay`, or not at all without one.
 async fn sleep_or_now(delay: Option<Duration>) {

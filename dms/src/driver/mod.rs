@@ -196,6 +196,7 @@ impl Driver {
         }
         loop {
             self.flush();
+            self.router.publish();
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::follow::RouteItem;
-use super::record::{Link, LinkRecord};
+use super::record::{Link, LinkRecord, MAX_LINKS_PER_RECORD};
 
 /// Owns the routing table of one node.
 pub(crate) struct Router {
@@ -29,6 +29,10 @@ pub(crate) struct Router {
     /// Next hops asked since the table last changed, by destination (`None`:
     /// unreachable): a broker decides once per destination, not once per message.
     next_hops: HashMap<ServicePath, Option<ServicePath>>,
+    /// The warning that links go unpublished was logged.
+    over_cap_logged: bool,
+    /// This node's links changed since its record was last handed to the registrar.
+    unpublished: bool,
 }
 
 /// Next hops remembered at most (one per destination).
@@ -64,6 +68,8 @@ impl Router {
             publish,
             synced: false,
             next_hops: HashMap::new(),
+            over_cap_logged: false,
+            unpublished: false,
         }
     }
 
@@ -71,14 +77,14 @@ impl Router {
     pub(crate) fn link_up(&mut self, peer: &ServicePath) {
         let cost = self.costs.get(peer).copied().unwrap_or(self.default_cost);
         if self.links.insert(peer.clone(), cost) != Some(cost) {
-            self.changed();
+            self.own_edge(peer, Some(cost));
         }
     }
 
     /// The session with `peer` ended: the link is withdrawn.
     pub(crate) fn link_down(&mut self, peer: &ServicePath) {
         if self.links.remove(peer).is_some() {
-            self.changed();
+            self.own_edge(peer, None);
         }
     }
 
@@ -89,7 +95,7 @@ impl Router {
         if let Some(current) = self.links.get_mut(peer) {
             if *current != cost {
                 *current = cost;
-                self.changed();
+                self.own_edge(peer, Some(cost));
             }
         }
     }
@@ -167,27 +173,99 @@ impl Router {
         self.synced
     }
 
-    fn changed(&mut self) {
+    /// This node's own link to `peer` is now `cost` (`None`: gone): into its table at once;
+    /// into its record at the next [`publish`](Self::publish).
+    fn own_edge(&mut self, peer: &ServicePath, cost: Option<u32>) {
         self.next_hops.clear();
-        let links: Vec<(ServicePath, u32)> =
-            self.links.iter().map(|(p, c)| (p.clone(), *c)).collect();
-        if let Err(error) = self
-            .table
-            .replace_edges_from(self.local.clone(), links.iter().cloned())
-        {
-            warn!(%error, "own links not taken into the routing table");
+        self.unpublished = true;
+        let result = match cost {
+            Some(cost) => self
+                .table
+                .insert_edge(self.local.clone(), peer.clone(), cost)
+                .map(|_| ()),
+            None => {
+                self.table.remove_edge(&self.local, peer);
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            warn!(%error, %peer, "own link not taken into the routing table");
+        }
+    }
+
+    /// Hands this node's record to the registrar if its links changed since the last
+    /// call: once per turn of the driver's loop, however many links came or went in it.
+    pub(crate) fn publish(&mut self) {
+        if !std::mem::take(&mut self.unpublished) {
+            return;
+        }
+        // Readers refuse a record of more links than MAX_LINKS_PER_RECORD (all of this
+        // node's links would then be ignored): the first ones in path order are published,
+        // the others are still used by this node itself.
+        if self.links.len() > MAX_LINKS_PER_RECORD && !self.over_cap_logged {
+            self.over_cap_logged = true;
+            warn!(
+                node = %self.local,
+                links = self.links.len(),
+                published = MAX_LINKS_PER_RECORD,
+                "more links than a link record may list: the rest are not published"
+            );
         }
         let record = LinkRecord::new(
             self.forwards,
-            links
-                .into_iter()
+            self.links
+                .iter()
+                .take(MAX_LINKS_PER_RECORD)
                 .map(|(to, cost)| Link {
                     to: to.to_string(),
-                    cost,
+                    cost: *cost,
                 })
                 .collect(),
         );
         debug!(node = %self.local, links = record.links.len(), "links changed");
         self.publish.send_replace(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(i: usize) -> ServicePath {
+        format!("/demo/cn/android/w1/g1/Trade/t-{i:05}")
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_record_never_lists_more_links_than_readers_accept() {
+        let (publish, record) = watch::channel(LinkRecord::new(true, Vec::new()));
+        let local: ServicePath = "/demo/cn/android/w1/g1/Broker/b-1".parse().unwrap();
+        let mut router = Router::new(
+            local,
+            true,
+            1,
+            Box::new(EqualCostMultipath::default()),
+            publish,
+        );
+        for i in 0..MAX_LINKS_PER_RECORD + 10 {
+            router.link_up(&path(i));
+        }
+        router.publish();
+        let published = record.borrow().clone();
+        assert_eq!(published.links.len(), MAX_LINKS_PER_RECORD);
+        assert_eq!(published.links[0].to, path(0).to_string());
+        // What readers make of it: accepted.
+        assert!(LinkRecord::decode(&published.encode()).is_ok());
+        // The node itself still reaches every peer it is linked to.
+        assert_eq!(
+            router.next_hop(&path(MAX_LINKS_PER_RECORD + 5)),
+            None,
+            "no table record: not usable"
+        );
+        router.link_down(&path(0));
+        router.publish();
+        assert_eq!(record.borrow().links.len(), MAX_LINKS_PER_RECORD);
+        assert_eq!(record.borrow().links[0].to, path(1).to_string());
     }
 }
