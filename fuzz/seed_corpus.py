@@ -5,7 +5,7 @@ wire_decode and zmtp_handshake: each input starts with two selector bytes (limit
 size; see dms_core::fuzzing), then wire bytes. control_frame: one DMS control frame
 (docs/PROTOCOL.md §3), or a sequence of [selector, length, frame] messages for the
 protocol state machine. service_path: path, pattern, endpoint or ACL policy text.
-discovery_value: postcard-encoded registration records (docs/PROTOCOL.md §8). Run it
+discovery_value: postcard-encoded registration and link records (docs/PROTOCOL.md §8). Run it
 again after changing the seeds; the files are committed.
 """
 import os
@@ -92,9 +92,18 @@ def fnv1a64(data):
     return h
 
 
-def control(command, flags=0, id_=0, fields=b"", source=LOBBY, version=1, hops=16):
+def control(command, flags=0, id_=0, fields=b"", source=LOBBY, version=1, hops=16, destination=0):
     src = fnv1a64(source.encode())
-    return struct.pack(">BBBBQQQH", version, command, flags, hops, id_, src, 0, len(fields)) + fields
+    return struct.pack(">BBBBQQQH", version, command, flags, hops, id_, src, destination, len(fields)) + fields
+
+
+TRADE = "/demo/cn/android/w1/g1/Trade/trade-1"
+
+
+def routed(origin, dest, flags=1, id_=7, hops=15, extra=b""):
+    """A routed REQ (docs/PROTOCOL.md §3.5): origin and destination entries."""
+    block = bytes([2, len(origin)]) + origin.encode() + bytes([3, len(dest)]) + dest.encode() + extra
+    return control(5, flags=flags, id_=id_, fields=block, source=origin, hops=hops, destination=fnv1a64(dest.encode()))
 
 
 def ready_fields(liveness, path):
@@ -133,6 +142,16 @@ CONTROL = {
     "trailing": control(2, id_=1) + b"\x00",
     "body-past-frame": control(2, id_=1)[:28] + b"\xff\xff",
     "ready-bad-path": control(1, fields=ready_fields(1, "../x")),
+    "routed-req": routed(LOBBY, TRADE),
+    "routed-notify": routed(LOBBY, TRADE, flags=0, id_=0, hops=1),
+    "routed-for-the-fuzz-node": routed(FUZZ_PEER, "/fuzz/cn/android/w1/g1/Battle/battle-1"),
+    "routed-bad-hash": routed(LOBBY, TRADE)[:20] + b"\x00" * 8 + routed(LOBBY, TRADE)[28:],
+    "routed-with-traceparent": routed(LOBBY, TRADE, extra=bytes([1, 55]) + b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    "session-routed": sequence(
+        (0x00, control(1, fields=ready_fields(1000, FUZZ_PEER), source=FUZZ_PEER)),
+        (0x00, routed(FUZZ_PEER, "/fuzz/cn/android/w1/g1/Battle/battle-1", id_=2)),
+        (0x00, routed(FUZZ_PEER, TRADE, id_=3)),
+    ),
     "session": sequence(
         (0x00, control(1, fields=ready_fields(1000, FUZZ_PEER), source=FUZZ_PEER)),
         (0x08, control(2, id_=1)),
@@ -201,6 +220,21 @@ DISCOVERY = {
     "huge-count": b"\x01" + varint(1 << 40),
     "truncated": registration(["tcp://127.0.0.1:41235"], 0, [])[:10],
 }
+
+
+def link_record(forwards, links, version=1):
+    out = bytes([version, 1 if forwards else 0]) + varint(len(links))
+    return out + b"".join(pstr(to) + varint(cost) for to, cost in links)
+
+
+# Link records of the routing table (docs/PROTOCOL.md §8.7), read from etcd as well.
+DISCOVERY.update({
+    "links-broker": link_record(True, [(LOBBY, 300), (TRADE, 1)]),
+    "links-empty": link_record(False, []),
+    "links-cost-0": link_record(False, [(TRADE, 0)]),
+    "links-bad-path": link_record(False, [("trade", 1)]),
+    "links-huge-count": b"\x01\x00" + varint(1 << 40),
+})
 
 
 def write_plain(target, seeds):
