@@ -76,6 +76,31 @@ fn linked(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> BTreeSet<
     up
 }
 
+/// Waits until each `(instance, n)` of `wanted` has published a link record of at least
+/// `n` links.
+async fn published(discovery: &MemoryDiscovery, wanted: &[(&ServicePath, usize)]) {
+    let table_key = dms::routing::table_key(wanted[0].0).unwrap();
+    within("the link records to be published", async {
+        loop {
+            let table = dms::routing::read_table(discovery, &table_key)
+                .await
+                .unwrap();
+            let links = |who: &ServicePath| {
+                table
+                    .records
+                    .iter()
+                    .find(|(p, _)| p == who)
+                    .map_or(0, |(_, r)| r.links.len())
+            };
+            if wanted.iter().all(|(who, n)| links(who) >= *n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 async fn ask(node: &Node, name: &str, key: &str) -> Result<String, RequestError> {
     let reply = node
         .request(&cluster(name), key, Multipart::from_frames(["hi"]))
@@ -197,27 +222,8 @@ async fn brokers_of_equal_cost_share_the_destinations() {
         .await
         .unwrap();
     reachable(&lobby, "Trade", 6).await;
-    // Both brokers' links in every table before counting.
-    within("both brokers linked to every Trade instance", async {
-        loop {
-            let table =
-                dms::routing::read_table(&discovery, &dms::routing::table_key(b1.path()).unwrap())
-                    .await
-                    .unwrap();
-            let links = |who: &ServicePath| {
-                table
-                    .records
-                    .iter()
-                    .find(|(p, _)| p == who)
-                    .map_or(0, |(_, r)| r.links.len())
-            };
-            if links(b1.path()) == 7 && links(b2.path()) == 7 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    // Both brokers linked to the lobby and every Trade instance before counting.
+    published(&discovery, &[(b1.path(), 7), (b2.path(), 7)]).await;
     let forwarded = |b: &Node| counter("dms_forwarded_total", b.path(), &[]);
     let mut through = BTreeMap::new();
     for trade in &trades {
@@ -576,24 +582,8 @@ async fn unreachable_destination_is_answered_by_the_hop() {
         .await
         .unwrap();
     reachable(&lobby, "Broker", 1).await;
-    within("routing", async {
-        loop {
-            // Wait for broker-1's own record (its link to lobby) before forging over it.
-            let table =
-                dms::routing::read_table(&discovery, &dms::routing::table_key(b1.path()).unwrap())
-                    .await
-                    .unwrap();
-            if table
-                .records
-                .iter()
-                .any(|(p, r)| p == b1.path() && !r.links.is_empty())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    // broker-1's own record (its link to lobby) first, then the forgery over it.
+    published(&discovery, &[(b1.path(), 1)]).await;
     forge(&discovery, trade.path(), false, &[b1.path()]).await;
     forge(&discovery, b1.path(), true, &[lobby.path(), trade.path()]).await;
     reachable(&lobby, "Trade", 1).await;
@@ -637,26 +627,7 @@ async fn routing_loop_injected_into_discovery_terminates() {
         .await
         .unwrap();
     reachable(&lobby, "Broker", 2).await;
-    within("routing", async {
-        loop {
-            let table =
-                dms::routing::read_table(&discovery, &dms::routing::table_key(b1.path()).unwrap())
-                    .await
-                    .unwrap();
-            let links = |who: &ServicePath| {
-                table
-                    .records
-                    .iter()
-                    .find(|(p, _)| p == who)
-                    .map_or(0, |(_, r)| r.links.len())
-            };
-            if links(b1.path()) >= 2 && links(b2.path()) >= 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    published(&discovery, &[(b1.path(), 2), (b2.path(), 2)]).await;
     // Each broker is told the other links to trade-1 (and trade-1 confirms both).
     forge(&discovery, trade.path(), false, &[b1.path(), b2.path()]).await;
     forge(
