@@ -16,17 +16,12 @@ use dms_test_support::wait::within;
 use support::{cluster, instance};
 use tokio::sync::mpsc;
 
+/// The medium of this build ([`support::node_builder`]), heartbeats of 100 ms × 3 over TCP.
 fn node_builder(path: ServicePath) -> dms::NodeBuilder {
-    #[cfg(not(feature = "tcp"))]
-    {
-        static DEV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-        let dir = DEV.get_or_init(|| {
-            std::env::temp_dir().join(format!("dms-acl-tests-{}", std::process::id()))
-        });
-        Node::builder(path).quic_dev_certificates(dir)
-    }
+    let builder = support::node_builder(path);
     #[cfg(feature = "tcp")]
-    Node::builder(path).heartbeat(Duration::from_millis(100), 3)
+    let builder = builder.heartbeat(Duration::from_millis(100), 3);
+    builder
 }
 
 const BATTLE_POLICY: &str = "

@@ -9,22 +9,7 @@ use std::time::Duration;
 
 use dms::{MemoryDiscovery, Multipart, Node, NodeEvent, RequestError, ServicePath};
 use dms_test_support::wait::within;
-use support::{cluster, instance};
-
-/// A node builder on the medium of this build: TCP, or QUIC with development
-/// certificates when TCP is not compiled in.
-fn node_builder(path: ServicePath) -> dms::NodeBuilder {
-    #[cfg(not(feature = "tcp"))]
-    {
-        static DEV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-        let dir = DEV.get_or_init(|| {
-            std::env::temp_dir().join(format!("dms-kernel-tests-{}", std::process::id()))
-        });
-        Node::builder(path).quic_dev_certificates(dir)
-    }
-    #[cfg(feature = "tcp")]
-    Node::builder(path)
-}
+use support::{cluster, instance, node_builder};
 
 /// Starts an instance that answers every request with its payload and its own path.
 async fn echo(

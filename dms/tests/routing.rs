@@ -327,7 +327,9 @@ async fn reroute_when_the_broker_in_use(failure: Failure, tag: &str) -> Duration
     let (victim, survivor) = if used_b1 { (b1, b2) } else { (b2, b1) };
 
     let failed_at = std::sync::Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let load = {
+        let answered = answered.clone();
         let (lobby, failed_at, survivor) =
             (lobby.clone(), failed_at.clone(), survivor.path().clone());
         tokio::spawn(async move {
@@ -341,6 +343,7 @@ async fn reroute_when_the_broker_in_use(failure: Failure, tag: &str) -> Duration
                 match ask(&lobby, "Trade", "k").await {
                     Ok(_) => {
                         ok += 1;
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         if let Some(at) = failed_at.get() {
                             streak += 1;
                             let moved =
@@ -363,7 +366,13 @@ async fn reroute_when_the_broker_in_use(failure: Failure, tag: &str) -> Duration
             (ok, failed, streak, rerouted)
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The load is under way (answered through the victim) before it fails.
+    within("the load to be under way", async {
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     failed_at.set(tokio::time::Instant::now()).unwrap();
     match failure {
         Failure::Kill => victim.kill().await,

@@ -21,6 +21,20 @@ pub(crate) fn instance(cluster: &str, name: &str) -> ServicePath {
         .expect("a valid service path")
 }
 
+/// A node builder on the medium of this build: TCP, or QUIC with development
+/// certificates (one directory per test process) when TCP is not compiled in.
+pub(crate) fn node_builder(path: ServicePath) -> dms::NodeBuilder {
+    #[cfg(not(feature = "tcp"))]
+    {
+        static DEV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let dir = DEV
+            .get_or_init(|| std::env::temp_dir().join(format!("dms-tests-{}", std::process::id())));
+        dms::Node::builder(path).quic_dev_certificates(dir)
+    }
+    #[cfg(feature = "tcp")]
+    dms::Node::builder(path)
+}
+
 /// The counter `name` of `node` with `labels`, summed over its other labels, from the
 /// test recorder (installed on first use).
 pub(crate) fn counter(name: &str, node: &ServicePath, labels: &[(&str, &str)]) -> u64 {
