@@ -690,6 +690,7 @@ async fn start<D: Discovery>(
         // A broker's record says it forwards before its first link comes up.
         links_tx.send_modify(|_| {});
     }
+    let metrics = Arc::new(NodeMetrics::new(path.as_str()));
     tokio::spawn(keep_registered(
         discovery.clone(),
         registrant,
@@ -697,6 +698,7 @@ async fn start<D: Discovery>(
         bucket,
         stop_registrar,
         links_rx,
+        metrics.clone(),
     ));
 
     let mut proto = ProtoConfig::new(path.clone());
@@ -730,7 +732,6 @@ async fn start<D: Discovery>(
             watch_tx.clone(),
         ));
     }
-    let metrics = Arc::new(NodeMetrics::new(path.as_str()));
     let driver = Driver {
         metrics: metrics.clone(),
         proto: protocol,

@@ -2,6 +2,7 @@
 //! registering again (with a new lease) when the lease is lost.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use tracing::{info, warn};
 use crate::StartError;
 use crate::registration::{Registration, bucket_key, instance_key};
 use crate::routing::LinkRecord;
+use crate::telemetry::NodeMetrics;
 
 /// Most dispatch buckets a cluster can have.
 const MAX_BUCKETS: u32 = 4096;
@@ -313,6 +315,7 @@ pub(crate) async fn keep_registered<D: Discovery>(
     mut bucket: u32,
     mut stop: oneshot::Receiver<Release>,
     mut links: watch::Receiver<LinkRecord>,
+    metrics: Arc<NodeMetrics>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let links_key = crate::routing::links_key(&registrant.path).ok();
@@ -362,6 +365,7 @@ pub(crate) async fn keep_registered<D: Discovery>(
             }
         }
         warn!(node = %registrant.path, "registration lease lost; registering again");
+        metrics.leases_lost.increment(1);
         loop {
             tokio::select! {
                 result = registrant.reregister(&discovery, bucket) => match result {
@@ -371,6 +375,8 @@ pub(crate) async fn keep_registered<D: Discovery>(
                         drop(std::mem::replace(&mut lease, renewed));
                         bucket = claimed;
                         backoff.reset();
+                        metrics.reregistrations.increment(1);
+                        info!(node = %registrant.path, bucket, "registered again under a new lease");
                         // The old record went with the old lease.
                         write_in = Some(Duration::ZERO);
                         break;

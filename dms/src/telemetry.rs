@@ -36,6 +36,10 @@ pub(crate) struct NodeMetrics {
     peers_up: [Counter; 2],
     peers_lost: [Counter; LOSSES.len()],
     pub(crate) redials: Counter,
+    /// Registration leases lost (expired, revoked, or not kept alive through an outage).
+    pub(crate) leases_lost: Counter,
+    /// Registrations written again under a new lease after a lost one.
+    pub(crate) reregistrations: Counter,
     pub(crate) peers_ready: Gauge,
     pub(crate) parked: Gauge,
     /// Routed messages sent on to their next hop.
@@ -114,6 +118,8 @@ impl NodeMetrics {
             peers_up: ["connector", "acceptor"].map(|r| labelled("dms_peers_up_total", "role", r)),
             peers_lost: LOSSES.map(|r| labelled("dms_peers_lost_total", "reason", r)),
             redials: counter!("dms_redials_total", "node" => node.clone()),
+            leases_lost: counter!("dms_leases_lost_total", "node" => node.clone()),
+            reregistrations: counter!("dms_reregistrations_total", "node" => node.clone()),
             peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
             parked: gauge!("dms_parked_messages", "node" => node.clone()),
             forwarded: counter!("dms_forwarded_total", "node" => node.clone()),
