@@ -521,7 +521,14 @@ fn a_resumed_instance_costs_no_request_once_it_serves_again() {
     let mut requester = dms()
         .args(["request", "--discovery", &discovery, "--json", "--to"])
         .arg(format!("{CLUSTER}/battle-1"))
-        .args(["--count", "100000", "--interval-ms", "20", "--timeout-ms", "500"])
+        .args([
+            "--count",
+            "100000",
+            "--interval-ms",
+            "20",
+            "--timeout-ms",
+            "500",
+        ])
         .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string(), "--data", "hi"])
         .stdout(Stdio::piped())
         .spawn()
