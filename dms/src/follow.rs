@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use dms_core::Backoff;
 use dms_discovery::{Discovery, DiscoveryError, Key, Revision, WatchEvent};
+use metrics::Counter;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// A part of discovery a node follows, and how its entries become items for the driver.
 pub(crate) trait Followed: Send + Sync + 'static {
@@ -30,7 +31,8 @@ pub(crate) trait Followed: Send + Sync + 'static {
 }
 
 /// Follows `followed` into `out` until `out` closes. While discovery is unreachable the
-/// node keeps its last view.
+/// node keeps its last view. Every snapshot after the first (the history was compacted
+/// under the watch, or the watch broke) counts in `resyncs`.
 ///
 /// Ends as soon as the node is gone (`out` closed), whatever it is waiting for: a stopped
 /// node leaves no task and no discovery watch behind (the L9 soak found one per target
@@ -39,17 +41,24 @@ pub(crate) async fn follow<D: Discovery, F: Followed>(
     discovery: D,
     followed: F,
     out: mpsc::Sender<F::Item>,
+    resyncs: Counter,
 ) {
     let closed = out.clone();
     tokio::select! {
-        () = run(discovery, followed, out) => {}
+        () = run(discovery, followed, out, resyncs) => {}
         () = closed.closed() => {}
     }
 }
 
-async fn run<D: Discovery, F: Followed>(discovery: D, followed: F, out: mpsc::Sender<F::Item>) {
+async fn run<D: Discovery, F: Followed>(
+    discovery: D,
+    followed: F,
+    out: mpsc::Sender<F::Item>,
+    resyncs: Counter,
+) {
     let key = followed.key().clone();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut first = true;
     loop {
         let (snapshot, revision) = match followed.snapshot(&discovery).await {
             Ok(read) => read,
@@ -59,6 +68,9 @@ async fn run<D: Discovery, F: Followed>(discovery: D, followed: F, out: mpsc::Se
                 continue;
             }
         };
+        if !std::mem::take(&mut first) {
+            resyncs.increment(1);
+        }
         if out.send(snapshot).await.is_err() {
             return;
         }
@@ -74,7 +86,10 @@ async fn run<D: Discovery, F: Followed>(discovery: D, followed: F, out: mpsc::Se
         loop {
             let event = match dms_discovery::next_event(&mut watch).await {
                 Some(Ok(event)) => event,
-                Some(Err(DiscoveryError::Compacted { .. })) | None => break,
+                Some(Err(DiscoveryError::Compacted { .. })) | None => {
+                    debug!(%key, "watch history compacted or watch ended; reading a new snapshot");
+                    break;
+                }
                 Some(Err(error)) => {
                     warn!(%key, %error, "watch error; resyncing");
                     break;

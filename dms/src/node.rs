@@ -723,6 +723,7 @@ async fn start<D: Discovery>(
         discovery.clone(),
         table_key(&path)?,
         routes_tx,
+        metrics.discovery_resyncs.clone(),
     ));
     for target in settings.targets.iter().chain(&settings.routed_targets) {
         targets.insert(target.clone(), HashMap::new());
@@ -730,6 +731,7 @@ async fn start<D: Discovery>(
             discovery.clone(),
             target.clone(),
             watch_tx.clone(),
+            metrics.discovery_resyncs.clone(),
         ));
     }
     let driver = Driver {

@@ -40,6 +40,9 @@ pub(crate) struct NodeMetrics {
     pub(crate) leases_lost: Counter,
     /// Registrations written again under a new lease after a lost one.
     pub(crate) reregistrations: Counter,
+    /// Snapshots of a followed part of discovery read again (compacted history, broken
+    /// watch).
+    pub(crate) discovery_resyncs: Counter,
     pub(crate) peers_ready: Gauge,
     pub(crate) parked: Gauge,
     /// Routed messages sent on to their next hop.
@@ -120,6 +123,7 @@ impl NodeMetrics {
             redials: counter!("dms_redials_total", "node" => node.clone()),
             leases_lost: counter!("dms_leases_lost_total", "node" => node.clone()),
             reregistrations: counter!("dms_reregistrations_total", "node" => node.clone()),
+            discovery_resyncs: counter!("dms_discovery_resyncs_total", "node" => node.clone()),
             peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
             parked: gauge!("dms_parked_messages", "node" => node.clone()),
             forwarded: counter!("dms_forwarded_total", "node" => node.clone()),

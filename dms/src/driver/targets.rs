@@ -69,9 +69,10 @@ pub(crate) async fn watch_cluster<D: Discovery>(
     discovery: D,
     cluster: ClusterPath,
     out: mpsc::Sender<WatchItem>,
+    resyncs: metrics::Counter,
 ) {
     if let Some(target) = TargetCluster::new(cluster) {
-        crate::follow::follow(discovery, target, out).await;
+        crate::follow::follow(discovery, target, out, resyncs).await;
     }
 }
 

@@ -64,6 +64,7 @@ pub(crate) async fn follow_table<D: Discovery>(
     discovery: D,
     table: Key,
     out: mpsc::Sender<RouteItem>,
+    resyncs: metrics::Counter,
 ) {
-    crate::follow::follow(discovery, Table(table), out).await;
+    crate::follow::follow(discovery, Table(table), out, resyncs).await;
 }
