@@ -106,6 +106,10 @@ pub enum RequestError {
     /// Too many requests are pending.
     #[error("too many pending requests")]
     TooManyPending,
+    /// The link to the instance could not take the request (it and the node's backlog for
+    /// it were full, or it went down just then): certainly not sent.
+    #[error("not sent: {0}")]
+    LinkFull(String),
     /// A typed request, notification or broadcast could not be encoded (nothing sent).
     #[error("cannot encode the message: {0}")]
     Encode(String),
@@ -195,6 +199,7 @@ impl RequestError {
             | Self::Denied { .. }
             | Self::TooLarge(_)
             | Self::TooManyPending
+            | Self::LinkFull(_)
             | Self::Encode(_)
             | Self::Route {
                 failure: RouteFailure::HopLimitExceeded | RouteFailure::Unreachable,

@@ -63,7 +63,7 @@
 //!
 //! | name | labels | counts |
 //! |---|---|---|
-//! | `dms_requests_total` | `outcome`: `ok` or the error (`timeout`, `peer_lost`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `closed`, `encode`, `decode`) | requests, notifications and broadcasts this node sent, by how they ended |
+//! | `dms_requests_total` | `outcome`: `ok` or the error (`timeout`, `peer_lost`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `link_full`, `route`, `closed`, `encode`, `decode`) | requests, notifications and broadcasts this node sent, by how they ended |
 //! | `dms_requests_received_total` | `kind`: `request`, `notification`, `broadcast` | what was queued for the application |
 //! | `dms_dropped_total` | `reason`: `backlog_full`, `incoming_full`, `peer_lost` | messages dropped: a full link's backlog, a notification the incoming queue had no room for, what waited for a link that died |
 //! | `dms_overloaded_total` | | requests answered `OVERLOADED` (the incoming queue, or the sender's share of it, was full) |

@@ -55,7 +55,7 @@ pub(crate) struct NodeMetrics {
     exported: OnceLock<Exported>,
 }
 
-const FAILURES: [&str; 12] = [
+const FAILURES: [&str; 13] = [
     "not_a_target",
     "no_instance",
     "denied",
@@ -68,6 +68,7 @@ const FAILURES: [&str; 12] = [
     "encode",
     "decode",
     "route",
+    "link_full",
 ];
 
 /// Why a routed message was not forwarded on (`dms_forward_failures_total{reason}`).
@@ -323,6 +324,7 @@ fn failure_index(error: &RequestError) -> usize {
         RequestError::Encode(_) => 9,
         RequestError::Decode(_) => 10,
         RequestError::Route { .. } => 11,
+        RequestError::LinkFull(_) => 12,
     }
 }
 
@@ -355,6 +357,7 @@ mod tests {
                 failure: crate::RouteFailure::Unreachable,
                 detail: String::new(),
             },
+            RequestError::LinkFull(String::new()),
         ];
         let labels: Vec<_> = errors.iter().map(|e| FAILURES[failure_index(e)]).collect();
         assert_eq!(labels, FAILURES);

@@ -249,6 +249,11 @@ pub enum RequestError {
         /// routed request, it names the origin and the instance that refused.
         detail: String,
     },
+    /// The request was never sent: the middleware could not take its REQ (the link and
+    /// the caller's backlog for it were full). Reported through
+    /// [`Protocol::fail_unsent`].
+    #[error("not sent: {0}")]
+    NotSent(String),
 }
 
 /// An application command that cannot be carried out.
@@ -1010,6 +1015,25 @@ impl Protocol {
             ),
         }
         Ok(())
+    }
+
+    /// Ends pending request `id` at once with [`RequestError::NotSent`]: its REQ, taken
+    /// from [`poll_transmit`](Self::poll_transmit), could not be handed to the
+    /// middleware. Its reply event follows; a reply that still came for it would be
+    /// counted late. Returns whether `id` was pending.
+    pub fn fail_unsent(&mut self, id: RequestId, why: impl Into<String>) -> bool {
+        let Some(pending) = self.pending.remove(&id.0) else {
+            return false;
+        };
+        self.deadlines.remove(&(pending.deadline, id.0));
+        if let Some(session) = self.sessions.get_mut(&pending.peer) {
+            session.pending = session.pending.saturating_sub(1);
+        }
+        self.events.push_back(Event::Reply {
+            id,
+            result: Err(RequestError::NotSent(why.into())),
+        });
+        true
     }
 
     /// Ends the session with `peer`: DISCONNECT goes out, nothing follows it.

@@ -1,5 +1,5 @@
 //! A deterministic two-node simulator: two [`Protocol`]s, a virtual clock, per-direction
-//! latency and loss. No sockets, no real time.
+//! latency and loss. No sockets, no real time. `sim_seeds` runs it over many seeds.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -10,41 +10,65 @@ use crate::acl::{AclPolicy, Operation};
 use crate::path::{ClusterPath, ServicePath};
 use crate::{Multipart, PeerId, Role};
 
-const LATENCY: Duration = Duration::from_millis(5);
+pub(super) const LATENCY: Duration = Duration::from_millis(5);
 
 /// The origin of the virtual clock: the only real clock read; time then only moves when
 /// the simulator moves it.
 #[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
+pub(super) fn epoch() -> Instant {
     Instant::now()
 }
 
-struct Node {
-    proto: Protocol,
-    events: Vec<Event>,
+pub(super) struct Node {
+    pub(super) proto: Protocol,
+    pub(super) events: Vec<Event>,
+    /// When each of `events` came out (kept in step by `collect` and `ready_with`).
+    pub(super) at: Vec<Instant>,
+    /// When each message was delivered to this node.
+    pub(super) heard: Vec<Instant>,
 }
 
+impl Node {
+    fn new(config: ProtoConfig) -> Self {
+        Self {
+            proto: Protocol::new(config),
+            events: Vec::new(),
+            at: Vec::new(),
+            heard: Vec::new(),
+        }
+    }
+}
+
+/// What the network does to a message sent at `now` (`to_b`: by the requester): `None`
+/// drops it, `Some(extra)` delivers it `LATENCY + extra` later, never before a message
+/// sent earlier the same way (a stream).
+pub(super) type Faults = Box<dyn FnMut(Instant, bool) -> Option<Duration>>;
+
 /// Requester `a` connected to responder `b`.
-struct Pair {
-    now: Instant,
-    a: Node,
-    b: Node,
-    /// In flight: (delivery time, to_b, message).
+pub(super) struct Pair {
+    pub(super) now: Instant,
+    pub(super) a: Node,
+    pub(super) b: Node,
+    /// In flight, by delivery time: (delivery time, to_b, message).
     wire: VecDeque<(Instant, bool, Multipart)>,
     /// Drop every message from a to b / b to a while set.
     drop_a_to_b: bool,
     drop_b_to_a: bool,
+    /// Per-message loss and delay, besides the two switches above.
+    pub(super) faults: Option<Faults>,
+    /// The delivery time of the last message sent towards a / b.
+    last_due: [Instant; 2],
 }
 
 fn path(s: &str) -> ServicePath {
     s.parse().unwrap()
 }
 
-fn a_path() -> ServicePath {
+pub(super) fn a_path() -> ServicePath {
     path("/demo/cn/android/w1/g1/Lobby/lobby-1")
 }
 
-fn b_path() -> ServicePath {
+pub(super) fn b_path() -> ServicePath {
     path("/demo/cn/android/w1/g1/Battle/battle-1")
 }
 
@@ -67,17 +91,13 @@ impl Pair {
         b_config(&mut b);
         let mut pair = Self {
             now,
-            a: Node {
-                proto: Protocol::new(a),
-                events: Vec::new(),
-            },
-            b: Node {
-                proto: Protocol::new(b),
-                events: Vec::new(),
-            },
+            a: Node::new(a),
+            b: Node::new(b),
             wire: VecDeque::new(),
             drop_a_to_b: false,
             drop_b_to_a: false,
+            faults: None,
+            last_due: [now; 2],
         };
         pair.a
             .proto
@@ -92,7 +112,7 @@ impl Pair {
         Self::ready_with(|_| {})
     }
 
-    fn ready_with(a_config: impl FnOnce(&mut ProtoConfig)) -> Self {
+    pub(super) fn ready_with(a_config: impl FnOnce(&mut ProtoConfig)) -> Self {
         let mut pair = Self::new_with(a_config, |_| {});
         pair.drive_for(Duration::from_millis(20));
         assert!(matches!(
@@ -109,35 +129,52 @@ impl Pair {
                 ..
             }
         ));
-        pair.a.events.clear();
-        pair.b.events.clear();
+        for node in [&mut pair.a, &mut pair.b] {
+            node.events.clear();
+            node.at.clear();
+        }
         pair
     }
 
-    fn collect(&mut self) {
+    pub(super) fn collect(&mut self) {
         while let Some(t) = self.a.proto.poll_transmit() {
             assert_eq!(t.msg[0], t.to.to_frame());
             check_urgency(&t);
             if !self.drop_a_to_b {
-                self.wire.push_back((self.now + LATENCY, true, t.msg));
+                self.send(true, t.msg);
             }
         }
         while let Some(t) = self.b.proto.poll_transmit() {
             check_urgency(&t);
             if !self.drop_b_to_a {
-                self.wire.push_back((self.now + LATENCY, false, t.msg));
+                self.send(false, t.msg);
             }
         }
         while let Some(e) = self.a.proto.poll_event() {
             self.a.events.push(e);
+            self.a.at.push(self.now);
         }
         while let Some(e) = self.b.proto.poll_event() {
             self.b.events.push(e);
+            self.b.at.push(self.now);
         }
     }
 
+    fn send(&mut self, to_b: bool, msg: Multipart) {
+        let extra = match &mut self.faults {
+            None => Some(Duration::ZERO),
+            Some(faults) => faults(self.now, to_b),
+        };
+        let Some(extra) = extra else { return };
+        let last = &mut self.last_due[usize::from(to_b)];
+        let due = (self.now + LATENCY + extra).max(*last);
+        *last = due;
+        let at = self.wire.partition_point(|w| w.0 <= due);
+        self.wire.insert(at, (due, to_b, msg));
+    }
+
     /// Runs the simulation until `now + span`, jumping from event to event.
-    fn drive_for(&mut self, span: Duration) {
+    pub(super) fn drive_for(&mut self, span: Duration) {
         let end = self.now + span;
         loop {
             self.collect();
@@ -155,10 +192,12 @@ impl Pair {
             while self.wire.front().is_some_and(|w| w.0 <= self.now) {
                 let (_, to_b, msg) = self.wire.pop_front().unwrap();
                 if to_b {
+                    self.b.heard.push(self.now);
                     self.b
                         .proto
                         .handle_message(self.now, a_path().peer_id(), msg);
                 } else {
+                    self.a.heard.push(self.now);
                     self.a
                         .proto
                         .handle_message(self.now, b_path().peer_id(), msg);
@@ -1058,4 +1097,51 @@ fn a_process_that_keeps_running_late_still_declares_a_dead_peer_dead() {
         pair.b.events
     );
     assert_eq!(ticks, 2, "one excused tick, then the verdict");
+}
+
+#[test]
+fn a_request_that_could_not_be_sent_fails_at_once_and_never_times_out() {
+    let mut pair = Pair::ready();
+    let b = b_path().peer_id();
+    let id = pair
+        .a
+        .proto
+        .request(
+            pair.now,
+            &b,
+            Multipart::from_frames(["x"]),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+    // The caller takes the REQ and cannot hand it to the middleware.
+    let transmit = pair.a.proto.poll_transmit().unwrap();
+    assert_eq!(transmit.msg.frames().len(), 3);
+    assert!(pair.a.proto.fail_unsent(id, "link full"));
+    assert!(!pair.a.proto.fail_unsent(id, "twice"), "only once");
+    assert_eq!(pair.a.proto.pending_for(&b), 0);
+    assert_eq!(
+        pair.a.proto.poll_event(),
+        Some(Event::Reply {
+            id,
+            result: Err(RequestError::NotSent("link full".into()))
+        })
+    );
+    pair.drive_for(Duration::from_millis(200));
+    assert!(
+        !pair
+            .a
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Reply { id: got, .. } if *got == id)),
+        "no timeout follows: {:?}",
+        pair.a.events
+    );
+    assert!(
+        !pair
+            .b
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Request { .. })),
+        "nothing reached the peer"
+    );
 }

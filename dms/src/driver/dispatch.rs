@@ -302,6 +302,9 @@ impl Driver {
                         detail,
                     })
                 }
+                Err(dms_core::proto::RequestError::NotSent(why)) => {
+                    Err(RequestError::LinkFull(why))
+                }
                 Err(other) => Err(RequestError::PeerLost(other.to_string())),
             };
             let _ = waiter.done.send(result);

@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// Messages waiting for room in one full link, at most (beyond, they are dropped and
-/// their requests time out).
+/// Messages waiting for room in one full link, at most (beyond, they are dropped: their
+/// requests fail at once with [`RequestError::LinkFull`]).
 pub(super) const MAX_PARKED_PER_PEER: usize = 1024;
 
 /// How often parked messages are retried.
@@ -44,8 +44,29 @@ impl Driver {
             Ok(()) => {}
             Err(SendError::Full { peer, msg }) => self.park(peer, *msg),
             // Requests and notifications are checked before they are queued; what fails
-            // here is the protocol's own traffic to a link that just went down.
-            Err(error) => debug!(%error, "message not sent"),
+            // here went to a link that just went down.
+            Err(error) => {
+                debug!(%error, "message not sent");
+                let why = error.to_string();
+                if let Some(msg) = error.into_message() {
+                    self.unsent(&msg, why);
+                }
+            }
+        }
+    }
+
+    /// A message the middleware did not take: if it is a request, it fails at once as
+    /// certainly not sent (the protocol's reply event says so, and a forwarded one is
+    /// answered upstream), instead of waiting for its timeout.
+    fn unsent(&mut self, msg: &Multipart, why: String) {
+        let Some(control) = msg.frames().get(1) else {
+            return;
+        };
+        if Control::peek_command(control) != Some(CommandCode::Req) {
+            return;
+        }
+        if let Ok(control) = Control::decode(control) {
+            self.proto.fail_unsent(RequestId(control.id), why);
         }
     }
 
@@ -76,15 +97,17 @@ impl Driver {
             self.state.throttled.insert(peer.clone());
             self.metrics.throttled.increment(1);
         }
-        let queue = self.state.parked.entry(peer).or_default();
+        let queue = self.state.parked.entry(peer.clone()).or_default();
         if queue.len() < MAX_PARKED_PER_PEER {
             queue.push_back(msg);
             self.metrics.parked.increment(1.0);
         } else {
             self.metrics.dropped_backlog_full.increment(1);
-            debug!(
-                "a peer's outbound backlog is full: message dropped (its request will time out)"
+            debug!(%peer, "a peer's outbound backlog is full: message dropped");
+            let why = format!(
+                "the link to {peer} is full and {MAX_PARKED_PER_PEER} messages wait for it"
             );
+            self.unsent(&msg, why);
         }
     }
 
@@ -92,6 +115,7 @@ impl Driver {
         let transports = &self.transports;
         let throttled = &mut self.state.throttled;
         let metrics = &self.metrics;
+        let mut lost: Vec<(Multipart, String)> = Vec::new();
         self.state.parked.retain(|peer, queue| {
             while let Some(msg) = queue.pop_front() {
                 match transports.try_send(msg) {
@@ -102,12 +126,15 @@ impl Driver {
                     }
                     Err(error) => {
                         // The link is gone: what waited for it goes too (its requests fail
-                        // with the session).
+                        // as not sent).
                         let dropped = queue.len() + 1;
                         debug!(%error, dropped, "parked messages not sent");
                         metrics.parked.decrement(dropped as f64);
                         metrics.dropped_peer_lost.increment(dropped as u64);
                         throttled.remove(peer);
+                        let why = error.to_string();
+                        lost.extend(error.into_message().map(|msg| (msg, why.clone())));
+                        lost.extend(queue.drain(..).map(|msg| (msg, why.clone())));
                         return false;
                     }
                 }
@@ -117,5 +144,8 @@ impl Driver {
             }
             false
         });
+        for (msg, why) in lost {
+            self.unsent(&msg, why);
+        }
     }
 }
