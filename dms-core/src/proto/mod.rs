@@ -21,4 +21,6 @@ mod malformed_tests;
 #[cfg(test)]
 mod routed_tests;
 #[cfg(test)]
+mod sim_seeds;
+#[cfg(test)]
 mod tests;
