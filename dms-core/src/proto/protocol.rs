@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 
 use super::control::{
     Body, CommandCode, Control, ControlError, Reason, Route, capabilities, codes, flags,
@@ -496,8 +497,10 @@ struct Pending {
 #[derive(Debug)]
 pub struct Protocol {
     config: ProtoConfig,
-    sessions: HashMap<PeerId, Session>,
-    pending: HashMap<u64, Pending>,
+    // foldhash, randomly seeded per process (as dms-link's registry): looked up on
+    // every message, where SipHash cost more than the lookups themselves.
+    sessions: HashMap<PeerId, Session, RandomState>,
+    pending: HashMap<u64, Pending, RandomState>,
     deadlines: BTreeSet<(Instant, u64)>,
     next_id: u64,
     transmits: VecDeque<Transmit>,
@@ -512,8 +515,8 @@ impl Protocol {
         let local_hash = config.local.hash64();
         Self {
             config,
-            sessions: HashMap::new(),
-            pending: HashMap::new(),
+            sessions: HashMap::default(),
+            pending: HashMap::default(),
             deadlines: BTreeSet::new(),
             next_id: 1,
             transmits: VecDeque::new(),

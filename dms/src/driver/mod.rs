@@ -29,6 +29,7 @@ use dms_core::proto::{Event, Initiator, LossReason, Protocol, RequestId, Routed}
 use dms_core::trace::TraceContext;
 use dms_core::{Incoming, Multipart, PeerId, SendError};
 use dms_discovery::{Discovery, DiscoveryError, WatchEvent};
+use foldhash::fast::RandomState;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Span, debug, debug_span, info, warn};
 
@@ -153,7 +154,8 @@ pub(crate) struct Driver {
 /// The driver's bookkeeping besides the protocol.
 #[derive(Default)]
 pub(crate) struct DriverState {
-    ready: HashMap<PeerId, ServicePath>,
+    // The maps read per message hash with foldhash (seeded per process), not SipHash.
+    ready: HashMap<PeerId, ServicePath, RandomState>,
     denied: HashMap<ServicePath, String>,
     connecting: HashSet<ServicePath>,
     /// Instances gone from discovery whose session is still live: used until the session
@@ -166,20 +168,20 @@ pub(crate) struct DriverState {
     retry_at: HashMap<ServicePath, Instant>,
     /// Redial delays per instance, reset when it is probed successfully.
     backoff: HashMap<ServicePath, Backoff>,
-    waiting: HashMap<RequestId, Waiter>,
+    waiting: HashMap<RequestId, Waiter, RandomState>,
     /// Requests waiting for a first ready instance of their destination.
     awaiting: Awaiting,
     /// Target clusters read from discovery at least once.
     synced: HashSet<ClusterPath>,
     /// Messages waiting for room, per peer: one full link never holds up the others.
-    parked: HashMap<PeerId, VecDeque<Multipart>>,
+    parked: HashMap<PeerId, VecDeque<Multipart>, RandomState>,
     /// Peers whose links are not read: replies to their requests are parked (they send
     /// requests faster than they read the answers). Read again once the backlog is gone.
     throttled: HashSet<PeerId>,
     /// When the transports' and the protocol's counters are next copied to the recorder.
     next_export: Option<Instant>,
     /// Requests this node forwarded, by the id of the forwarded copy.
-    pub(crate) forwarded: HashMap<RequestId, Upstream>,
+    pub(crate) forwarded: HashMap<RequestId, Upstream, RandomState>,
 }
 
 impl Driver {
@@ -194,10 +196,22 @@ impl Driver {
         for cluster in snapshot {
             self.connect_cluster(&cluster, &connected_tx);
         }
+        // One timer for the whole loop, moved only when the next deadline moves (most
+        // turns leave it where it is: a new request's deadline is rarely the earliest), so
+        // a turn costs no timer-wheel insertion and removal.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             self.flush();
             self.router.publish();
             let deadline = self.next_deadline();
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -245,7 +259,11 @@ impl Driver {
                 }
                 Some(done) = connected.recv() => self.on_connected(done),
                 Some(peer) = closed.recv() => self.on_closed(peer, &connected_tx),
-                () = sleep_until(deadline) => self.on_timer(&connected_tx),
+                () = &mut timer, if armed.is_some() => {
+                    // Fired: armed again at the next turn, even for the same instant.
+                    armed = None;
+                    self.on_timer(&connected_tx);
+                }
             }
         }
     }
@@ -460,11 +478,4 @@ impl Driver {
 
 fn closed_sender() -> mpsc::Sender<Command> {
     mpsc::channel(1).0
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
 }
