@@ -1,5 +1,7 @@
 //! Requests and notifications that reach a node, and how to answer them.
 
+use std::sync::Arc;
+
 use dms_core::Multipart;
 use dms_core::PeerId;
 use dms_core::path::ServicePath;
@@ -11,6 +13,7 @@ use tracing::{Instrument, Span, debug_span};
 
 use crate::RequestError;
 use crate::driver::Command;
+use crate::driver::gates::SessionGate;
 
 /// A request or notification from another instance.
 #[derive(Debug)]
@@ -38,12 +41,22 @@ pub(crate) struct Responder {
     pub(crate) trace: Option<TraceContext>,
     /// `dms.handle` (see [`crate::trace`]).
     pub(crate) span: Span,
+    /// The gate of the session the request came on: the reply is written from this task
+    /// while it is open (see [`crate::driver::gates`]).
+    pub(crate) gate: Option<Arc<SessionGate>>,
 }
 
 impl Responder {
     async fn answer(mut self, result: Result<Multipart, Reason>) -> Result<(), RequestError> {
         self.answered = true;
         let span = self.reply_span(result.as_ref().err().map(|reason| reason.code));
+        let result = match &self.gate {
+            Some(gate) => match span.in_scope(|| gate.try_reply(self.id, result)) {
+                Ok(()) => return Ok(()),
+                Err(result) => result,
+            },
+            None => result,
+        };
         let command = Command::Reply {
             peer: self.peer.clone(),
             id: self.id,

@@ -239,6 +239,34 @@ pub(crate) struct Transports {
     prefer: Vec<Medium>,
 }
 
+/// Sends on one medium from any task: a clone of that medium's middleware (one `Arc`).
+/// What a handler's reply is written with when it need not go through the node's task
+/// (see `driver::gates`).
+#[derive(Debug, Clone)]
+pub(crate) enum MediumSender {
+    /// TCP, with or without TLS.
+    #[cfg(feature = "tcp")]
+    Tcp(TcpMiddleware),
+    #[cfg(feature = "quic")]
+    Quic(QuicMiddleware),
+    #[cfg(feature = "shm")]
+    Shm(ShmMiddleware),
+}
+
+impl MediumSender {
+    /// Queues `msg` on its peer's link if it has room now (`MessageMiddleware::try_send`).
+    pub(crate) fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
+        match self {
+            #[cfg(feature = "tcp")]
+            Self::Tcp(tcp) => tcp.try_send(msg),
+            #[cfg(feature = "quic")]
+            Self::Quic(quic) => quic.try_send(msg),
+            #[cfg(feature = "shm")]
+            Self::Shm(shm) => shm.try_send(msg),
+        }
+    }
+}
+
 impl Transports {
     /// The media for a node named `local` whose heartbeats are `ping_interval` ×
     /// `missed`, none bound yet.
@@ -602,6 +630,21 @@ impl Transports {
             stats.shm_corrupt_rings += shm.corrupt_rings;
         }
         stats
+    }
+
+    /// A handle that sends on the medium of `peer`'s link from any task, or `None` when
+    /// the peer has no link.
+    pub(crate) fn sender_of(&self, peer: &PeerId) -> Option<MediumSender> {
+        Some(match self.medium_of(peer.as_bytes())? {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => MediumSender::Tcp(self.tcp.clone()),
+            #[cfg(feature = "quic")]
+            Medium::Quic => MediumSender::Quic(self.quic.clone()?),
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => MediumSender::Tcp(self.tcp_tls.clone()?),
+            #[cfg(feature = "shm")]
+            Medium::Shm => MediumSender::Shm(self.shm.clone()),
+        })
     }
 
     /// Stops or resumes reading `peer`'s link (see `MessageMiddleware::pause_reading`).

@@ -1005,19 +1005,18 @@ impl Protocol {
         result: Result<Multipart, Reason>,
     ) -> Result<(), ProtoError> {
         self.ready_session(peer)?;
-        match result {
-            Ok(body) => self.push(
-                peer,
-                Control::new(CommandCode::Rep, 0, id.0, Body::Empty),
-                body,
-            ),
-            Err(reason) => self.push(
-                peer,
-                Control::new(CommandCode::Rep, flags::ERROR, id.0, Body::Reason(reason)),
-                std::iter::empty(),
-            ),
-        }
+        self.transmits.push_back(Transmit {
+            to: peer.clone(),
+            msg: reply_message(peer, self.local_hash, id, result),
+            urgent: false,
+        });
         Ok(())
+    }
+
+    /// The `source` this node's messages carry: the hash of its service path (what
+    /// [`reply_message`] takes).
+    pub fn source(&self) -> u64 {
+        self.local_hash
     }
 
     /// Ends pending request `id` at once with [`RequestError::NotSent`]: its REQ, taken
@@ -1414,6 +1413,30 @@ fn denied_detail(op: Operation, principal: &ServicePath, service: &ServicePath) 
 /// A peer's reason as the application sees it: control characters (newlines, escapes,
 /// NUL...) in the detail are replaced by U+FFFD, so that a peer cannot forge log lines or
 /// terminal output with them.
+/// The REP answering request `id` of `peer`, as a node whose [`Protocol::source`] is
+/// `source` sends it: `[peer, REP, body…]`, or an ERROR REP carrying the reason and no
+/// body (docs/PROTOCOL.md §3.3). What [`Protocol::reply`] queues; also for a caller that
+/// writes a reply to the link itself (the kernel answering from the handler's task while
+/// the session is the one the request came on).
+pub fn reply_message(
+    peer: &PeerId,
+    source: u64,
+    id: RequestId,
+    result: Result<Multipart, Reason>,
+) -> Multipart {
+    let (mut control, body) = match result {
+        Ok(body) => (Control::new(CommandCode::Rep, 0, id.0, Body::Empty), body),
+        Err(reason) => (
+            Control::new(CommandCode::Rep, flags::ERROR, id.0, Body::Reason(reason)),
+            Multipart::new(),
+        ),
+    };
+    control.source = source;
+    let mut msg = Multipart::from_frames([peer.to_frame(), control.encode()]);
+    msg.extend(body);
+    msg
+}
+
 fn printable(mut reason: Reason) -> Reason {
     if reason.detail.chars().any(char::is_control) {
         reason.detail = reason

@@ -17,6 +17,7 @@ impl Driver {
         path: Option<ServicePath>,
         reason: LossReason,
     ) {
+        self.close_gate(&peer);
         if let Some(lost) = self.state.ready.remove(&peer) {
             self.router.link_down(&lost);
         }

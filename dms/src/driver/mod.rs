@@ -11,6 +11,7 @@
 mod connections;
 mod dispatch;
 mod forwarding;
+pub(crate) mod gates;
 mod outbox;
 mod serving;
 mod targets;
@@ -182,6 +183,8 @@ pub(crate) struct DriverState {
     next_export: Option<Instant>,
     /// Requests this node forwarded, by the id of the forwarded copy.
     pub(crate) forwarded: HashMap<RequestId, Upstream, RandomState>,
+    /// The gate of every ready session (see [`gates`]).
+    gates: HashMap<PeerId, Arc<gates::SessionGate>, RandomState>,
 }
 
 impl Driver {
@@ -272,6 +275,7 @@ impl Driver {
     #[cfg(feature = "fault-injection")]
     async fn suspended(&mut self) -> bool {
         info!(node = %self.local, "suspended");
+        self.close_gates();
         loop {
             match self.commands.recv().await {
                 Some(Command::Kill { done }) => {
@@ -292,6 +296,7 @@ impl Driver {
     /// registration), then `done` is told.
     #[cfg(feature = "fault-injection")]
     async fn die(&mut self, done: oneshot::Sender<()>) {
+        self.close_gates();
         self.transports.close();
         self.deregister(false).await;
         let _ = done.send(());
@@ -352,6 +357,7 @@ impl Driver {
                 debug!(node = %self.local, %path, ?role, "peer ready");
                 self.state.retry_at.remove(&path);
                 self.state.backoff.remove(&path);
+                self.open_gate(&peer);
                 self.state.ready.insert(peer, path.clone());
                 self.router.link_up(&path);
                 self.metrics.peer_up(role, self.state.ready.len());
@@ -399,15 +405,21 @@ impl Driver {
                     span,
                 },
             ),
+            // Handed to the links before the caller hears of it: a reply it writes itself
+            // next (see `gates`) cannot overtake it.
             Command::Notify { to, body, done } => {
-                let _ = done.send(self.notify(&to, body));
+                let result = self.notify(&to, body);
+                self.flush();
+                let _ = done.send(result);
             }
             Command::Broadcast {
                 cluster,
                 body,
                 done,
             } => {
-                let _ = done.send(self.broadcast(&cluster, body));
+                let result = self.broadcast(&cluster, body);
+                self.flush();
+                let _ = done.send(result);
             }
             Command::Reply { peer, id, result } => self.answer(&peer, id, result),
             Command::Instances { cluster, done } => {
@@ -444,6 +456,7 @@ impl Driver {
 
     async fn shutdown(&mut self) {
         info!(node = %self.local, "shutting down");
+        self.close_gates();
         let peers: Vec<PeerId> = self.state.ready.keys().cloned().collect();
         for peer in &peers {
             self.proto.disconnect(

@@ -97,6 +97,10 @@ impl Driver {
             self.state.throttled.insert(peer.clone());
             self.metrics.throttled.increment(1);
         }
+        if !self.state.parked.contains_key(&peer) {
+            // Replies written by handlers now queue behind what is parked.
+            self.mark_parked(&peer, true);
+        }
         let queue = self.state.parked.entry(peer.clone()).or_default();
         if queue.len() < MAX_PARKED_PER_PEER {
             queue.push_back(msg);
@@ -114,6 +118,7 @@ impl Driver {
     pub(super) fn retry_parked(&mut self) {
         let transports = &self.transports;
         let throttled = &mut self.state.throttled;
+        let gates = &self.state.gates;
         let metrics = &self.metrics;
         let mut lost: Vec<(Multipart, String)> = Vec::new();
         self.state.parked.retain(|peer, queue| {
@@ -141,6 +146,9 @@ impl Driver {
             }
             if throttled.remove(peer) {
                 transports.pause_reading(peer, false);
+            }
+            if let Some(gate) = gates.get(peer) {
+                gate.mark_parked(false);
             }
             false
         });

@@ -32,6 +32,7 @@ impl Driver {
                 answered: false,
                 trace,
                 span,
+                gate: self.gate_of(&peer),
             }),
         };
         match self.incoming.try_push(&peer, request) {
