@@ -1178,10 +1178,12 @@ impl Node {
 
     /// Fault injection: the node stops processing anything (no PONG, no reply) while its
     /// sockets and registration stay, as a SIGSTOPped process would. Peers must detect
-    /// it by heartbeats.
+    /// it by heartbeats. Returns once the node is suspended: from then on nothing leaves
+    /// it, not even the replies of handlers still holding requests.
     #[cfg(feature = "fault-injection")]
     pub async fn suspend(&self) {
-        let _ = self.inner.commands.send(Command::Suspend).await;
+        self.command_and_wait(|done| Command::Suspend { done })
+            .await;
     }
 
     /// Fault injection: the node dies at once, without DISCONNECT: sockets close and its

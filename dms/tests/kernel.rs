@@ -361,3 +361,49 @@ async fn a_request_right_after_start_waits_for_the_first_ready_instance() {
     .unwrap_err();
     assert!(matches!(error, RequestError::NoInstance(_)), "{error:?}");
 }
+
+/// A node suspended (as a frozen process) while its handler holds a request: the
+/// handler's reply does not leave it, although a handler writes its reply from its own
+/// task while the request's session is open. The request ends when the requester's
+/// heartbeats give the instance up, never with that reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_node_sends_no_reply_from_a_handler_holding_a_request() {
+    let discovery = MemoryDiscovery::new();
+    let battle = node_builder(instance("Battle", "battle-1"))
+        .heartbeat(Duration::from_millis(100), 3)
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    let lobby = lobby(&discovery, &["Battle"]).await;
+    within(
+        "battle-1 ready",
+        lobby.wait_for_instances(&cluster("Battle"), 1, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let asked = tokio::spawn({
+        let lobby = lobby.clone();
+        async move {
+            lobby
+                .request_timeout(
+                    &cluster("Battle"),
+                    "player-1",
+                    Multipart::from_frames(["join"]),
+                    Duration::from_secs(20),
+                )
+                .await
+        }
+    });
+    let request = within("the request", battle.next_request()).await.unwrap();
+    battle.suspend().await;
+    request
+        .reply(Multipart::from_frames(["joined"]))
+        .await
+        .unwrap_or_else(|e| panic!("handing the reply over failed: {e}"));
+    let outcome = within("the request's end", asked).await.unwrap();
+    assert!(
+        matches!(outcome, Err(RequestError::PeerLost(_))),
+        "a frozen node answered: {outcome:?}"
+    );
+}

@@ -117,7 +117,9 @@ pub(crate) enum Command {
         done: oneshot::Sender<()>,
     },
     #[cfg(feature = "fault-injection")]
-    Suspend,
+    Suspend {
+        done: oneshot::Sender<()>,
+    },
     #[cfg(feature = "fault-injection")]
     Kill {
         done: oneshot::Sender<()>,
@@ -224,8 +226,8 @@ impl Driver {
                         return;
                     }
                     #[cfg(feature = "fault-injection")]
-                    Some(Command::Suspend) => {
-                        if self.suspended().await {
+                    Some(Command::Suspend { done }) => {
+                        if self.suspended(done).await {
                             return;
                         }
                     }
@@ -273,9 +275,10 @@ impl Driver {
 
     /// A suspended node processes nothing until killed (returns true) or resumed.
     #[cfg(feature = "fault-injection")]
-    async fn suspended(&mut self) -> bool {
+    async fn suspended(&mut self, done: oneshot::Sender<()>) -> bool {
         info!(node = %self.local, "suspended");
         self.close_gates();
+        let _ = done.send(());
         loop {
             match self.commands.recv().await {
                 Some(Command::Kill { done }) => {
@@ -428,7 +431,7 @@ impl Driver {
             Command::SetLinkCost { peer, cost } => self.router.set_cost(&peer, cost),
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
-            Command::Suspend | Command::Kill { .. } => {}
+            Command::Suspend { .. } | Command::Kill { .. } => {}
         }
     }
 
