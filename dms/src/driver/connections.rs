@@ -41,6 +41,8 @@ impl Driver {
                 }
             }
         }
+        // Its session, and perhaps a refusal: who is reached changed.
+        self.reachability_changed();
         // The session is over but the link may be up (a silent peer): close it. The driver
         // redials the instance itself while it is registered (transports never redial).
         self.close_link(peer);

@@ -6,7 +6,7 @@ use super::*;
 
 /// The instance a message goes to and the adjacent peer it is handed to.
 #[derive(Debug, Clone)]
-pub(super) struct Picked {
+pub(crate) struct Picked {
     /// The adjacent peer: `to` itself, or the next hop towards it.
     next: PeerId,
     to: ServicePath,
@@ -133,11 +133,16 @@ impl Driver {
     }
 
     /// Live instances of a target cluster, sorted by bucket: those with a probed session,
-    /// and those the routing table reaches.
+    /// and those the routing table reaches. Kept per cluster until what they depend on
+    /// changes ([`reachability_changed`](Self::reachability_changed)), so a request
+    /// costs no allocation and no sort, however big the cluster.
     pub(super) fn live_instances(
         &mut self,
         cluster: &ClusterPath,
-    ) -> Result<Vec<(u32, Picked)>, RequestError> {
+    ) -> Result<Arc<[(u32, Picked)]>, RequestError> {
+        if let Some(live) = self.state.live.get(cluster) {
+            return Ok(live.clone());
+        }
         let instances: Vec<(ServicePath, u32)> = self
             .targets
             .get(cluster)
@@ -150,7 +155,15 @@ impl Driver {
             .filter_map(|(path, bucket)| Some((bucket, self.reach(&path)?)))
             .collect();
         live.sort_by(|a, b| (a.0, &a.1.to).cmp(&(b.0, &b.1.to)));
+        let live: Arc<[(u32, Picked)]> = live.into();
+        self.state.live.insert(cluster.clone(), live.clone());
         Ok(live)
+    }
+
+    /// Sessions, registrations, refusals or routes changed: the live instances are
+    /// computed again when next asked for.
+    pub(super) fn reachability_changed(&mut self) {
+        self.state.live.clear();
     }
 
     /// How to reach `to`: over its own session, or else through the routing table (a
@@ -233,18 +246,16 @@ impl Driver {
             }
             Destination::Cluster(cluster, key) => {
                 let live = self.live_instances(cluster)?;
-                let candidates: Vec<Candidate> = live
-                    .iter()
-                    .map(|(bucket, picked)| Candidate {
-                        bucket: *bucket,
-                        pending: self.proto.pending_for(&picked.next),
-                    })
-                    .collect();
-                match self
-                    .policy
-                    .pick(*key, &candidates)
-                    .and_then(|i| live.get(i))
-                {
+                // One buffer for every request's candidates: no allocation per request.
+                let mut candidates = std::mem::take(&mut self.state.candidates);
+                candidates.clear();
+                candidates.extend(live.iter().map(|(bucket, picked)| Candidate {
+                    bucket: *bucket,
+                    pending: self.proto.pending_for(&picked.next),
+                }));
+                let chosen = self.policy.pick(*key, &candidates);
+                self.state.candidates = candidates;
+                match chosen.and_then(|i| live.get(i)) {
                     Some((_, picked)) => Ok(picked.clone()),
                     None => {
                         let denied = self
@@ -337,9 +348,9 @@ impl Driver {
                 // One copy per live instance, directly or through the routing
                 // table: each gets it exactly once.
                 let mut reached = Vec::new();
-                for (_, picked) in live {
-                    if self.send_one_way(&picked, body.clone(), true).is_ok() {
-                        reached.push(picked.to);
+                for (_, picked) in live.iter() {
+                    if self.send_one_way(picked, body.clone(), true).is_ok() {
+                        reached.push(picked.to.clone());
                     }
                 }
                 Ok(reached)

@@ -187,6 +187,10 @@ pub(crate) struct DriverState {
     pub(crate) forwarded: HashMap<RequestId, Upstream, RandomState>,
     /// The gate of every ready session (see [`gates`]).
     gates: HashMap<PeerId, Arc<gates::SessionGate>, RandomState>,
+    /// Live instances per target cluster (see `live_instances`).
+    live: HashMap<ClusterPath, Arc<[(u32, dispatch::Picked)]>, RandomState>,
+    /// The dispatch policy's candidates, a buffer kept between requests.
+    candidates: Vec<Candidate>,
 }
 
 impl Driver {
@@ -257,6 +261,7 @@ impl Driver {
                     self.retry_awaiting();
                 }
                 Some(item) = self.routes.recv() => {
+                    self.reachability_changed();
                     if self.router.on_item(item) {
                         let _ = self.events.send(NodeEvent::RoutesChanged);
                     }
@@ -362,6 +367,7 @@ impl Driver {
                 self.state.backoff.remove(&path);
                 self.open_gate(&peer);
                 self.state.ready.insert(peer, path.clone());
+                self.reachability_changed();
                 self.router.link_up(&path);
                 self.metrics.peer_up(role, self.state.ready.len());
                 let _ = self.events.send(NodeEvent::PeerUp { path, role });
@@ -428,7 +434,10 @@ impl Driver {
             Command::Instances { cluster, done } => {
                 let _ = done.send(self.instances(&cluster));
             }
-            Command::SetLinkCost { peer, cost } => self.router.set_cost(&peer, cost),
+            Command::SetLinkCost { peer, cost } => {
+                self.router.set_cost(&peer, cost);
+                self.reachability_changed();
+            }
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
             Command::Suspend { .. } | Command::Kill { .. } => {}

@@ -98,6 +98,7 @@ pub(super) fn instance_of(
 
 impl Driver {
     pub(super) fn on_watch(&mut self, item: WatchItem, connected_tx: &mpsc::Sender<Connected>) {
+        self.reachability_changed();
         match item {
             WatchItem::Snapshot(cluster, instances) => {
                 self.state.synced.insert(cluster.clone());
@@ -152,6 +153,7 @@ impl Driver {
 
     /// Drops an instance from its cluster's view.
     pub(super) fn forget(&mut self, path: &ServicePath) {
+        self.reachability_changed();
         if let Some(instances) = self.targets.get_mut(&path.cluster()) {
             if instances.remove(path).is_some() {
                 info!(node = %self.local, instance = %path, "deregistered");
