@@ -4,7 +4,8 @@
 //!
 //! The kernel's components, one file each around this event loop: the [`targets`] (what
 //! discovery says of the clusters this node sends to), the [`connections`] manager
-//! (Prober and Sentinel), the [`dispatch`]er, the [`outbox`], and [`forwarding`] (the
+//! (Prober and Sentinel), the [`dispatch`]er, the [`outbox`], the session [`gates`] (replies
+//! written by handlers themselves), and [`forwarding`] (the
 //! Router's half; the routing table itself is [`crate::routing`]). Registration (Self)
 //! is [`crate::registrar`]; the ACL is checked in the protocol.
 
