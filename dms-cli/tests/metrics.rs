@@ -34,9 +34,19 @@ impl Drop for NodeProcess {
 /// Starts `dms node --echo --metrics 127.0.0.1:0` and waits (deadline) for its lines up
 /// to `bucket`; returns it with the metrics address it printed.
 fn start_node(discovery: &str, service: &str) -> NodeProcess {
+    start_node_with(
+        discovery,
+        service,
+        &["--heartbeat-ms", "200", "--lease-ttl-s", "2"],
+    )
+}
+
+/// As [`start_node`], with these options besides `--echo` and `--metrics`.
+fn start_node_with(discovery: &str, service: &str, options: &[&str]) -> NodeProcess {
     let mut child = dms()
         .args(["node", "--discovery", discovery, "--service", service])
-        .args(["--echo", "--heartbeat-ms", "200", "--lease-ttl-s", "2"])
+        .arg("--echo")
+        .args(options)
         .args(["--metrics", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -405,4 +415,102 @@ fn a_request_moves_the_node_s_counters() {
     assert!(request_kind["value"].as_f64().unwrap() >= 3.0);
     let up = total(&after, "dms_peers_up_total", &service);
     assert!(up >= 1.0, "peers up {up}: {after:?}");
+}
+
+/// The value of `name{node, reason}` (0 when the node has no such sample).
+#[cfg(feature = "etcd")]
+fn by_reason(samples: &[serde_json::Value], name: &str, node: &str, reason: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s["name"] == name && s["labels"]["node"] == node)
+        .filter(|s| s["labels"]["reason"] == reason)
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum()
+}
+
+/// Polls the node's figures until `check` holds (deadline); returns them.
+#[cfg(feature = "etcd")]
+fn wait_stats(
+    addr: &str,
+    what: &str,
+    check: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let samples = stats_json(addr);
+        if check(&samples) {
+            return samples;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// F15 with a real signal: `kill -TERM` of a `dms node` process. It leaves gracefully:
+/// its peer counts the session lost by DISCONNECT (not by heartbeats, which could not
+/// fire within the 15 s bound of its 5 s heartbeat, nor by a bare link loss), the
+/// process exits with success, and its registration is gone from etcd as it exits,
+/// not 30 s later when its lease would lapse.
+#[cfg(feature = "etcd")]
+#[test]
+fn a_terminated_node_says_goodbye_and_deregisters() {
+    let etcd = dms_test_support::etcd::EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let battle = format!("{CLUSTER}/battle-1");
+    let lobby = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
+    let slow = ["--heartbeat-ms", "5000", "--lease-ttl-s", "30"];
+    let mut server = start_node_with(&discovery, &battle, &slow);
+    let client = start_node_with(
+        &discovery,
+        lobby,
+        &[&slow[..], &["--target", CLUSTER]].concat(),
+    );
+    wait_stats(&client.metrics, "the lobby's session with battle-1", |s| {
+        total(s, "dms_peers_ready", lobby) >= 1.0
+    });
+
+    let pid = server.child.id().to_string();
+    let signalled = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(signalled.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "battle-1 did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "battle-1 exited with {status}");
+
+    let lost = "dms_peers_lost_total";
+    let after = wait_stats(&client.metrics, "the lobby's loss of battle-1", |s| {
+        total(s, lost, lobby) >= 1.0
+    });
+    assert_eq!(
+        by_reason(&after, lost, lobby, "disconnected"),
+        1.0,
+        "{after:?}"
+    );
+    for reason in ["heartbeat", "link_down", "probe_timeout"] {
+        assert_eq!(
+            by_reason(&after, lost, lobby, reason),
+            0.0,
+            "{reason}: {after:?}"
+        );
+    }
+
+    let listed = run(dms().args(["ls", "--discovery", &discovery, "--json", "/mt"]));
+    assert!(listed.status.success(), "dms ls: {}", stderr_of(&listed));
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !listing.contains("battle-1"),
+        "battle-1 still registered after a graceful exit: {listing}"
+    );
+    assert!(
+        listing.contains("lobby-1"),
+        "the lobby is listed: {listing}"
+    );
 }
