@@ -1,9 +1,9 @@
 //! FAULTS rows of `docs/RELIABILITY.md` over real TCP on loopback, with the fault proxy
-//! of `dms-test-support` between nodes where the row needs the network to fail: F3
-//! (half-open link), F10 (partition of one edge among three nodes), F12 (reconnect
-//! storm), F15 (graceful shutdown), F16 (paused requester). In-memory discovery, the CI
-//! liveness profile: heartbeat 100 ms × 3, bound B = 360 ms. Detection times are printed
-//! (`--nocapture`).
+//! of `dms-test-support` between nodes where the row needs the network to fail: F1 (a
+//! crash with 100 requests in flight), F3 (half-open link), F10 (partition of one edge
+//! among three nodes), F12 (reconnect storm), F15 (graceful shutdown), F16 (paused
+//! requester). In-memory discovery, the CI liveness profile: heartbeat 100 ms × 3, bound
+//! B = 360 ms. Detection times are printed (`--nocapture`).
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -591,4 +591,90 @@ async fn f12_a_reconnect_storm_is_spread_by_the_jitter() {
     );
     let reconnects: u64 = clients.iter().map(|c| c.stats().reconnect_attempts).sum();
     assert!(reconnects >= CLIENTS as u64, "{reconnects}");
+}
+
+/// F1: an instance that crashes (`Node::kill`: its sockets close, no DISCONNECT) while it
+/// holds 100 requests. Every one ends at once with `PeerLost` (the link's end, no
+/// heartbeat wait), none by its 20 s timeout; each is counted
+/// (`dms_requests_total{outcome=peer_lost}`); the cluster's other instance answers the
+/// keys next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_a_crash_ends_every_request_in_flight_at_once_and_its_keys_fail_over() {
+    recorder();
+    let discovery = MemoryDiscovery::new();
+    let victim_path = instance("F1Battle", "battle-1");
+    let victim = Node::builder(victim_path.clone())
+        .heartbeat(IVL, MISSED)
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    let survivor = echo(&discovery, instance("F1Battle", "battle-2"), |b| b).await;
+    let client = echo(&discovery, instance("F1Lobby", "lobby-1"), |b| {
+        b.target(cluster("F1Battle"))
+    })
+    .await;
+    ready(&client, "F1Battle", 2).await;
+    let lost = || {
+        recorder().counter(
+            "dms_requests_total",
+            &[("node", client.path().as_str()), ("outcome", "peer_lost")],
+        )
+    };
+    let lost_before = lost();
+
+    let mut in_flight = Vec::new();
+    for i in 0..100 {
+        let (asking, to) = (client.clone(), victim_path.clone());
+        in_flight.push(tokio::spawn(async move {
+            let body = Multipart::from_frames([format!("request {i}")]);
+            let result = asking
+                .request_instance_timeout(&to, body, Duration::from_secs(20))
+                .await;
+            (result, Instant::now())
+        }));
+    }
+    // The victim holds all of them unanswered (dropping them would answer NO_HANDLER).
+    let mut held = Vec::new();
+    while held.len() < 100 {
+        held.push(
+            within("100 requests at the victim", victim.next_request())
+                .await
+                .unwrap(),
+        );
+    }
+    let killed = Instant::now();
+    victim.kill().await;
+    let mut slowest = Duration::ZERO;
+    for request in in_flight {
+        let (result, ended_at) = within("a request in flight to end", request).await.unwrap();
+        let err = result.unwrap_err();
+        assert!(matches!(err, RequestError::PeerLost(_)), "{err:?}");
+        slowest = slowest.max(ended_at.duration_since(killed));
+    }
+    eprintln!(
+        "F1: 100 requests in flight at the crash, the last ended {} µs after it",
+        slowest.as_micros()
+    );
+    // Heartbeats never declare a peer dead before NOT_BEFORE of silence: what ends
+    // sooner ended by the link's loss.
+    assert!(
+        slowest < NOT_BEFORE,
+        "requests ended {slowest:?} after the crash: not by the link's loss"
+    );
+    assert_eq!(lost() - lost_before, 100, "each loss counted once");
+
+    for player in 0..20 {
+        let reply = client
+            .request_timeout(
+                &cluster("F1Battle"),
+                format!("player-{player}").as_str(),
+                Multipart::from_frames(["after the crash"]),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(&reply.from, survivor.path(), "player-{player}");
+    }
+    drop(held);
 }
