@@ -113,6 +113,18 @@ impl EtcdServer {
         self.member.is_running()
     }
 
+    /// Stops etcd with SIGSTOP: its sockets stay open and accept, nothing answers (a slow
+    /// or wedged server, not a dead one). [`thaw`](Self::thaw) resumes it; dropping the
+    /// server kills it either way. Panics if it is not running.
+    pub fn freeze(&mut self) {
+        self.member.signal("-STOP");
+    }
+
+    /// Resumes etcd after [`freeze`](Self::freeze) (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.member.signal("-CONT");
+    }
+
     /// The temporary directory holding the data directory and etcd's log.
     pub fn dir(&self) -> &Path {
         &self.dir.0
@@ -308,6 +320,19 @@ impl Member {
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         format!("dms-{name}")
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to the running etcd.
+    fn signal(&mut self, signal: &str) {
+        let Some(running) = &self.process else {
+            panic!("etcd is not running");
+        };
+        let pid = running.etcd.id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap_or_else(|e| panic!("kill {signal} {pid}: {e}"));
+        assert!(status.success(), "kill {signal} {pid}: {status}");
     }
 
     fn is_running(&mut self) -> bool {

@@ -1,9 +1,11 @@
-//! What discovery's faults cost a node (F7, F8 of docs/RELIABILITY.md):
+//! What discovery's faults cost a node (F7, F8, F9 of docs/RELIABILITY.md):
 //! - F7: a node whose registration lease is lost (etcd unreachable for longer than the
 //!   lease's TTL) registers again under a new lease, keeps its bucket, is listed once, and
 //!   costs its linked peers no request meanwhile; a node started after the heal finds it.
 //! - F8: a node whose watch of a target cluster loses its history (compacted under it)
 //!   reads the cluster again and converges on what discovery holds.
+//! - F9: a frozen etcd (SIGSTOP) costs linked nodes no request, and reads end by their
+//!   deadline.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
@@ -174,6 +176,104 @@ mod etcd {
             ),
             1
         );
+    }
+
+    /// F9: etcd frozen (SIGSTOP: its sockets stay open, nothing answers) for 3 s, well
+    /// within the nodes' 10 s leases. Linked nodes keep answering each other (every
+    /// request of the freeze answered); a discovery read ends by its deadline with
+    /// `Unavailable` instead of hanging; no lease is reported lost; once etcd resumes,
+    /// reads answer again and a node started then finds the instance and is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_etcd_costs_linked_nodes_nothing_and_reads_end_by_their_deadline() {
+        const CLUSTER: &str = "/frozen/cn/linux/w1/g1/Battle";
+        const LEASE: Duration = Duration::from_secs(10);
+        const FREEZE: Duration = Duration::from_secs(3);
+        recorder();
+        let mut etcd = EtcdServer::start();
+        let cluster: ClusterPath = CLUSTER.parse().unwrap();
+        let battle_path: ServicePath = format!("{CLUSTER}/battle-1").parse().unwrap();
+        let battle = Node::builder(battle_path.clone())
+            .discovery(client(&etcd).await)
+            .lease_ttl(LEASE)
+            .heartbeat(Duration::from_millis(100), 3)
+            .start()
+            .await
+            .unwrap();
+        let server = battle.clone();
+        tokio::spawn(async move {
+            while let Some(request) = server.next_request().await {
+                let body = request.body().clone();
+                let _ = request.reply(body).await;
+            }
+        });
+        let lobby_path: ServicePath = "/frozen/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
+        let lobby = Node::builder(lobby_path.clone())
+            .discovery(client(&etcd).await)
+            .lease_ttl(LEASE)
+            .heartbeat(Duration::from_millis(100), 3)
+            .target(cluster.clone())
+            .start()
+            .await
+            .unwrap();
+        lobby
+            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let deadline = Duration::from_secs(1);
+        let reader = EtcdDiscovery::connect(
+            &[etcd.endpoint()],
+            EtcdOptions {
+                request_timeout: deadline,
+                attempt_timeout: Duration::from_millis(300),
+                ..EtcdOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let key = Key::new(CLUSTER).unwrap();
+
+        etcd.freeze();
+        let frozen = Instant::now();
+        let read = reader.list(&key).await;
+        let took = frozen.elapsed();
+        eprintln!("F9: a read of a frozen etcd ended after {took:?}: {read:?}");
+        assert!(
+            matches!(read, Err(dms_discovery::DiscoveryError::Unavailable(_))),
+            "{read:?}"
+        );
+        assert!(took < deadline * 2, "the read took {took:?}");
+        within(
+            "the freeze's requests",
+            requests_until(
+                &lobby,
+                &cluster,
+                tokio::time::sleep_until((frozen + FREEZE).into()),
+            ),
+        )
+        .await;
+        etcd.thaw();
+
+        within("a read after the thaw", async {
+            while reader.list(&key).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        for node in [&battle_path, &lobby_path] {
+            let lost = recorder().counter("dms_leases_lost_total", &[("node", node.as_str())]);
+            assert_eq!(lost, 0, "{node} lost its lease");
+        }
+        let rookie = Node::builder("/frozen/cn/linux/w1/g1/Lobby/lobby-2".parse().unwrap())
+            .discovery(client(&etcd).await)
+            .target(cluster.clone())
+            .start()
+            .await
+            .unwrap();
+        rookie
+            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        rookie.request(&cluster, 7, hi()).await.unwrap();
     }
 }
 
