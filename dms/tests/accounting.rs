@@ -1,6 +1,6 @@
-//! The accounting identity under load (RELIABILITY P2, L2 and L4 smokes): every request
-//! sent is answered, refused with a typed error, or counted as dropped, and the sender's
-//! and the receiver's figures agree. Real TCP on loopback, in-memory discovery.
+//! The accounting identity under load (RELIABILITY P2, L2, L4 and L5 smokes): every message
+//! sent is delivered (a request answered), refused with a typed error, or counted as
+//! dropped, and the sender's and the receiver's figures agree. Real TCP on loopback, in-memory discovery.
 #![cfg(feature = "tcp")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -127,4 +127,81 @@ async fn every_request_is_answered_or_refused_and_both_sides_count_the_same() {
     let dropped =
         counter("dms_dropped_total", &slow, &[]) + counter("dms_dropped_total", &fast, &[]);
     assert_eq!(dropped, 0);
+}
+
+/// L5 smoke: a broadcast cluster of 50 instances, one of them slow (it never takes its
+/// notifications and has room for 16). 200 broadcasts: each reaches the 50 instances;
+/// every other instance gets all 200, in order; the slow one's figures account for every
+/// copy (handed over + dropped `incoming_full` = 200), so nothing is lost silently, and
+/// it costs the others nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_to_50_reaches_each_and_a_slow_receiver_counts_its_drops() {
+    const ROUNDS: u64 = 200;
+    recorder();
+    let discovery = MemoryDiscovery::new();
+    let slow = instance("L5Club", "club-0");
+    let slow_node = Node::builder(slow.clone())
+        .incoming_queue(16, 16)
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut fast = tokio::task::JoinSet::new();
+    let mut nodes = vec![slow_node];
+    for i in 1..50 {
+        let node = Node::builder(instance("L5Club", &format!("club-{i}")))
+            .discovery(discovery.clone())
+            .start()
+            .await
+            .unwrap();
+        let receiver = node.clone();
+        fast.spawn(async move {
+            for round in 0..ROUNDS {
+                let note = receiver.next_request().await.unwrap();
+                assert!(note.is_broadcast());
+                assert_eq!(&note.body()[0][..], &round.to_be_bytes(), "out of order");
+            }
+        });
+        nodes.push(node);
+    }
+    let lobby = Node::builder(instance("L5Lobby", "lobby-1"))
+        .target(cluster("L5Club"))
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    within(
+        "50 clubs",
+        lobby.wait_for_instances(&cluster("L5Club"), 50, Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    for round in 0..ROUNDS {
+        let body = Multipart::from_frames([round.to_be_bytes().to_vec()]);
+        let reached = lobby.broadcast(&cluster("L5Club"), body).await.unwrap();
+        assert_eq!(reached.len(), 50, "round {round}");
+    }
+    within("every fast club's 200 broadcasts", async {
+        while let Some(done) = fast.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    let received = || {
+        counter(
+            "dms_requests_received_total",
+            &slow,
+            &[("kind", "broadcast")],
+        )
+    };
+    let dropped = || counter("dms_dropped_total", &slow, &[("reason", "incoming_full")]);
+    within("the slow club's account of every copy", async {
+        while received() + dropped() < ROUNDS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(received(), 16, "its queue's room");
+    assert_eq!(dropped(), ROUNDS - 16);
+    drop(nodes);
 }
