@@ -4,13 +4,17 @@
 //! neither the code nor the document can change alone.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::time::Duration;
-
-use bytes::Bytes;
 use dms::registration::{Registration, bucket_key, cluster_key, instance_key};
-use dms::{ClusterPath, Discovery, DispatchKey, MemoryDiscovery, Node, ServicePath};
+use dms::{ClusterPath, DispatchKey, ServicePath};
 use dms_core::dispatch::{Candidate, DispatchPolicy, JumpHash, jump_consistent_hash, mix};
-use dms_discovery::Key;
+// What only the tests of a running node (TCP) use.
+#[cfg(feature = "tcp")]
+use {
+    bytes::Bytes,
+    dms::{Discovery, MemoryDiscovery, Node},
+    dms_discovery::Key,
+    std::time::Duration,
+};
 
 const BATTLE_1: &str = "/demo/cn/android/w1/g1/Battle/battle-1";
 const BATTLE: &str = "/demo/cn/android/w1/g1/Battle";
@@ -222,6 +226,7 @@ fn dispatch_keys_and_jump_hash_are_the_documented_numbers() {
     assert_eq!(owner(&[0, 1, 700, 3000]), 1);
 }
 
+#[cfg(feature = "tcp")]
 async fn get(discovery: &MemoryDiscovery, key: &str) -> Option<Bytes> {
     let key = Key::new(key).unwrap();
     discovery.get(&key).await.unwrap().entry.map(|e| e.value)
