@@ -233,6 +233,11 @@ pub(crate) struct Transports {
     single: Option<Medium>,
     /// The media present (at most four), in a fixed order.
     media: Vec<Medium>,
+    /// Which of `media` (bit `i`: `media[i]`) can yield anything: bound, or handed out
+    /// to dial. Only those are polled by [`recv_many`](Self::recv_many): a medium that
+    /// listens nowhere and dialled nothing has nothing to say, and polling it would cost
+    /// every turn of the driver's loop a wake-up registration for nothing.
+    active: std::sync::atomic::AtomicU8,
     /// Which medium `recv_many` polls first next time.
     turn: AtomicUsize,
     /// Schemes to dial, most preferred first, restricted to the media we have.
@@ -356,6 +361,7 @@ impl Transports {
             links: HashMap::new(),
             single: None,
             media: Vec::new(),
+            active: std::sync::atomic::AtomicU8::new(0),
             turn: AtomicUsize::new(0),
             prefer: Vec::new(),
         };
@@ -416,6 +422,7 @@ impl Transports {
             StartError::UnsupportedEndpoint(format!("{endpoint}: {why}"))
         };
         let medium = Medium::from_scheme(endpoint.scheme()).ok_or_else(unsupported)?;
+        self.activate(medium);
         let bound = match medium {
             #[cfg(feature = "tcp")]
             Medium::Tcp => self.tcp.bind(endpoint).await,
@@ -490,7 +497,17 @@ impl Transports {
         verdict.unwrap_or(Liveness::Unknown)
     }
 
+    /// From now on `medium` is polled for what it yields (see `active`).
+    fn activate(&self, medium: Medium) {
+        if let Some(i) = self.media.iter().position(|m| *m == medium) {
+            self.active.fetch_or(1 << i, Ordering::AcqRel);
+        }
+    }
+
+    /// A handle to dial (or close links) on `medium`, which is then polled (its links'
+    /// items come through `recv_many`).
     fn dialer(&self, medium: Medium) -> Option<Dialer> {
+        self.activate(medium);
         match medium {
             #[cfg(feature = "tcp")]
             Medium::Tcp => Some(Dialer::Tcp(self.tcp.clone())),
@@ -698,12 +715,24 @@ impl Transports {
         if let Some(medium) = self.single {
             return self.recv_on(medium, items, limit).await.map(|_| medium);
         }
-        // Every medium at once, each into a buffer of its own; the first to complete
-        // wins and the others are dropped (cancel-safe: they took nothing). The first
-        // medium polled turns with every call, so a busy medium cannot starve the others.
-        let media = &self.media;
+        let active = self.active.load(Ordering::Acquire);
+        let mut media = [None; 4];
+        let mut n = 0;
+        for (i, medium) in self.media.iter().enumerate() {
+            if active & (1 << i) != 0 && n < media.len() {
+                media[n] = Some(*medium);
+                n += 1;
+            }
+        }
+        if let (1, Some(medium)) = (n, media[0]) {
+            return self.recv_on(medium, items, limit).await.map(|_| medium);
+        }
+        // Every active medium at once, each into a buffer of its own; the first to
+        // complete wins and the others are dropped (cancel-safe: they took nothing). The
+        // first medium polled turns with every call, so a busy medium cannot starve the
+        // others.
         let first = self.turn.fetch_add(1, Ordering::Relaxed);
-        let at = |i: usize| (i < media.len()).then(|| media[(first + i) % media.len()]);
+        let at = |i: usize| (i < n).then(|| media[(first + i) % n]).flatten();
         let (winner, medium, taken) = {
             let [spare1, spare2, spare3] = &mut *spare;
             let slot0 = std::pin::pin!(self.recv_slot(at(0), items, limit));
