@@ -93,6 +93,8 @@ impl Driver {
             return;
         };
         let gate = Arc::new(SessionGate::new(peer.clone(), self.proto.source(), sender));
+        // Messages parked for the peer before its session was ready still go first.
+        gate.mark_parked(self.state.parked.contains_key(peer));
         if let Some(old) = self.state.gates.insert(peer.clone(), gate) {
             old.close();
         }
