@@ -83,6 +83,14 @@ impl Candidate {
 pub trait DispatchPolicy: Send + Sync + 'static {
     /// The index of the chosen candidate.
     fn pick(&self, key: u64, candidates: &[Candidate]) -> Option<usize>;
+
+    /// Whether [`pick`](Self::pick) reads [`Candidate::pending`]. A policy that does not
+    /// (it decides by key and bucket alone) says so, and the kernel may then pick from
+    /// the caller's task, without an exact count of what is pending (every candidate's
+    /// `pending` is then 0). The default, `true`, is always correct.
+    fn reads_pending(&self) -> bool {
+        true
+    }
 }
 
 /// Jump consistent hash over stable buckets (see the [module docs](self)); the default.
@@ -90,6 +98,10 @@ pub trait DispatchPolicy: Send + Sync + 'static {
 pub struct JumpHash;
 
 impl DispatchPolicy for JumpHash {
+    fn reads_pending(&self) -> bool {
+        false
+    }
+
     fn pick(&self, key: u64, candidates: &[Candidate]) -> Option<usize> {
         let buckets = i64::from(candidates.last()?.bucket) + 1;
         // Walk the key's jump points (the buckets jump hash moves it through as the bucket
@@ -126,6 +138,10 @@ pub struct RoundRobin {
 }
 
 impl DispatchPolicy for RoundRobin {
+    fn reads_pending(&self) -> bool {
+        false
+    }
+
     fn pick(&self, _key: u64, candidates: &[Candidate]) -> Option<usize> {
         if candidates.is_empty() {
             return None;

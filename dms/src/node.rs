@@ -19,6 +19,7 @@ use dms_transport_tcp::TcpConfigBuilder;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{Instrument, debug_span};
 
+use crate::driver::direct::DirectRequests;
 use crate::driver::{Command, Destination, Driver, DriverState, watch_cluster};
 use crate::registrar::{Registrant, keep_registered};
 use crate::request_queue::{QueueReceiver, request_queue};
@@ -734,7 +735,9 @@ async fn start<D: Discovery>(
             metrics.discovery_resyncs.clone(),
         ));
     }
+    let direct = Arc::new(DirectRequests::new(&settings.policy));
     let driver = Driver {
+        direct: direct.clone(),
         metrics: metrics.clone(),
         proto: protocol,
         transports,
@@ -776,6 +779,7 @@ async fn start<D: Discovery>(
             events,
             request_timeout: settings.request_timeout,
             metrics,
+            direct,
         }),
     })
 }
@@ -791,6 +795,8 @@ struct Inner {
     events: broadcast::Sender<NodeEvent>,
     request_timeout: Duration,
     metrics: Arc<NodeMetrics>,
+    /// Requests this node's callers write to the links themselves.
+    direct: Arc<DirectRequests>,
 }
 
 /// A running service instance: registered in discovery, linked to the live instances of
@@ -1016,15 +1022,40 @@ impl Node {
             ),
         };
         let trace = crate::trace::outgoing(&span, trace);
-        let request_span = span.clone();
-        self.submit(|done| Command::Request {
+        let (done, reply) = oneshot::channel();
+        // From this task when it can (see `driver::direct`), else through the driver.
+        let (body, done) = match &to {
+            Destination::Cluster(cluster, key) => {
+                match self
+                    .inner
+                    .direct
+                    .try_request(cluster, *key, body, trace, done)
+                {
+                    Ok(written) => {
+                        span.record("instance", tracing::field::display(written.to()));
+                        span.record("request_id", written.id().0);
+                        let deadline = tokio::time::Instant::now().checked_add(timeout);
+                        return written.outcome(reply, deadline).instrument(span).await;
+                    }
+                    Err(back) => back,
+                }
+            }
+            Destination::Instance(_) => (body, done),
+        };
+        let request = Command::Request {
             to,
             body,
             timeout,
             done,
             trace,
-            span: request_span,
-        })
+            span: span.clone(),
+        };
+        async {
+            match self.inner.commands.send(request).await {
+                Ok(()) => reply.await.unwrap_or(Err(RequestError::Closed)),
+                Err(_) => Err(RequestError::Closed),
+            }
+        }
         .instrument(span)
         .await
     }

@@ -12,7 +12,7 @@ mod session;
 
 pub use protocol::{
     Event, Initiator, LossReason, PingLimit, ProtoConfig, ProtoError, ProtoStats, Protocol,
-    RequestError, RequestId, Routed, StatsHandle, Transmit, reply_message,
+    RequestError, RequestId, Routed, StatsHandle, Transmit, reply_message, request_message,
 };
 pub use session::SessionState;
 

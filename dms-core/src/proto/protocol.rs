@@ -173,6 +173,19 @@ impl ProtoConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
+impl RequestId {
+    /// The bit that marks an *external* request: one the embedder wrote to the link
+    /// itself ([`request_message`]), not through [`Protocol::request`]. The protocol
+    /// never hands out such ids; the replies to them come as [`Event::ExternalReply`],
+    /// and the embedder keeps their deadlines.
+    pub const EXTERNAL: u64 = 1 << 63;
+
+    /// Whether this id is an external request's (see [`EXTERNAL`](Self::EXTERNAL)).
+    pub fn is_external(self) -> bool {
+        self.0 & Self::EXTERNAL != 0
+    }
+}
+
 /// A message to hand to the middleware: `msg[0]` names the adjacent peer `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -332,6 +345,17 @@ pub enum Event {
     },
     /// The outcome of one of our requests.
     Reply {
+        /// The request.
+        id: RequestId,
+        /// The reply's payload, or why there is none.
+        result: Result<Multipart, RequestError>,
+    },
+    /// A reply from `peer` to an external request (see [`RequestId::EXTERNAL`]): the
+    /// protocol does not know it, the embedder matches it (and counts it with
+    /// [`Protocol::count_late_reply`] if it is not waited for any more).
+    ExternalReply {
+        /// The adjacent peer it came from.
+        peer: PeerId,
         /// The request.
         id: RequestId,
         /// The reply's payload, or why there is none.
@@ -725,6 +749,14 @@ impl Protocol {
                 };
                 self.events.push_back(event);
             }
+            (CommandCode::Rep, SessionState::Ready) if RequestId(control.id).is_external() => {
+                let result = reply_result(control.body, from, body);
+                self.events.push_back(Event::ExternalReply {
+                    peer,
+                    id: RequestId(control.id),
+                    result,
+                });
+            }
             (CommandCode::Rep, SessionState::Ready) => {
                 let Some(pending) = self.pending.remove(&control.id) else {
                     bump(&self.counters.late_replies);
@@ -739,20 +771,7 @@ impl Protocol {
                 if let Some(session) = self.sessions.get_mut(&peer) {
                     session.pending = session.pending.saturating_sub(1);
                 }
-                let result = match (control.body, from) {
-                    (Body::Reason(reason), Some(service))
-                        if reason.code == codes::ACCESS_DENIED =>
-                    {
-                        let reason = printable(reason);
-                        Err(RequestError::Denied {
-                            service,
-                            op: denied_operation(&reason.detail).unwrap_or(Operation::Request),
-                            detail: reason.detail,
-                        })
-                    }
-                    (Body::Reason(reason), _) => Err(RequestError::Remote(printable(reason))),
-                    _ => Ok(body()),
-                };
+                let result = reply_result(control.body, from, body);
                 self.events.push_back(Event::Reply {
                     id: RequestId(control.id),
                     result,
@@ -916,9 +935,11 @@ impl Protocol {
             },
         );
         self.deadlines.insert((deadline, id));
-        let control =
-            Control::new(CommandCode::Req, flags::EXPECT_REPLY, id, Body::Empty).with_trace(trace);
-        self.push(peer, control, body);
+        self.transmits.push_back(Transmit {
+            to: peer.clone(),
+            msg: request_message(peer, self.local_hash, RequestId(id), body, trace),
+            urgent: false,
+        });
         Ok(RequestId(id))
     }
 
@@ -1017,6 +1038,13 @@ impl Protocol {
     /// [`reply_message`] takes).
     pub fn source(&self) -> u64 {
         self.local_hash
+    }
+
+    /// Counts a reply the embedder could not match to an external request it still waits
+    /// for (see [`Event::ExternalReply`]): in [`ProtoStats::late_replies`], as the
+    /// protocol counts its own.
+    pub fn count_late_reply(&self) {
+        bump(&self.counters.late_replies);
     }
 
     /// Ends pending request `id` at once with [`RequestError::NotSent`]: its REQ, taken
@@ -1413,6 +1441,25 @@ fn denied_detail(op: Operation, principal: &ServicePath, service: &ServicePath) 
 /// A peer's reason as the application sees it: control characters (newlines, escapes,
 /// NUL...) in the detail are replaced by U+FFFD, so that a peer cannot forge log lines or
 /// terminal output with them.
+/// The REQ of request `id` to `peer`, as a node whose [`Protocol::source`] is `source`
+/// sends it: `[peer, REQ (EXPECT_REPLY, the trace context if any), body…]`
+/// (docs/PROTOCOL.md §3.2). What [`Protocol::request`] queues; also for an embedder that
+/// writes an external request (see [`RequestId::EXTERNAL`]) to the link itself.
+pub fn request_message(
+    peer: &PeerId,
+    source: u64,
+    id: RequestId,
+    body: Multipart,
+    trace: Option<TraceContext>,
+) -> Multipart {
+    let mut control =
+        Control::new(CommandCode::Req, flags::EXPECT_REPLY, id.0, Body::Empty).with_trace(trace);
+    control.source = source;
+    let mut msg = Multipart::from_frames([peer.to_frame(), control.encode()]);
+    msg.extend(body);
+    msg
+}
+
 /// The REP answering request `id` of `peer`, as a node whose [`Protocol::source`] is
 /// `source` sends it: `[peer, REP, body…]`, or an ERROR REP carrying the reason and no
 /// body (docs/PROTOCOL.md §3.3). What [`Protocol::reply`] queues; also for a caller that
@@ -1435,6 +1482,27 @@ pub fn reply_message(
     let mut msg = Multipart::from_frames([peer.to_frame(), control.encode()]);
     msg.extend(body);
     msg
+}
+
+/// What a REP carries: its body, or the error its reason says (a refusal by the ACL of
+/// `from`, or another remote error).
+fn reply_result(
+    control: Body,
+    from: Option<ServicePath>,
+    body: impl FnOnce() -> Multipart,
+) -> Result<Multipart, RequestError> {
+    match (control, from) {
+        (Body::Reason(reason), Some(service)) if reason.code == codes::ACCESS_DENIED => {
+            let reason = printable(reason);
+            Err(RequestError::Denied {
+                service,
+                op: denied_operation(&reason.detail).unwrap_or(Operation::Request),
+                detail: reason.detail,
+            })
+        }
+        (Body::Reason(reason), _) => Err(RequestError::Remote(printable(reason))),
+        _ => Ok(body()),
+    }
 }
 
 fn printable(mut reason: Reason) -> Reason {

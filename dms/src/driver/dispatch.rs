@@ -14,6 +14,49 @@ pub(crate) struct Picked {
     routed: bool,
 }
 
+impl Picked {
+    /// The adjacent peer, if the instance is reached over its own session.
+    pub(super) fn direct_peer(&self) -> Option<&PeerId> {
+        (!self.routed).then_some(&self.next)
+    }
+}
+
+/// What the caller of a request to `to` hears of `result` (the protocol's outcome).
+pub(super) fn outcome(
+    to: ServicePath,
+    result: Result<Multipart, dms_core::proto::RequestError>,
+) -> Result<Reply, RequestError> {
+    match result {
+        Ok(body) => Ok(Reply { from: to, body }),
+        Err(dms_core::proto::RequestError::Timeout) => Err(RequestError::Timeout),
+        Err(dms_core::proto::RequestError::PeerLost(reason)) => {
+            Err(RequestError::PeerLost(reason.to_string()))
+        }
+        Err(dms_core::proto::RequestError::Remote(reason)) => {
+            match RouteFailure::from_code(reason.code) {
+                Some(failure) => Err(RequestError::Route {
+                    failure,
+                    detail: reason.detail,
+                }),
+                None => Err(RequestError::Remote {
+                    code: reason.code,
+                    detail: reason.detail,
+                }),
+            }
+        }
+        // The instance asked, also when a broker relayed its refusal.
+        Err(dms_core::proto::RequestError::Denied { op, detail, .. }) => {
+            Err(RequestError::Denied {
+                service: to,
+                op,
+                detail,
+            })
+        }
+        Err(dms_core::proto::RequestError::NotSent(why)) => Err(RequestError::LinkFull(why)),
+        Err(other) => Err(RequestError::PeerLost(other.to_string())),
+    }
+}
+
 /// A request waiting for its reply.
 pub(super) struct Waiter {
     to: ServicePath,
@@ -157,6 +200,7 @@ impl Driver {
         live.sort_by(|a, b| (a.0, &a.1.to).cmp(&(b.0, &b.1.to)));
         let live: Arc<[(u32, Picked)]> = live.into();
         self.state.live.insert(cluster.clone(), live.clone());
+        self.publish_view(cluster, &live);
         Ok(live)
     }
 
@@ -164,6 +208,7 @@ impl Driver {
     /// computed again when next asked for.
     pub(super) fn reachability_changed(&mut self) {
         self.state.live.clear();
+        self.withdraw_views();
     }
 
     /// How to reach `to`: over its own session, or else through the routing table (a
@@ -284,41 +329,7 @@ impl Driver {
             return;
         };
         if let Some(waiter) = self.state.waiting.remove(&id) {
-            let result = match result {
-                Ok(body) => Ok(Reply {
-                    from: waiter.to,
-                    body,
-                }),
-                Err(dms_core::proto::RequestError::Timeout) => Err(RequestError::Timeout),
-                Err(dms_core::proto::RequestError::PeerLost(reason)) => {
-                    Err(RequestError::PeerLost(reason.to_string()))
-                }
-                Err(dms_core::proto::RequestError::Remote(reason)) => {
-                    match RouteFailure::from_code(reason.code) {
-                        Some(failure) => Err(RequestError::Route {
-                            failure,
-                            detail: reason.detail,
-                        }),
-                        None => Err(RequestError::Remote {
-                            code: reason.code,
-                            detail: reason.detail,
-                        }),
-                    }
-                }
-                // The instance asked, also when a broker relayed its refusal.
-                Err(dms_core::proto::RequestError::Denied { op, detail, .. }) => {
-                    Err(RequestError::Denied {
-                        service: waiter.to.clone(),
-                        op,
-                        detail,
-                    })
-                }
-                Err(dms_core::proto::RequestError::NotSent(why)) => {
-                    Err(RequestError::LinkFull(why))
-                }
-                Err(other) => Err(RequestError::PeerLost(other.to_string())),
-            };
-            let _ = waiter.done.send(result);
+            let _ = waiter.done.send(outcome(waiter.to, result));
         }
     }
 

@@ -5,11 +5,13 @@
 //! The kernel's components, one file each around this event loop: the [`targets`] (what
 //! discovery says of the clusters this node sends to), the [`connections`] manager
 //! (Prober and Sentinel), the [`dispatch`]er, the [`outbox`], the session [`gates`] (replies
-//! written by handlers themselves), and [`forwarding`] (the
+//! written by handlers themselves), [`direct`] requests (written by callers themselves),
+//! and [`forwarding`] (the
 //! Router's half; the routing table itself is [`crate::routing`]). Registration (Self)
 //! is [`crate::registrar`]; the ACL is checked in the protocol.
 
 mod connections;
+pub(crate) mod direct;
 mod dispatch;
 mod forwarding;
 pub(crate) mod gates;
@@ -153,6 +155,8 @@ pub(crate) struct Driver {
     pub(crate) forward_timeout: Duration,
     /// Hop limit of the routed messages this node originates.
     pub(crate) hop_limit: u8,
+    /// What callers' tasks send requests on themselves (see [`direct`]).
+    pub(crate) direct: Arc<direct::DirectRequests>,
 }
 
 /// The driver's bookkeeping besides the protocol.
@@ -283,7 +287,8 @@ impl Driver {
     #[cfg(feature = "fault-injection")]
     async fn suspended(&mut self, done: oneshot::Sender<()>) -> bool {
         info!(node = %self.local, "suspended");
-        self.close_gates();
+        // Frozen: the requests written through the gates wait until their deadlines.
+        self.close_gates(None);
         let _ = done.send(());
         loop {
             match self.commands.recv().await {
@@ -305,7 +310,7 @@ impl Driver {
     /// registration), then `done` is told.
     #[cfg(feature = "fault-injection")]
     async fn die(&mut self, done: oneshot::Sender<()>) {
-        self.close_gates();
+        self.close_gates(Some(RequestError::Closed));
         self.transports.close();
         self.deregister(false).await;
         let _ = done.send(());
@@ -366,7 +371,7 @@ impl Driver {
                 debug!(node = %self.local, %path, ?role, "peer ready");
                 self.state.retry_at.remove(&path);
                 self.state.backoff.remove(&path);
-                self.open_gate(&peer);
+                self.open_gate(&peer, &path);
                 self.state.ready.insert(peer, path.clone());
                 self.reachability_changed();
                 self.router.link_up(&path);
@@ -390,6 +395,7 @@ impl Driver {
                 body,
             } => self.on_notification(peer, from, broadcast, body),
             Event::Reply { id, result } => self.on_reply(id, result),
+            Event::ExternalReply { peer, id, result } => self.on_external_reply(&peer, id, result),
             _ => {}
         }
     }
@@ -469,7 +475,7 @@ impl Driver {
 
     async fn shutdown(&mut self) {
         info!(node = %self.local, "shutting down");
-        self.close_gates();
+        self.close_gates(Some(RequestError::Closed));
         let peers: Vec<PeerId> = self.state.ready.keys().cloned().collect();
         for peer in &peers {
             self.proto.disconnect(
