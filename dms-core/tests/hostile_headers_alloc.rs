@@ -1,112 +1,53 @@
-//! B2: hostile headers cost no memory. A counting global allocator tracks the bytes this
-//! thread holds while the public decoders (`FrameCodec`, `MessageCodec`, `Handshake`) meet
-//! headers declaring 2⁶³ bytes, a message of "2³² frames" (MORE frames without end) and a
-//! READY declaring a 2¹⁶-byte identity: each is refused with its typed error, and the peak
-//! of what decoding allocated stays within 64 KiB (the read buffer a transport holds
-//! anyway; the input itself is built before the measurement, as the read buffer would be).
+//! B2: hostile headers cost no memory. A counting global allocator (`stats_alloc`, as in
+//! `dms-transport-tcp`'s allocation tests) measures what the public decoders
+//! (`FrameCodec`, `MessageCodec`, `Handshake`) allocate when they meet headers declaring
+//! 2⁶³ bytes, a message of "2³² frames" (MORE frames without end) and a READY declaring a
+//! 2¹⁶-byte identity: each is refused with its typed error, and all that decoding
+//! allocated, an upper bound of its peak, stays within 64 KiB (the read buffer a transport
+//! holds anyway; the input itself is built before the measurement, as the read buffer
+//! would be).
 //!
-//! The counters are per thread, so tests running in parallel do not see each other's
-//! allocations; a `realloc` counts its new block before freeing the old one (the moment
-//! both exist is the peak).
+//! The counters are process-wide: the tests of this file take turns (see [`turn`]).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::System;
+use std::sync::{Mutex, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use dms_core::wire::{
     Command, FrameCodec, GREETING_LEN, Greeting, Handshake, HandshakeConfig, HandshakeError,
     Inbound, Limits, MessageCodec, Metadata, WireError,
 };
-
-/// The bound of the matrix (B2): peak allocation before a refusal.
-const PEAK_BOUND: u64 = 64 << 10;
-
-thread_local! {
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static CURRENT: Cell<i64> = const { Cell::new(0) };
-    static PEAK: Cell<i64> = const { Cell::new(0) };
-}
-
-/// The system allocator, counting the bytes of the thread that armed it.
-struct Counting;
-
-fn grow(bytes: usize) {
-    let _ = TRACKING.try_with(|tracking| {
-        if tracking.get() {
-            let now = CURRENT.get() + bytes as i64;
-            CURRENT.set(now);
-            if now > PEAK.get() {
-                PEAK.set(now);
-            }
-        }
-    });
-}
-
-fn shrink(bytes: usize) {
-    let _ = TRACKING.try_with(|tracking| {
-        if tracking.get() {
-            CURRENT.set(CURRENT.get() - bytes as i64);
-        }
-    });
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counting touches only
-// const-initialised thread-locals without destructors (no allocation, no reentrancy).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grow(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc_zeroed` is passed on as is.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grow(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        shrink(layout.size());
-        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation is).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract for `realloc` is passed on as is.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            grow(new_size);
-            shrink(layout.size());
-        }
-        new
-    }
-}
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// What `f` allocated on this thread: its peak above the start, in bytes.
+/// One test at a time: another test's allocations would be counted too.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// This test's turn (held to its end).
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The bound of the matrix (B2): allocation before a refusal.
+const PEAK_BOUND: u64 = 64 << 10;
+
+/// What `f` allocated in all, in bytes (a reallocation counts its growth): at least its
+/// peak above the start.
 fn peak_of<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    CURRENT.set(0);
-    PEAK.set(0);
-    TRACKING.set(true);
+    let region = Region::new(GLOBAL);
     let out = f();
-    TRACKING.set(false);
-    (out, u64::try_from(PEAK.get()).unwrap_or(0))
+    let allocated = region.change().bytes_allocated;
+    (out, u64::try_from(allocated).unwrap_or(u64::MAX))
 }
 
 fn assert_bounded(case: &str, peak: u64) {
-    eprintln!("B2 {case}: peak allocation {peak} bytes");
+    eprintln!("B2 {case}: allocated {peak} bytes");
     assert!(
         peak <= PEAK_BOUND,
-        "{case}: decoding allocated {peak} bytes at its peak, over {PEAK_BOUND}"
+        "{case}: decoding allocated {peak} bytes, over {PEAK_BOUND}"
     );
 }
 
@@ -122,6 +63,7 @@ fn long_header(flags: u8, len: u64) -> BytesMut {
 /// reserved on a peer's word would be seen.
 #[test]
 fn the_counter_sees_a_reservation() {
+    let _turn = turn();
     let ((), peak) = peak_of(|| {
         let mut buf = BytesMut::new();
         buf.reserve(1 << 20);
@@ -132,6 +74,7 @@ fn the_counter_sees_a_reservation() {
 
 #[test]
 fn a_long_header_declaring_2_pow_63_bytes_is_refused_without_allocating() {
+    let _turn = turn();
     let declared = 1u64 << 63;
     // The frame decoder alone, then the message decoder a link runs.
     let mut buf = long_header(0x00, declared);
@@ -178,6 +121,7 @@ fn a_long_header_declaring_2_pow_63_bytes_is_refused_without_allocating() {
 /// message budget saturates instead of overflowing (CVE-2019-6250).
 #[test]
 fn with_no_limits_a_2_pow_63_header_reserves_nothing_and_the_sums_do_not_overflow() {
+    let _turn = turn();
     let open = Limits::builder()
         .max_frame_len(u64::MAX)
         .max_message_len(u64::MAX)
@@ -218,6 +162,7 @@ fn with_no_limits_a_2_pow_63_header_reserves_nothing_and_the_sums_do_not_overflo
 /// first frame past `max_frames_per_message`, having kept only what it accepted.
 #[test]
 fn a_message_of_endless_frames_is_refused_at_the_frame_limit_within_the_bound() {
+    let _turn = turn();
     let headers = 32 << 10;
     let mut buf = BytesMut::with_capacity(2 * headers);
     for _ in 0..headers {
@@ -275,6 +220,7 @@ fn ready_with_identity(identity: &[u8]) -> BytesMut {
 
 #[test]
 fn a_2_pow_16_byte_identity_is_refused_within_the_bound() {
+    let _turn = turn();
     // The whole READY is there (65,576 bytes): it is refused on its header, over the
     // 64 KiB a peer may send before its handshake is done.
     let identity = vec![b'i'; 1 << 16];
