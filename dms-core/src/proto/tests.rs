@@ -382,6 +382,122 @@ fn request_without_reply_times_out_and_late_reply_is_counted() {
     assert_eq!(pair.a.proto.late_replies(), 1);
 }
 
+/// B answers every request it was handed with `answer` and returns how many it answered.
+fn answer_all(pair: &mut Pair, answer: impl Fn(&Multipart) -> Result<Multipart, Reason>) -> usize {
+    let requests: Vec<(RequestId, Multipart)> = pair
+        .b
+        .events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Request { id, body, .. } => Some((id, body)),
+            _ => None,
+        })
+        .collect();
+    for (id, body) in &requests {
+        pair.b
+            .proto
+            .reply(&a_path().peer_id(), *id, answer(body))
+            .unwrap();
+    }
+    requests.len()
+}
+
+#[test]
+fn replies_to_external_requests_come_as_external_replies_and_leave_tracked_ones_alone() {
+    let mut pair = Pair::ready();
+    let b = b_path().peer_id();
+    // A tracked request whose id has the same low bits as the external ones below.
+    let tracked = pair
+        .a
+        .proto
+        .request(
+            pair.now,
+            &b,
+            Multipart::from_frames(["tracked"]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    pair.drive_for(Duration::from_millis(20));
+    let tracked_req = pair.b.events.iter().find_map(|e| match e {
+        Event::Request { id, .. } => Some(*id),
+        _ => None,
+    });
+    assert_eq!(tracked_req, Some(tracked));
+    pair.b.events.clear();
+    // Two requests written as an embedder does, beside the protocol: one answered, one
+    // refused.
+    let ok = RequestId(tracked.0 | RequestId::EXTERNAL);
+    let refused = RequestId((tracked.0 + 1) | RequestId::EXTERNAL);
+    assert!(ok.is_external() && refused.is_external() && !tracked.is_external());
+    let source = pair.a.proto.source();
+    for (id, text) in [(ok, "ok"), (refused, "no")] {
+        let req = request_message(&b, source, id, Multipart::from_frames([text]), None);
+        pair.send(true, req);
+    }
+    pair.a.events.clear();
+    pair.drive_for(Duration::from_millis(20));
+    let answered = answer_all(&mut pair, |body| {
+        if body[0].as_ref() == b"ok" {
+            Ok(Multipart::from_frames(["ok!"]))
+        } else {
+            Err(Reason {
+                code: codes::OVERLOADED,
+                detail: "busy".into(),
+            })
+        }
+    });
+    assert_eq!(answered, 2, "B saw both external requests as requests");
+    pair.drive_for(Duration::from_millis(20));
+    let external: Vec<(RequestId, Result<Multipart, RequestError>)> = pair
+        .a
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ExternalReply { peer, id, result } => {
+                assert_eq!(peer, &b);
+                Some((*id, result.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(external.len(), 2, "{:?}", pair.a.events);
+    assert_eq!(external[0], (ok, Ok(Multipart::from_frames(["ok!"]))));
+    assert_eq!(external[1].0, refused);
+    assert!(
+        matches!(&external[1].1, Err(RequestError::Remote(r)) if r.code == codes::OVERLOADED),
+        "{:?}",
+        external[1].1
+    );
+    // Neither touched the tracked request nor counted as late.
+    assert!(
+        !pair
+            .a
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Reply { .. }))
+    );
+    assert_eq!(pair.a.proto.pending(), 1);
+    assert_eq!(pair.a.proto.late_replies(), 0);
+    // The embedder counts a reply it no longer waits for.
+    pair.a.proto.count_late_reply();
+    assert_eq!(pair.a.proto.late_replies(), 1);
+    // The tracked request still completes as before.
+    pair.b
+        .proto
+        .reply(
+            &a_path().peer_id(),
+            tracked,
+            Ok(Multipart::from_frames(["t!"])),
+        )
+        .unwrap();
+    pair.drive_for(Duration::from_millis(20));
+    assert!(pair.a.events.contains(&Event::Reply {
+        id: tracked,
+        result: Ok(Multipart::from_frames(["t!"]))
+    }));
+    assert_eq!(pair.a.proto.pending(), 0);
+}
+
 #[test]
 fn pending_requests_fail_when_the_peer_is_lost() {
     let mut pair = Pair::ready();
