@@ -63,7 +63,7 @@
 //!
 //! | name | labels | counts |
 //! |---|---|---|
-//! | `dms_requests_total` | `outcome`: `ok` or the error (`timeout`, `peer_lost`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `link_full`, `route`, `closed`, `encode`, `decode`) | requests, notifications and broadcasts this node sent, by how they ended |
+//! | `dms_requests_total` | `outcome`: `ok` or the error (`timeout`, `peer_lost`, `peer_closed`, `remote`, `no_instance`, `not_a_target`, `denied`, `too_large`, `too_many_pending`, `link_full`, `route`, `closed`, `encode`, `decode`) | requests, notifications and broadcasts this node sent, by how they ended |
 //! | `dms_requests_received_total` | `kind`: `request`, `notification`, `broadcast` | what was queued for the application |
 //! | `dms_dropped_total` | `reason`: `backlog_full`, `incoming_full`, `peer_lost` | messages dropped: a full link's backlog, a notification the incoming queue had no room for, what waited for a link that died |
 //! | `dms_overloaded_total` | | requests answered `OVERLOADED` (the incoming queue, or the sender's share of it, was full) |
@@ -75,7 +75,7 @@
 //! | `dms_discovery_resyncs_total` | | snapshots of a target cluster or of the routing table read again because the watch's history was compacted (or the watch broke) |
 //! | `dms_leases_lost_total`, `dms_reregistrations_total` | | registration leases lost (expired, revoked, or not kept alive through a discovery outage), and registrations written again under a new lease after one |
 //! | `dms_acl_denied_total` | `op`: `connect`, `request`, `notify` | operations the ACL refused |
-//! | `dms_pings_dropped_total`, `dms_ping_floods_total`, `dms_late_replies_total` | | PINGs over a peer's budget, sessions ended for a PING flood, replies after their timeout |
+//! | `dms_pings_dropped_total`, `dms_ping_floods_total`, `dms_late_replies_total` | | PINGs over a peer's budget, sessions ended for a PING flood, replies after their timeout or after their caller stopped waiting |
 //! | `dms_ignored_messages_total`, `dms_ignored_payloads_total` | | messages ignored without ending their session (a repeated READY, a PONG answering no PING, a message from a peer without a session) and payload frames dropped from commands that carry none (`docs/PROTOCOL.md` §9) |
 //! | `dms_pauses_total` | | timer ticks so late the process cannot have been running (SIGSTOP, VM pause): peers got one more interval instead of a verdict on the stale silence |
 //! | `dms_links_up_total`, `dms_links_down_total` | `transport` | links of each medium |

@@ -407,3 +407,125 @@ async fn a_suspended_node_sends_no_reply_from_a_handler_holding_a_request() {
         "a frozen node answered: {outcome:?}"
     );
 }
+
+/// Lobby asks battle-1 (which holds every request it gets) under `policy`: a request
+/// ends with `Timeout` at its own deadline, the reply that comes after it is counted
+/// late, as is the reply to a request whose caller stopped waiting, and the session
+/// still carries requests. Under the default policy (jump hash) a request to a cluster
+/// whose instances are all linked is sent from the caller's task (`driver::direct`; the
+/// node's task sends it while the view it picks from is being refreshed), under
+/// least-pending always through the node's task: both must behave the same.
+async fn late_replies_are_counted(policy: impl dms_core::dispatch::DispatchPolicy) {
+    dms_test_support::metrics::recorder();
+    let discovery = MemoryDiscovery::new();
+    let battle = node_builder(instance("Battle", "battle-1"))
+        .heartbeat(Duration::from_millis(100), 3)
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    let lobby = node_builder(instance("Lobby", "lobby-1"))
+        .heartbeat(Duration::from_millis(100), 3)
+        .dispatch(policy)
+        .target(cluster("Battle"))
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    within(
+        "battle-1 ready",
+        lobby.wait_for_instances(&cluster("Battle"), 1, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let late = || support::counter("dms_late_replies_total", lobby.path(), &[]);
+    let late_before = late();
+    let ask = |timeout: Duration| {
+        let lobby = lobby.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let result = lobby
+                .request_timeout(
+                    &cluster("Battle"),
+                    "player-1",
+                    Multipart::from_frames(["join"]),
+                    timeout,
+                )
+                .await;
+            (result, started.elapsed())
+        })
+    };
+    // A first exchange, answered, so that what depends on the session is in place.
+    let first = ask(Duration::from_secs(10));
+    let request = within("the first request", battle.next_request())
+        .await
+        .unwrap();
+    request.reply(Multipart::from_frames(["ok"])).await.unwrap();
+    let (result, _) = within("the first reply", first).await.unwrap();
+    assert_eq!(result.unwrap().body, Multipart::from_frames(["ok"]));
+
+    // Timed out: it ends at its deadline, not later.
+    let timeout = Duration::from_millis(300);
+    let asked = ask(timeout);
+    let held = within("the held request", battle.next_request())
+        .await
+        .unwrap();
+    let (result, took) = within("the timeout", asked).await.unwrap();
+    assert!(
+        matches!(result, Err(RequestError::Timeout)),
+        "not a timeout: {result:?}"
+    );
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(2),
+        "ended after {took:?}, its timeout is {timeout:?}"
+    );
+    held.reply(Multipart::from_frames(["too late"]))
+        .await
+        .unwrap();
+    within("the late reply counted", async {
+        while late() < late_before + 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // Abandoned: the caller's future is dropped while the request is held.
+    let abandoned = ask(Duration::from_secs(10));
+    let held = within("the abandoned request", battle.next_request())
+        .await
+        .unwrap();
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+    held.reply(Multipart::from_frames(["nobody"]))
+        .await
+        .unwrap();
+    within("the abandoned reply counted", async {
+        while late() < late_before + 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // The session still carries requests, and neither late reply reached them.
+    let again = ask(Duration::from_secs(10));
+    let request = within("the next request", battle.next_request())
+        .await
+        .unwrap();
+    request
+        .reply(Multipart::from_frames(["again"]))
+        .await
+        .unwrap();
+    let (result, _) = within("the next reply", again).await.unwrap();
+    assert_eq!(result.unwrap().body, Multipart::from_frames(["again"]));
+    assert_eq!(late(), late_before + 2);
+}
+
+#[tokio::test]
+async fn a_request_ends_at_its_deadline_and_a_late_reply_is_counted_under_jump_hash() {
+    late_replies_are_counted(dms_core::dispatch::JumpHash).await;
+}
+
+#[tokio::test]
+async fn a_request_ends_at_its_deadline_and_a_late_reply_is_counted_under_least_pending() {
+    late_replies_are_counted(dms_core::dispatch::LeastPending).await;
+}

@@ -30,7 +30,7 @@ pub(super) fn outcome(
         Ok(body) => Ok(Reply { from: to, body }),
         Err(dms_core::proto::RequestError::Timeout) => Err(RequestError::Timeout),
         Err(dms_core::proto::RequestError::PeerLost(reason)) => {
-            Err(RequestError::PeerLost(reason.to_string()))
+            Err(RequestError::session_ended(&reason))
         }
         Err(dms_core::proto::RequestError::Remote(reason)) => {
             match RouteFailure::from_code(reason.code) {
@@ -329,7 +329,17 @@ impl Driver {
             return;
         };
         if let Some(waiter) = self.state.waiting.remove(&id) {
-            let _ = waiter.done.send(outcome(waiter.to, result));
+            // A reply (not a timeout or a loss) whose caller stopped waiting, its future
+            // dropped, is counted late, as for a request sent from the caller's task.
+            let replied = !matches!(
+                result,
+                Err(dms_core::proto::RequestError::Timeout
+                    | dms_core::proto::RequestError::PeerLost(_)
+                    | dms_core::proto::RequestError::NotSent(_))
+            );
+            if waiter.done.send(outcome(waiter.to, result)).is_err() && replied {
+                self.proto.count_late_reply();
+            }
         }
     }
 
