@@ -85,6 +85,11 @@ pub(crate) struct NodeArgs {
     /// instance's service path.
     #[arg(long)]
     echo: bool,
+    /// With --echo, answer each request this many ms after it came, each on its own
+    /// task (default 0: at once): to try timeouts, failover and shutdowns with requests
+    /// in flight.
+    #[arg(long, value_name = "MS", requires = "echo")]
+    echo_delay_ms: Option<u64>,
     /// Heartbeat interval in ms this instance drives as requester (dead after 3 silent;
     /// default 1000).
     #[arg(long)]
@@ -211,7 +216,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), Failure> {
         None => None,
     };
     let metrics = exporter.as_ref().map(|(addr, _)| *addr);
-    let result = with_discovery!(&url, |d| serve(d, &url, &config, args.echo, metrics));
+    let echo = args
+        .echo
+        .then(|| Duration::from_millis(args.echo_delay_ms.unwrap_or(0)));
+    let result = with_discovery!(&url, |d| serve(d, &url, &config, echo, metrics));
     if let Some((_, task)) = exporter {
         task.abort();
     }
@@ -222,7 +230,7 @@ async fn serve<D: Discovery>(
     discovery: D,
     url: &DiscoveryUrl,
     config: &NodeConfig,
-    echo: bool,
+    echo: Option<Duration>,
     metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), Failure> {
     let builder = NodeBuilder::from_config(config)
@@ -253,12 +261,18 @@ async fn serve<D: Discovery>(
     let server = node.clone();
     let handler = tokio::spawn(async move {
         while let Some(request) = server.next_request().await {
-            if echo {
-                let mut body: Multipart = request.body().clone();
-                body.push(server.path().to_string());
-                let _ = request.reply(body).await;
-            }
             // Without --echo a request is dropped, which answers it with NO_HANDLER.
+            let Some(delay) = echo else { continue };
+            let mut body: Multipart = request.body().clone();
+            body.push(server.path().to_string());
+            if delay.is_zero() {
+                let _ = request.reply(body).await;
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = request.reply(body).await;
+                });
+            }
         }
     });
     wait_for_signal().await;

@@ -450,7 +450,9 @@ fn wait_stats(
 /// its peer counts the session lost by DISCONNECT (not by heartbeats, which could not
 /// fire within the 15 s bound of its 5 s heartbeat, nor by a bare link loss), the
 /// process exits with success, and its registration is gone from etcd as it exits,
-/// not 30 s later when its lease would lapse.
+/// not 30 s later when its lease would lapse. A request its handler holds then (a
+/// `dms request` process with a 20 s timeout, the answer 60 s away) ends at once with
+/// the graceful close (`PeerClosed`), not by its timeout.
 #[cfg(feature = "etcd")]
 #[test]
 fn a_terminated_node_says_goodbye_and_deregisters() {
@@ -459,7 +461,11 @@ fn a_terminated_node_says_goodbye_and_deregisters() {
     let battle = format!("{CLUSTER}/battle-1");
     let lobby = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
     let slow = ["--heartbeat-ms", "5000", "--lease-ttl-s", "30"];
-    let mut server = start_node_with(&discovery, &battle, &slow);
+    let mut server = start_node_with(
+        &discovery,
+        &battle,
+        &[&slow[..], &["--echo-delay-ms", "60000"]].concat(),
+    );
     let client = start_node_with(
         &discovery,
         lobby,
@@ -467,6 +473,17 @@ fn a_terminated_node_says_goodbye_and_deregisters() {
     );
     wait_stats(&client.metrics, "the lobby's session with battle-1", |s| {
         total(s, "dms_peers_ready", lobby) >= 1.0
+    });
+    let requester = dms()
+        .args(["request", "--discovery", &discovery, "--to", &battle])
+        .args(["--timeout-ms", "20000", "--heartbeat-ms", "5000"])
+        .args(["--data", "held"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stats(&server.metrics, "battle-1 holding the request", |s| {
+        total(s, "dms_requests_received_total", &battle) >= 1.0
     });
 
     let pid = server.child.id().to_string();
@@ -484,6 +501,18 @@ fn a_terminated_node_says_goodbye_and_deregisters() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "battle-1 exited with {status}");
+    let asked = requester.wait_with_output().unwrap();
+    let ended = start.elapsed();
+    let said = stderr_of(&asked);
+    assert!(!asked.status.success(), "the held request was answered");
+    assert!(
+        said.contains("closed its session before replying"),
+        "not a graceful close: {said}"
+    );
+    assert!(
+        ended < Duration::from_secs(10),
+        "the held request ended {ended:?} after SIGTERM (its timeout is 20 s): {said}"
+    );
 
     let lost = "dms_peers_lost_total";
     let after = wait_stats(&client.metrics, "the lobby's loss of battle-1", |s| {

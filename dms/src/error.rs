@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use dms_core::MiddlewareError;
 use dms_core::acl::{AclParseError, Operation};
 use dms_core::path::{ClusterPath, ServicePath};
+use dms_core::proto::{Initiator, LossReason};
 use dms_discovery::{DiscoveryError, KeyError};
 
 /// A node could not start.
@@ -89,9 +90,15 @@ pub enum RequestError {
     /// No reply within the timeout.
     #[error("no reply within the timeout")]
     Timeout,
-    /// The instance was lost before replying.
+    /// The instance was lost before replying: its link broke, it fell silent (no
+    /// heartbeat within the bound), or it broke the protocol.
     #[error("instance lost before replying: {0}")]
     PeerLost(String),
+    /// The instance closed its session before replying: it said DISCONNECT, as a node
+    /// that shuts down does (SIGTERM, [`Node::shutdown`](crate::Node::shutdown)). It
+    /// left on purpose and its keys move at once; the request may have been handled.
+    #[error("instance closed its session before replying: {0}")]
+    PeerClosed(String),
     /// The instance replied with an error.
     #[error("instance replied with error {code}: {detail}")]
     Remote {
@@ -185,6 +192,21 @@ impl RequestError {
         }
     }
 
+    /// The failure of a request whose session ended for `reason`: [`PeerClosed`]
+    /// if the instance said DISCONNECT, else [`PeerLost`].
+    ///
+    /// [`PeerClosed`]: Self::PeerClosed
+    /// [`PeerLost`]: Self::PeerLost
+    pub(crate) fn session_ended(reason: &LossReason) -> Self {
+        match reason {
+            LossReason::Disconnected {
+                initiator: Initiator::Remote,
+                ..
+            } => Self::PeerClosed(reason.to_string()),
+            _ => Self::PeerLost(reason.to_string()),
+        }
+    }
+
     /// Whether the request may have been delivered (see [`Outcome`]).
     ///
     /// ```
@@ -208,6 +230,7 @@ impl RequestError {
             // A node shut down while the request waited for its reply.
             Self::Timeout
             | Self::PeerLost(_)
+            | Self::PeerClosed(_)
             | Self::Closed
             | Self::Route {
                 failure: RouteFailure::NextHopFailed,

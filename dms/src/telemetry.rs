@@ -55,7 +55,7 @@ pub(crate) struct NodeMetrics {
     exported: OnceLock<Exported>,
 }
 
-const FAILURES: [&str; 13] = [
+const FAILURES: [&str; 14] = [
     "not_a_target",
     "no_instance",
     "denied",
@@ -69,6 +69,7 @@ const FAILURES: [&str; 13] = [
     "decode",
     "route",
     "link_full",
+    "peer_closed",
 ];
 
 /// Why a routed message was not forwarded on (`dms_forward_failures_total{reason}`).
@@ -325,6 +326,7 @@ fn failure_index(error: &RequestError) -> usize {
         RequestError::Decode(_) => 10,
         RequestError::Route { .. } => 11,
         RequestError::LinkFull(_) => 12,
+        RequestError::PeerClosed(_) => 13,
     }
 }
 
@@ -358,6 +360,7 @@ mod tests {
                 detail: String::new(),
             },
             RequestError::LinkFull(String::new()),
+            RequestError::PeerClosed(String::new()),
         ];
         let labels: Vec<_> = errors.iter().map(|e| FAILURES[failure_index(e)]).collect();
         assert_eq!(labels, FAILURES);

@@ -445,9 +445,10 @@ async fn f15_graceful_shutdown_is_seen_at_once_and_ends_requests_in_flight() {
         "the request waited for its timeout: {err:?}"
     );
     assert!(
-        matches!(err, RequestError::PeerLost(_) | RequestError::Remote { .. }),
-        "{err:?}"
+        matches!(err, RequestError::PeerClosed(_)),
+        "not a graceful close: {err:?}"
     );
+    assert_eq!(err.outcome(), dms::Outcome::MaybeDelivered);
     assert!(ended < Duration::from_secs(1), "{ended:?}");
     drop(held);
 }

@@ -17,7 +17,7 @@ impl Driver {
         path: Option<ServicePath>,
         reason: LossReason,
     ) {
-        self.close_gate(&peer, RequestError::PeerLost(reason.to_string()));
+        self.close_gate(&peer, RequestError::session_ended(&reason));
         if let Some(lost) = self.state.ready.remove(&peer) {
             self.router.link_down(&lost);
         }

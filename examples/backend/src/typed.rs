@@ -63,6 +63,7 @@ fn request_kind(error: &RequestError) -> &'static str {
         RequestError::Denied { .. } => "denied",
         RequestError::Timeout => "timeout",
         RequestError::PeerLost(_) => "peer_lost",
+        RequestError::PeerClosed(_) => "peer_closed",
         RequestError::Remote { .. } => "remote",
         RequestError::TooLarge(_) => "too_large",
         RequestError::TooManyPending => "too_many_pending",
