@@ -40,6 +40,7 @@ pub mod path;
 pub mod peer_id;
 pub mod proto;
 pub mod route;
+pub mod text;
 pub mod trace;
 pub mod wire;
 
