@@ -543,3 +543,74 @@ fn a_terminated_node_says_goodbye_and_deregisters() {
         "the lobby is listed: {listing}"
     );
 }
+
+/// F16 with a real signal: a requester process frozen with SIGSTOP, its socket open (the
+/// kernel keeps acknowledging it), is dropped by its responder within the liveness
+/// timeout its READY asked for (200 ms × 3 = 600 ms): not before two of its heartbeats
+/// could have been missed, and long before TCP would notice anything. The responder
+/// counts the loss as `heartbeat`. Resumed (SIGCONT), the requester links again.
+#[cfg(feature = "etcd")]
+#[test]
+fn a_frozen_requester_is_dropped_within_its_ready_timeout_and_links_again_when_resumed() {
+    let etcd = dms_test_support::etcd::EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let battle = format!("{CLUSTER}/battle-1");
+    let lobby = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
+    let server = start_node_with(&discovery, &battle, &["--lease-ttl-s", "30"]);
+    let client = start_node_with(
+        &discovery,
+        lobby,
+        &[
+            "--heartbeat-ms",
+            "200",
+            "--lease-ttl-s",
+            "30",
+            "--target",
+            CLUSTER,
+        ],
+    );
+    wait_stats(&server.metrics, "battle-1's session with the lobby", |s| {
+        total(s, "dms_peers_ready", &battle) >= 1.0
+    });
+    let lost = "dms_peers_lost_total";
+    let signal = |sig: &str| {
+        let pid = client.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+
+    signal("-STOP");
+    let frozen = Instant::now();
+    let after = wait_stats(&server.metrics, "battle-1 dropping the frozen lobby", |s| {
+        total(s, lost, &battle) >= 1.0
+    });
+    let took = frozen.elapsed();
+    signal("-CONT");
+    println!(
+        "F16: a SIGSTOPped requester dropped after {} ms (bound 600 ms)",
+        took.as_millis()
+    );
+    assert_eq!(
+        by_reason(&after, lost, &battle, "heartbeat"),
+        1.0,
+        "{after:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(400),
+        "dropped after {took:?}: before two heartbeats could be missed"
+    );
+    assert!(
+        took < Duration::from_millis(1800),
+        "dropped after {took:?}: not within the READY timeout (600 ms) and its slack"
+    );
+
+    let back = wait_stats(&client.metrics, "the resumed lobby linked again", |s| {
+        total(s, "dms_peers_up_total", lobby) >= 2.0 && total(s, "dms_peers_ready", lobby) >= 1.0
+    });
+    assert!(total(&back, lost, lobby) >= 1.0, "{back:?}");
+}
