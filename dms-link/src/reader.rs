@@ -240,7 +240,7 @@ impl ReadSide {
                             link.queue_command(&Command::Pong { context });
                         }
                         Command::Error { reason } => {
-                            let reason = String::from_utf8_lossy(&reason).into_owned();
+                            let reason = dms_core::text::printable_lossy(&reason);
                             self.ended = Some(LinkDownCause::Refused(reason));
                             return Poll::Ready(());
                         }

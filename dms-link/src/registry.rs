@@ -262,7 +262,7 @@ impl LinkSet {
                     let announced = match announced {
                         Ok(id) => id.to_string(),
                         Err(_) if info.identity.is_empty() => "no identity".to_owned(),
-                        Err(_) => String::from_utf8_lossy(&info.identity).into_owned(),
+                        Err(_) => dms_core::text::printable_lossy(&info.identity),
                     };
                     return Err(MiddlewareError::Auth(AuthError::PathMismatch {
                         certified: certified.to_string(),

@@ -76,7 +76,7 @@ pub(crate) fn from_connection(error: &ConnectionError) -> MiddlewareError {
             }
         }
         ConnectionError::ApplicationClosed(close) => {
-            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            let reason = dms_core::text::printable_lossy(&close.reason);
             match u32::try_from(close.error_code.into_inner()) {
                 Ok(codes::PATH_MISMATCH) => {
                     MiddlewareError::Auth(AuthError::RejectedByPeer(Rejection::PathMismatch))

@@ -1506,12 +1506,8 @@ fn reply_result(
 }
 
 fn printable(mut reason: Reason) -> Reason {
-    if reason.detail.chars().any(char::is_control) {
-        reason.detail = reason
-            .detail
-            .chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect();
+    if let std::borrow::Cow::Owned(shown) = crate::text::printable(&reason.detail) {
+        reason.detail = shown;
     }
     reason
 }

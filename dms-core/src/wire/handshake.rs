@@ -180,7 +180,7 @@ impl Handshake {
         match Command::parse(frame.body)? {
             Command::Ready(metadata) => self.accept_ready(metadata).map(Some),
             Command::Error { reason } => Err(HandshakeError::Refused {
-                reason: String::from_utf8_lossy(&reason).into_owned(),
+                reason: crate::text::printable_lossy(&reason),
             }),
             Command::Ping { .. } => Err(HandshakeError::Unexpected("PING")),
             Command::Pong { .. } => Err(HandshakeError::Unexpected("PONG")),
