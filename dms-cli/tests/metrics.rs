@@ -614,3 +614,92 @@ fn a_frozen_requester_is_dropped_within_its_ready_timeout_and_links_again_when_r
     });
     assert!(total(&back, lost, lobby) >= 1.0, "{back:?}");
 }
+
+/// F2 with a real signal, five rounds: a responder process frozen with SIGSTOP (its
+/// socket open) is declared dead by its requester within [0.6, 2] × the heartbeat bound
+/// (200 ms × 3 = 600 ms), counted `heartbeat`; resumed (SIGCONT), it is linked again
+/// within the redial delay's upper bound (5 s) plus a second. The detection times of the
+/// rounds are printed (the distribution in docs/RELIABILITY.md).
+#[cfg(feature = "etcd")]
+#[test]
+fn a_frozen_responder_is_declared_dead_within_the_bound_and_rejoins_when_resumed() {
+    const ROUNDS: u32 = 5;
+    let etcd = dms_test_support::etcd::EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let battle = format!("{CLUSTER}/battle-1");
+    let lobby = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
+    let server = start_node_with(&discovery, &battle, &["--lease-ttl-s", "30"]);
+    let client = start_node_with(
+        &discovery,
+        lobby,
+        &[
+            "--heartbeat-ms",
+            "200",
+            "--lease-ttl-s",
+            "30",
+            "--target",
+            CLUSTER,
+        ],
+    );
+    wait_stats(&client.metrics, "the lobby's session with battle-1", |s| {
+        total(s, "dms_peers_ready", lobby) >= 1.0
+    });
+    let signal = |sig: &str| {
+        let pid = server.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let lost = "dms_peers_lost_total";
+    let (mut detected, mut rejoined, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    // `others`: the lobby's losses by any other reason so far.
+    for round in 1..=ROUNDS {
+        let ups = total(&stats_json(&client.metrics), "dms_peers_up_total", lobby);
+        signal("-STOP");
+        let frozen = Instant::now();
+        let after = wait_stats(&client.metrics, "the lobby declaring battle-1 dead", |s| {
+            by_reason(s, lost, lobby, "heartbeat") >= f64::from(round)
+        });
+        let took = frozen.elapsed();
+        signal("-CONT");
+        let resumed = Instant::now();
+        let reasons: Vec<_> = after
+            .iter()
+            .filter(|s| s["name"] == lost && s["labels"]["node"] == lobby)
+            .map(|s| (s["labels"]["reason"].clone(), s["value"].clone()))
+            .collect();
+        // Each freeze is one loss by heartbeat. (Under load a redial after a resume was
+        // seen to cost one more session, lost `link_down`, in 1 of 5 runs: not asserted
+        // here, printed, and open in docs/RELIABILITY.md F2.)
+        assert_eq!(
+            by_reason(&after, lost, lobby, "heartbeat"),
+            f64::from(round),
+            "round {round}: {reasons:?}"
+        );
+        others = reasons
+            .into_iter()
+            .filter(|(reason, n)| reason != "heartbeat" && n.as_f64() != Some(0.0))
+            .collect();
+        assert!(
+            took >= Duration::from_millis(360) && took < Duration::from_millis(1200),
+            "round {round}: declared dead after {took:?}, the bound is 600 ms"
+        );
+        wait_stats(&client.metrics, "battle-1 linked again", |s| {
+            total(s, "dms_peers_up_total", lobby) > ups && total(s, "dms_peers_ready", lobby) >= 1.0
+        });
+        let back = resumed.elapsed();
+        assert!(
+            back < Duration::from_secs(6),
+            "round {round}: linked again after {back:?}"
+        );
+        detected.push(took.as_millis());
+        rejoined.push(back.as_millis());
+    }
+    println!(
+        "F2: a SIGSTOPped responder declared dead after {detected:?} ms (bound 600 ms), linked again {rejoined:?} ms after SIGCONT; other losses {others:?}"
+    );
+}
