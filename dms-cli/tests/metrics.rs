@@ -618,7 +618,9 @@ fn a_frozen_requester_is_dropped_within_its_ready_timeout_and_links_again_when_r
 /// F2 with a real signal, five rounds: a responder process frozen with SIGSTOP (its
 /// socket open) is declared dead by its requester within [0.6, 2] × the heartbeat bound
 /// (200 ms × 3 = 600 ms), counted `heartbeat`; resumed (SIGCONT), it is linked again
-/// within the redial delay's upper bound (5 s) plus a second. The detection times of the
+/// within the redial delay's upper bound (5 s) plus a second, and the resumed responder
+/// takes the requester's DISCONNECT waiting in its socket, never a stale verdict of its
+/// own (it was frozen about as long as its liveness bound). The detection times of the
 /// rounds are printed (the distribution in docs/RELIABILITY.md).
 #[cfg(feature = "etcd")]
 #[test]
@@ -699,6 +701,15 @@ fn a_frozen_responder_is_declared_dead_within_the_bound_and_rejoins_when_resumed
         detected.push(took.as_millis());
         rejoined.push(back.as_millis());
     }
+    // The resumed responder read its requester's DISCONNECT before judging the silence
+    // of the old session: it never condemned the requester by a stale heartbeat verdict.
+    let at_server = stats_json(&server.metrics);
+    assert_eq!(
+        by_reason(&at_server, lost, &battle, "heartbeat"),
+        0.0,
+        "{at_server:?}"
+    );
+    assert!(by_reason(&at_server, lost, &battle, "disconnected") >= f64::from(ROUNDS));
     println!(
         "F2: a SIGSTOPped responder declared dead after {detected:?} ms (bound 600 ms), linked again {rejoined:?} ms after SIGCONT; other losses {others:?}"
     );

@@ -43,9 +43,14 @@ impl Driver {
         }
         // Its session, and perhaps a refusal: who is reached changed.
         self.reachability_changed();
-        // The session is over but the link may be up (a silent peer): close it. The driver
-        // redials the instance itself while it is registered (transports never redial).
-        self.close_link(peer);
+        // The session is over but the link may be up (a silent peer, a violation, a
+        // DISCONNECT): close it, unless it is down already (closing goes by peer id: the
+        // peer may have linked again meanwhile, and that fresh link would be torn down).
+        // The driver redials the instance itself while it is registered (transports never
+        // redial).
+        if !matches!(reason, LossReason::LinkDown) {
+            self.close_link(peer);
+        }
         if let Some(path) = path {
             if self.state.deregistered.contains(&path) {
                 self.forget(&path);

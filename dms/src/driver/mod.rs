@@ -45,7 +45,7 @@ use crate::registration::{Registration, cluster_key};
 use crate::request_queue::QueueSender;
 use crate::routing::{RouteItem, Router};
 use crate::telemetry::{EXPORT_INTERVAL, NodeMetrics};
-use crate::transport::Transports;
+use crate::transport::{Medium, Transports};
 use crate::{InstanceState, InstanceStatus, NodeEvent, Reply, RequestError};
 use connections::Connected;
 use dispatch::Waiter;
@@ -54,6 +54,11 @@ use outbox::PARKED_RETRY;
 
 /// Inbound items taken from the middleware per wake-up, at most.
 const INBOX_BATCH: usize = 64;
+/// How late a timer tick may come before the driver takes it as a pause (SIGSTOP, a VM
+/// pause, a starved runtime) and reads what came meanwhile before judging silences.
+const LATE_TICK: Duration = Duration::from_millis(20);
+/// Batches of input taken after a late tick, at most.
+const LATE_TICK_BATCHES: usize = 16;
 /// Time a graceful shutdown spends flushing each link.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
@@ -249,13 +254,7 @@ impl Driver {
                     }
                 },
                 taken = self.transports.recv_many(&mut inbox, &mut spare, INBOX_BATCH) => match taken {
-                    Ok(medium) => {
-                        for item in inbox.drain(..) {
-                            if self.transports.observe(medium, &item) {
-                                self.on_incoming(item);
-                            }
-                        }
-                    }
+                    Ok(medium) => self.on_batch(medium, &mut inbox),
                     Err(error) => {
                         warn!(%error, "middleware closed");
                         return;
@@ -276,9 +275,42 @@ impl Driver {
                 Some(peer) = closed.recv() => self.on_closed(peer, &connected_tx),
                 () = &mut timer, if armed.is_some() => {
                     // Fired: armed again at the next turn, even for the same instant.
-                    armed = None;
+                    let due = armed.take();
+                    if due.is_some_and(|due| now().saturating_duration_since(due) > LATE_TICK) {
+                        self.take_what_came(&mut inbox, &mut spare).await;
+                    }
                     self.on_timer(&connected_tx);
                 }
+            }
+        }
+    }
+
+    /// After a late tick: what peers sent while this process was not running may wait
+    /// unread in the sockets (a DISCONNECT among it, or the messages that prove a peer
+    /// alive). Lets the link tasks run once (tokio runs a yielding task again after its
+    /// I/O driver was polled), then takes the input that is ready, so that the timers
+    /// judge silences on what was sent, not on what was read: a resumed node neither
+    /// condemns a live peer nor tears down the fresh link of a peer that reconnected
+    /// meanwhile with the stale verdict of its old session.
+    async fn take_what_came(&mut self, inbox: &mut Vec<Incoming>, spare: &mut [Vec<Incoming>; 3]) {
+        tokio::task::yield_now().await;
+        for _ in 0..LATE_TICK_BATCHES {
+            tokio::select! {
+                biased;
+                taken = self.transports.recv_many(inbox, spare, INBOX_BATCH) => match taken {
+                    Ok(medium) => self.on_batch(medium, inbox),
+                    Err(_) => return,
+                },
+                () = std::future::ready(()) => return,
+            }
+        }
+    }
+
+    /// Handles a batch of input `medium` gave.
+    fn on_batch(&mut self, medium: Medium, inbox: &mut Vec<Incoming>) {
+        for item in inbox.drain(..) {
+            if self.transports.observe(medium, &item) {
+                self.on_incoming(item);
             }
         }
     }
