@@ -544,6 +544,30 @@ fn a_terminated_node_says_goodbye_and_deregisters() {
     );
 }
 
+/// The requester of [`linked_pair`].
+#[cfg(feature = "etcd")]
+const LOBBY: &str = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
+
+/// A real etcd, `dms node` battle-1 of [`CLUSTER`] and `dms node` lobby-1 targeting it
+/// with heartbeats of 200 ms × 3, both with 30 s leases; returns etcd (keep it), battle-1's
+/// path, battle-1 and lobby-1.
+#[cfg(feature = "etcd")]
+fn linked_pair() -> (
+    dms_test_support::etcd::EtcdServer,
+    String,
+    NodeProcess,
+    NodeProcess,
+) {
+    let etcd = dms_test_support::etcd::EtcdServer::start();
+    let discovery = format!("etcd://{}", etcd.endpoint());
+    let battle = format!("{CLUSTER}/battle-1");
+    let server = start_node_with(&discovery, &battle, &["--lease-ttl-s", "30"]);
+    let heartbeat = ["--heartbeat-ms", "200", "--lease-ttl-s", "30"];
+    let target = ["--target", CLUSTER];
+    let client = start_node_with(&discovery, LOBBY, &[&heartbeat[..], &target].concat());
+    (etcd, battle, server, client)
+}
+
 /// F16 with a real signal: a requester process frozen with SIGSTOP, its socket open (the
 /// kernel keeps acknowledging it), is dropped by its responder within the liveness
 /// timeout its READY asked for (200 ms × 3 = 600 ms): not before two of its heartbeats
@@ -552,23 +576,8 @@ fn a_terminated_node_says_goodbye_and_deregisters() {
 #[cfg(feature = "etcd")]
 #[test]
 fn a_frozen_requester_is_dropped_within_its_ready_timeout_and_links_again_when_resumed() {
-    let etcd = dms_test_support::etcd::EtcdServer::start();
-    let discovery = format!("etcd://{}", etcd.endpoint());
-    let battle = format!("{CLUSTER}/battle-1");
-    let lobby = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
-    let server = start_node_with(&discovery, &battle, &["--lease-ttl-s", "30"]);
-    let client = start_node_with(
-        &discovery,
-        lobby,
-        &[
-            "--heartbeat-ms",
-            "200",
-            "--lease-ttl-s",
-            "30",
-            "--target",
-            CLUSTER,
-        ],
-    );
+    let (_etcd, battle, server, client) = linked_pair();
+    let lobby = LOBBY;
     wait_stats(&server.metrics, "battle-1's session with the lobby", |s| {
         total(s, "dms_peers_ready", &battle) >= 1.0
     });
@@ -626,23 +635,8 @@ fn a_frozen_requester_is_dropped_within_its_ready_timeout_and_links_again_when_r
 #[test]
 fn a_frozen_responder_is_declared_dead_within_the_bound_and_rejoins_when_resumed() {
     const ROUNDS: u32 = 5;
-    let etcd = dms_test_support::etcd::EtcdServer::start();
-    let discovery = format!("etcd://{}", etcd.endpoint());
-    let battle = format!("{CLUSTER}/battle-1");
-    let lobby = "/mt/cn/linux/w1/g1/Lobby/lobby-1";
-    let server = start_node_with(&discovery, &battle, &["--lease-ttl-s", "30"]);
-    let client = start_node_with(
-        &discovery,
-        lobby,
-        &[
-            "--heartbeat-ms",
-            "200",
-            "--lease-ttl-s",
-            "30",
-            "--target",
-            CLUSTER,
-        ],
-    );
+    let (_etcd, battle, server, client) = linked_pair();
+    let lobby = LOBBY;
     wait_stats(&client.metrics, "the lobby's session with battle-1", |s| {
         total(s, "dms_peers_ready", lobby) >= 1.0
     });

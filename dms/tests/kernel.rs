@@ -440,6 +440,14 @@ async fn late_replies_are_counted(policy: impl dms_core::dispatch::DispatchPolic
     .unwrap();
     let late = || support::counter("dms_late_replies_total", lobby.path(), &[]);
     let late_before = late();
+    // The counter is copied to the recorder once a second: polled up to the deadline.
+    let late_reaches = |n: u64, what: &'static str| {
+        within(what, async move {
+            while late() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let ask = |timeout: Duration| {
         let lobby = lobby.clone();
         tokio::spawn(async move {
@@ -482,12 +490,7 @@ async fn late_replies_are_counted(policy: impl dms_core::dispatch::DispatchPolic
     held.reply(Multipart::from_frames(["too late"]))
         .await
         .unwrap();
-    within("the late reply counted", async {
-        while late() < late_before + 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    late_reaches(late_before + 1, "the late reply counted").await;
 
     // Abandoned: the caller's future is dropped while the request is held.
     let abandoned = ask(Duration::from_secs(10));
@@ -499,12 +502,7 @@ async fn late_replies_are_counted(policy: impl dms_core::dispatch::DispatchPolic
     held.reply(Multipart::from_frames(["nobody"]))
         .await
         .unwrap();
-    within("the abandoned reply counted", async {
-        while late() < late_before + 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    late_reaches(late_before + 2, "the abandoned reply counted").await;
 
     // The session still carries requests, and neither late reply reached them.
     let again = ask(Duration::from_secs(10));
