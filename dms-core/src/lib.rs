@@ -48,7 +48,7 @@ pub use auth::{AuthError, Rejection};
 pub use backoff::Backoff;
 pub use endpoint::{Endpoint, EndpointError};
 pub use middleware::{
-    Incoming, LinkDownCause, MessageMiddleware, MiddlewareError, Role, SendError,
+    Incoming, LinkDownCause, LinkId, MessageMiddleware, MiddlewareError, Role, SendError,
 };
 pub use multipart::Multipart;
 pub use peer_id::PeerId;

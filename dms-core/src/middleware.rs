@@ -8,15 +8,22 @@
 //!   it and writes the rest to that peer's link;
 //! - every message received has the sending peer's id put in front;
 //! - links coming up and going down are reported in the same ordered stream as messages,
-//!   so a `LinkDown` follows the last message of that link.
+//!   so a `LinkDown` follows the last message of that link;
+//! - every link has a [`LinkId`] of its own: a peer that links again (it reconnected,
+//!   restarted, or came back from a freeze) does so on a new link, and what was meant
+//!   for the old one can be sent [on it](MessageMiddleware::try_send_on) so that it never
+//!   reaches the new one.
 //!
 //! Nothing is buffered without bound: a full link hands the message back
 //! ([`SendError::Full`] from [`try_send`](MessageMiddleware::try_send)) or makes
 //! [`send`](MessageMiddleware::send) wait; a message for a peer that has no link is an
 //! error ([`SendError::UnknownPeer`]), never a silent drop.
 
+use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::wire::{HandshakeError, WireError};
 use crate::{AuthError, Endpoint, EndpointError, Multipart, PeerId};
@@ -28,6 +35,41 @@ pub enum Role {
     Acceptor,
     /// We connected to the peer's endpoint.
     Connector,
+}
+
+/// One link: unique in the process, never reused. A peer has at most one live link per
+/// middleware, but a new one each time it links again, so a `LinkId` tells a message or
+/// a close meant for a peer's old link from one for its current link.
+///
+/// ```
+/// use dms_core::LinkId;
+///
+/// let (a, b) = (LinkId::next(), LinkId::next());
+/// assert_ne!(a, b);
+/// assert!(b.get() > a.get());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(NonZeroU64);
+
+impl LinkId {
+    /// A fresh id (for a transport making a link).
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 2^64 links would take millennia at a billion links a second.
+        Self(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The number (for logs and metrics).
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "link#{}", self.0)
+    }
 }
 
 /// Why a link went down.
@@ -64,6 +106,8 @@ pub enum Incoming {
     LinkUp {
         /// The peer's id on this middleware.
         peer: PeerId,
+        /// This link (what [`try_send_on`](MessageMiddleware::try_send_on) names).
+        link: LinkId,
         /// The peer's address.
         endpoint: Endpoint,
         /// Who opened the link.
@@ -73,6 +117,8 @@ pub enum Incoming {
     LinkDown {
         /// The peer's id.
         peer: PeerId,
+        /// The link that went down (the one its `LinkUp` named).
+        link: LinkId,
         /// Why.
         cause: LinkDownCause,
     },
@@ -95,7 +141,9 @@ pub enum SendError {
     /// The message has no frame naming the peer.
     #[error("message has no peer id frame")]
     NoPeerFrame,
-    /// No live link to that peer (never connected, or down). Retry after a `LinkUp`.
+    /// No live link to that peer (never connected, or down), or, from the `_on` sends,
+    /// not the named link (that one is down; a newer link of the peer is left alone).
+    /// Retry after a `LinkUp`.
     #[error("no link to peer {peer}")]
     UnknownPeer {
         /// The peer named by the first frame.
@@ -218,6 +266,18 @@ pub trait MessageMiddleware: Send + Sync + 'static {
         self.try_send(msg)
     }
 
+    /// As [`try_send`](Self::try_send), onto `link` only: when the peer's live link is
+    /// another (a newer link: the peer linked again) or there is none, the message comes
+    /// back in [`SendError::UnknownPeer`] and nothing is written. The way to send what
+    /// belongs to one link's session (a reply, a heartbeat) without it reaching the
+    /// peer's next link, where it would come before that link's handshake of the layer
+    /// above.
+    fn try_send_on(&self, link: LinkId, msg: Multipart) -> Result<(), SendError>;
+
+    /// As [`try_send_urgent`](Self::try_send_urgent), onto `link` only (see
+    /// [`try_send_on`](Self::try_send_on)).
+    fn try_send_urgent_on(&self, link: LinkId, msg: Multipart) -> Result<(), SendError>;
+
     /// Queues `msg`, waiting while the link is full. Cancel-safe: if the future is dropped
     /// before it completes, the message was not queued.
     fn send(&self, msg: Multipart) -> impl Future<Output = Result<(), SendError>> + Send;
@@ -261,4 +321,15 @@ pub trait MessageMiddleware: Send + Sync + 'static {
     /// reconnecting it. Resolves when the link is closed.
     fn disconnect(&self, peer: &PeerId)
     -> impl Future<Output = Result<(), MiddlewareError>> + Send;
+
+    /// As [`disconnect`](Self::disconnect), for `link` only: closes it after writing what
+    /// is queued on it if it is still `peer`'s live link, and fails with
+    /// [`MiddlewareError::UnknownPeer`] otherwise (a newer link of the peer is left
+    /// alone). Redialling is unchanged: a transport that redials dials again as after any
+    /// loss (use `disconnect` to stop it).
+    fn disconnect_link(
+        &self,
+        peer: &PeerId,
+        link: LinkId,
+    ) -> impl Future<Output = Result<(), MiddlewareError>> + Send;
 }

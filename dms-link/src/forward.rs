@@ -2,8 +2,8 @@
 //! every stream transport forwards unchanged to its [`LinkSet`](crate::LinkSet), written
 //! once.
 
-/// Implements `try_send`, `try_send_urgent`, `send`, `recv`, `recv_many` and
-/// `pause_reading` of [`MessageMiddleware`](dms_core::MessageMiddleware) as forwards to
+/// Implements `try_send`, `try_send_on`, `try_send_urgent`, `try_send_urgent_on`, `send`,
+/// `recv`, `recv_many`, `pause_reading` and `disconnect_link` of [`MessageMiddleware`](dms_core::MessageMiddleware) as forwards to
 /// the transport's [`LinkSet`](crate::LinkSet). Use it inside the transport's
 /// `impl MessageMiddleware`, naming a method of the transport that returns its
 /// `&LinkSet`; the transport writes `scheme`, `bind`, `connect`, `close` and `disconnect`
@@ -54,11 +54,27 @@ macro_rules! forward_to_links {
             self.$links().try_send(msg)
         }
 
+        fn try_send_on(
+            &self,
+            link: $crate::__dms_core::LinkId,
+            msg: $crate::__dms_core::Multipart,
+        ) -> ::core::result::Result<(), $crate::__dms_core::SendError> {
+            self.$links().try_send_on(link, msg)
+        }
+
         fn try_send_urgent(
             &self,
             msg: $crate::__dms_core::Multipart,
         ) -> ::core::result::Result<(), $crate::__dms_core::SendError> {
             self.$links().try_send_urgent(msg)
+        }
+
+        fn try_send_urgent_on(
+            &self,
+            link: $crate::__dms_core::LinkId,
+            msg: $crate::__dms_core::Multipart,
+        ) -> ::core::result::Result<(), $crate::__dms_core::SendError> {
+            self.$links().try_send_urgent_on(link, msg)
         }
 
         async fn send(
@@ -85,6 +101,14 @@ macro_rules! forward_to_links {
 
         fn pause_reading(&self, peer: &$crate::__dms_core::PeerId, paused: bool) {
             self.$links().pause_reading(peer, paused);
+        }
+
+        async fn disconnect_link(
+            &self,
+            peer: &$crate::__dms_core::PeerId,
+            link: $crate::__dms_core::LinkId,
+        ) -> ::core::result::Result<(), $crate::__dms_core::MiddlewareError> {
+            self.$links().disconnect_link(peer, link).await
         }
     };
 }

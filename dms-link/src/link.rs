@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use dms_core::wire::{Command, MessageCodec};
-use dms_core::{Endpoint, Incoming, LinkDownCause, Multipart, PeerId, Role, SendError};
+use dms_core::{Endpoint, Incoming, LinkDownCause, LinkId, Multipart, PeerId, Role, SendError};
 use tokio::io::AsyncWrite;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -101,6 +101,8 @@ const URGENT_LIMIT: usize = 64 << 10;
 /// buffers out of it.
 pub(crate) struct Link {
     pub(crate) peer: PeerId,
+    /// This link among the peer's links over time.
+    pub(crate) id: LinkId,
     pub(crate) remote: Endpoint,
     pub(crate) role: Role,
     pub(crate) outbox: Mutex<Outbox>,
@@ -161,6 +163,7 @@ impl Link {
     ) -> Self {
         Self {
             peer,
+            id: LinkId::next(),
             remote,
             role,
             outbox: Mutex::new(Outbox {
@@ -396,6 +399,7 @@ impl Link {
             let _turn = self.reporting.lock().await;
             let mut down = vec![Incoming::LinkDown {
                 peer: self.peer.clone(),
+                link: self.id,
                 cause,
             }];
             tokio::select! {

@@ -412,6 +412,7 @@ async fn report(shared: &LinkSet, link: &Link, items: &mut Vec<Incoming>) -> boo
 pub(crate) async fn run_reader(shared: Arc<LinkSet>, link: Arc<Link>) {
     let mut batch = vec![Incoming::LinkUp {
         peer: link.peer.clone(),
+        link: link.id,
         endpoint: link.remote.clone(),
         role: link.role,
     }];

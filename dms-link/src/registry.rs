@@ -13,7 +13,7 @@ use std::task::Poll;
 
 use dms_core::wire::MessageCodec;
 use dms_core::{
-    AuthError, Endpoint, Incoming, LinkDownCause, MiddlewareError, Multipart, PeerId, Role,
+    AuthError, Endpoint, Incoming, LinkDownCause, LinkId, MiddlewareError, Multipart, PeerId, Role,
     SendError,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -93,6 +93,11 @@ impl LinkHandle {
     /// The peer's endpoint (as the transport gave it to [`LinkSet::establish`]).
     pub fn remote(&self) -> &Endpoint {
         &self.0.remote
+    }
+
+    /// The link's id (the one its `LinkUp` and `LinkDown` carry).
+    pub fn id(&self) -> LinkId {
+        self.0.id
     }
 
     /// Whether we connected (`Connector`) or accepted (`Acceptor`) the link.
@@ -417,9 +422,11 @@ impl LinkSet {
     }
 
     /// Runs `f` with the link `msg` goes to (its first frame names the peer) and `msg`,
-    /// under the registry's read lock: no reference count traffic on the hot path.
+    /// under the registry's read lock: no reference count traffic on the hot path. With
+    /// `only`, the peer's live link must be that one.
     fn route<T>(
         &self,
+        only: Option<LinkId>,
         msg: Multipart,
         f: impl FnOnce(&Arc<Link>, Multipart) -> T,
     ) -> Result<T, SendError> {
@@ -431,8 +438,8 @@ impl LinkSet {
             return Err(SendError::NoPeerFrame);
         };
         match links.get(first.as_ref()) {
-            Some(link) => Ok(f(link, msg)),
-            None => {
+            Some(link) if only.is_none_or(|only| only == link.id) => Ok(f(link, msg)),
+            _ => {
                 drop(links);
                 match PeerId::new(first.clone()) {
                     Ok(peer) => Err(SendError::UnknownPeer {
@@ -467,13 +474,25 @@ impl LinkSet {
     /// `msg` (peer frame first) into its link's buffer if it has room.
     #[inline] // the transport's trait impl is a one-line forward: no extra call
     pub fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
+        self.queue(None, msg)
+    }
+
+    /// [`MessageMiddleware::try_send_on`](dms_core::MessageMiddleware::try_send_on): as
+    /// [`try_send`](Self::try_send), if the peer's live link is `link`.
+    #[inline] // the transport's trait impl is a one-line forward: no extra call
+    pub fn try_send_on(&self, link: LinkId, msg: Multipart) -> Result<(), SendError> {
+        self.queue(Some(link), msg)
+    }
+
+    #[inline]
+    fn queue(&self, only: Option<LinkId>, msg: Multipart) -> Result<(), SendError> {
         if msg.payload_len() > COPY_UNDER_LOCK {
             // A big copy must not hold the registry: a waiting (un)registration would
             // stall every other sender behind it.
-            let (link, msg) = self.route(msg, |link, msg| (link.clone(), msg))?;
+            let (link, msg) = self.route(only, msg, |link, msg| (link.clone(), msg))?;
             return link.try_queue(&self.encoder, msg);
         }
-        let direct = self.route(msg, |link, msg| {
+        let direct = self.route(only, msg, |link, msg| {
             let bytes = link.try_queue_deferred(&self.encoder, msg)?;
             Ok(bytes.map(|bytes| (link.clone(), bytes)))
         })??;
@@ -489,7 +508,18 @@ impl LinkSet {
     /// and between chunks of it).
     #[inline] // the transport's trait impl is a one-line forward: no extra call
     pub fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
-        self.route(msg, |link, msg| link.try_queue_urgent(&self.encoder, msg))?
+        self.route(None, msg, |link, msg| {
+            link.try_queue_urgent(&self.encoder, msg)
+        })?
+    }
+
+    /// [`MessageMiddleware::try_send_urgent_on`](dms_core::MessageMiddleware::try_send_urgent_on):
+    /// as [`try_send_urgent`](Self::try_send_urgent), if the peer's live link is `link`.
+    #[inline] // the transport's trait impl is a one-line forward: no extra call
+    pub fn try_send_urgent_on(&self, link: LinkId, msg: Multipart) -> Result<(), SendError> {
+        self.route(Some(link), msg, |link, msg| {
+            link.try_queue_urgent(&self.encoder, msg)
+        })?
     }
 
     /// [`MessageMiddleware::send`](dms_core::MessageMiddleware::send): as
@@ -497,7 +527,7 @@ impl LinkSet {
     pub async fn send(&self, msg: Multipart) -> Result<(), SendError> {
         match self.try_send(msg) {
             Err(SendError::Full { msg, .. }) => {
-                let (link, msg) = self.route(*msg, |link, msg| (link.clone(), msg))?;
+                let (link, msg) = self.route(None, *msg, |link, msg| (link.clone(), msg))?;
                 Box::pin(self.send_when_room(link, msg)).await
             }
             done => done,
@@ -599,9 +629,27 @@ impl LinkSet {
     /// (counted). `UnknownPeer` if `peer` has no live link (a transport with a reconnect
     /// supervisor stops it first, and may treat that as done).
     pub async fn disconnect(&self, peer: &PeerId) -> Result<(), MiddlewareError> {
-        let Some(link) = self.link(peer.as_bytes()) else {
-            return Err(MiddlewareError::UnknownPeer(peer.clone()));
-        };
+        match self.link(peer.as_bytes()) {
+            Some(link) => self.drain(&link).await,
+            None => Err(MiddlewareError::UnknownPeer(peer.clone())),
+        }
+    }
+
+    /// [`MessageMiddleware::disconnect_link`](dms_core::MessageMiddleware::disconnect_link):
+    /// as [`disconnect`](Self::disconnect), if `peer`'s live link is `link`.
+    pub async fn disconnect_link(
+        &self,
+        peer: &PeerId,
+        link: LinkId,
+    ) -> Result<(), MiddlewareError> {
+        match self.link(peer.as_bytes()) {
+            Some(live) if live.id == link => self.drain(&live).await,
+            _ => Err(MiddlewareError::UnknownPeer(peer.clone())),
+        }
+    }
+
+    /// Closes `link` after writing what is queued on it, within the drain timeout.
+    async fn drain(&self, link: &Arc<Link>) -> Result<(), MiddlewareError> {
         link.start_draining();
         tokio::select! {
             () = link.finished() => Ok(()),

@@ -23,7 +23,7 @@ use dms_core::{
     SendError,
 };
 
-use crate::wait::{link_down, link_up, message, next, within};
+use crate::wait::{link_down, link_down_with_id, link_up, link_up_with_id, message, next, within};
 
 /// Knobs a check needs; a factory maps them onto its transport's configuration.
 #[derive(Debug, Clone, Default)]
@@ -528,6 +528,75 @@ pub async fn duplicate_identity_refused<F: Factory>(factory: &F) {
     );
 }
 
+/// What is sent or closed on a peer's old link never reaches its new one: a peer that
+/// links again (same identity) gets a new [`LinkId`](dms_core::LinkId), sends and closes
+/// naming the old link fail with `UnknownPeer` (the message handed back), and the new
+/// link neither receives them nor goes down.
+pub async fn a_replaced_link_is_never_written_for_the_old_one<F: Factory>(factory: &F) {
+    let twin = Options {
+        identity: Some("twin"),
+        ..Options::default()
+    };
+    let s = factory.create(Options::default());
+    let endpoint = within("bind", s.bind(&factory.endpoint()))
+        .await
+        .expect("bind");
+    let first = factory.create(twin.clone());
+    within("connect", first.connect(&endpoint))
+        .await
+        .expect("connect");
+    let (twin_id, _, old) = link_up_with_id(&s).await;
+    s.try_send_on(
+        old,
+        Multipart::from_frames([twin_id.to_frame(), frame(b"one")]),
+    )
+    .expect("a send on the live link");
+    assert_eq!(message(&first).await[1], frame(b"one"));
+    first.close();
+    let (gone, down, _) = link_down_with_id(&s).await;
+    assert_eq!((gone, down), (twin_id.clone(), old));
+
+    let second = factory.create(twin);
+    let server_id = within("reconnect", second.connect(&endpoint))
+        .await
+        .expect("the same identity links again");
+    let (again, _, new) = link_up_with_id(&s).await;
+    assert_eq!(again, twin_id);
+    assert_ne!(new, old, "a new link has a new id");
+    let stale = Multipart::from_frames([twin_id.to_frame(), frame(b"stale")]);
+    match s.try_send_on(old, stale.clone()) {
+        Err(SendError::UnknownPeer { peer, msg }) => {
+            assert_eq!(peer, twin_id);
+            assert_eq!(*msg, stale, "the message is handed back");
+        }
+        other => panic!("a send on the old link: {other:?}"),
+    }
+    assert!(matches!(
+        s.try_send_urgent_on(old, stale),
+        Err(SendError::UnknownPeer { .. })
+    ));
+    assert!(matches!(
+        within("disconnect the old link", s.disconnect_link(&twin_id, old)).await,
+        Err(MiddlewareError::UnknownPeer(_))
+    ));
+    s.try_send_on(
+        new,
+        Multipart::from_frames([twin_id.to_frame(), frame(b"fresh")]),
+    )
+    .expect("a send on the new link");
+    let got = message(&second).await;
+    assert_eq!(
+        (got[0].clone(), got[1].clone()),
+        (server_id.to_frame(), frame(b"fresh")),
+        "the new link's first message is its own"
+    );
+    within("disconnect the new link", s.disconnect_link(&twin_id, new))
+        .await
+        .expect("the live link closes");
+    let (gone, down, _) = link_down_with_id(&s).await;
+    assert_eq!((gone, down), (twin_id, new));
+}
+
 /// Sending to a peer without a link is an error that hands the message back; so is a
 /// message without a peer frame.
 pub async fn unknown_peer_is_an_error<F: Factory>(factory: &F) {
@@ -573,7 +642,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $factory;
             roundtrip, many_peers, large_messages, ordering_per_link, recv_many_keeps_order, close_flushes,
             backpressure_bounds_memory, urgent_messages_pass_queued_data, peer_limit,
-            duplicate_identity_refused,
+            duplicate_identity_refused, a_replaced_link_is_never_written_for_the_old_one,
             unknown_peer_is_an_error, peer_loss_is_reported);
     };
     (@each $factory:expr; $($check:ident),*) => {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use dms_core::{Incoming, LinkDownCause, MessageMiddleware, Multipart, PeerId, Role};
+use dms_core::{Incoming, LinkDownCause, LinkId, MessageMiddleware, Multipart, PeerId, Role};
 
 /// How long a test waits for any single event before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -34,9 +34,17 @@ pub async fn message<M: MessageMiddleware>(m: &M) -> Multipart {
 
 /// The next `LinkUp` of `m` (skipping other items): peer and role.
 pub async fn link_up<M: MessageMiddleware>(m: &M) -> (PeerId, Role) {
+    let (peer, role, _) = link_up_with_id(m).await;
+    (peer, role)
+}
+
+/// The next `LinkUp` of `m` (skipping other items): peer, role and link.
+pub async fn link_up_with_id<M: MessageMiddleware>(m: &M) -> (PeerId, Role, LinkId) {
     loop {
         match next(m).await {
-            Incoming::LinkUp { peer, role, .. } => return (peer, role),
+            Incoming::LinkUp {
+                peer, role, link, ..
+            } => return (peer, role, link),
             Incoming::Message(msg) => panic!("message {msg:?} before LinkUp"),
             _ => {}
         }
@@ -45,9 +53,15 @@ pub async fn link_up<M: MessageMiddleware>(m: &M) -> (PeerId, Role) {
 
 /// The next `LinkDown` of `m`, failing on any message before it.
 pub async fn link_down<M: MessageMiddleware>(m: &M) -> (PeerId, LinkDownCause) {
+    let (peer, _, cause) = link_down_with_id(m).await;
+    (peer, cause)
+}
+
+/// The next `LinkDown` of `m`, failing on any message before it: peer, link and cause.
+pub async fn link_down_with_id<M: MessageMiddleware>(m: &M) -> (PeerId, LinkId, LinkDownCause) {
     loop {
         match next(m).await {
-            Incoming::LinkDown { peer, cause } => return (peer, cause),
+            Incoming::LinkDown { peer, link, cause } => return (peer, link, cause),
             Incoming::Message(msg) => panic!("message {msg:?} while waiting for LinkDown"),
             _ => {}
         }

@@ -63,7 +63,7 @@ impl Setup {
             match next(&self.server).await {
                 Incoming::Refused { error, .. } => return error,
                 Incoming::LinkUp { peer, .. } => panic!("hostile peer {peer} linked"),
-                Incoming::LinkDown { peer, cause } => panic!("link of {peer} down: {cause}"),
+                Incoming::LinkDown { peer, cause, .. } => panic!("link of {peer} down: {cause}"),
                 Incoming::Message(msg) => panic!("hostile message {msg:?} delivered"),
                 _ => {}
             }

@@ -101,7 +101,7 @@ async fn every_message_arrives_once_in_order_through_loss_and_reordering() {
                             expected += 1;
                             server.send(msg).await.unwrap();
                         }
-                        Incoming::LinkDown { peer, cause } => {
+                        Incoming::LinkDown { peer, cause, .. } => {
                             panic!("server: link of {peer} down: {cause}")
                         }
                         _ => {}
@@ -137,7 +137,7 @@ async fn every_message_arrives_once_in_order_through_loss_and_reordering() {
                     check(&msg, expected, "client");
                     expected += 1;
                 }
-                Incoming::LinkDown { peer, cause } => {
+                Incoming::LinkDown { peer, cause, .. } => {
                     panic!("client: link of {peer} down: {cause}")
                 }
                 _ => {}

@@ -126,7 +126,7 @@ async fn reconnects_after_the_peer_process_restarts() {
     let killed = Instant::now();
     loop {
         match tokio::time::timeout(Duration::from_secs(2), client.recv()).await {
-            Ok(Ok(Incoming::LinkDown { peer, cause })) => {
+            Ok(Ok(Incoming::LinkDown { peer, cause, .. })) => {
                 assert_eq!(peer, server_id);
                 eprintln!("restart: LinkDown after {:?}: {cause}", killed.elapsed());
                 break;

@@ -123,7 +123,7 @@ async fn attack(shm: &ShmMiddleware, name: &str, case: &str, seed: u64) -> LinkD
         })
     };
     let cause = support::event(shm, Duration::from_secs(5), case, |e| match e {
-        Incoming::LinkDown { peer: p, cause } if *p == peer => Some(cause.clone()),
+        Incoming::LinkDown { peer: p, cause, .. } if *p == peer => Some(cause.clone()),
         Incoming::Message(m) if m[0] == peer.to_frame() => None, // garbage that parsed
         _ => None,
     })

@@ -78,7 +78,7 @@ async fn next_message(m: &TcpMiddleware) -> Result<Multipart, Box<dyn std::error
     loop {
         match tokio::time::timeout(Duration::from_secs(10), m.recv()).await?? {
             Incoming::Message(msg) => return Ok(msg),
-            Incoming::LinkDown { peer, cause } => {
+            Incoming::LinkDown { peer, cause, .. } => {
                 return Err(format!("{peer} down: {cause}").into());
             }
             _ => {}

@@ -1217,6 +1217,15 @@ impl Node {
             .await;
     }
 
+    /// Fault injection: a [suspended](Self::suspend) node takes up its work again, as a
+    /// process after SIGCONT: it reads what its peers sent meanwhile (their heartbeats,
+    /// the ends of links they gave up on, their new links) and its timers judge what
+    /// they find. No effect on a node that is not suspended.
+    #[cfg(feature = "fault-injection")]
+    pub async fn resume(&self) {
+        self.command_and_wait(|done| Command::Resume { done }).await;
+    }
+
     /// Fault injection: the node dies at once, without DISCONNECT: sockets close and its
     /// lease is dropped (its registration vanishes), as a killed process's would. Returns
     /// once it is dead.

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dms_core::path::ServicePath;
 use dms_core::{
-    Endpoint, Incoming, MessageMiddleware, MiddlewareError, Multipart, PeerId, SendError,
+    Endpoint, Incoming, LinkId, MessageMiddleware, MiddlewareError, Multipart, PeerId, SendError,
 };
 #[cfg(feature = "quic")]
 use dms_transport_quic::{QuicConfigBuilder, QuicMiddleware};
@@ -194,6 +194,23 @@ impl Dialer {
             Self::Shm(m) => m.disconnect(peer).await,
         }
     }
+
+    /// Closes `link` after flushing it, if it is still `peer`'s link (a newer link of the
+    /// peer stays up).
+    pub(crate) async fn disconnect_link(
+        &self,
+        peer: &PeerId,
+        link: LinkId,
+    ) -> Result<(), MiddlewareError> {
+        match self {
+            #[cfg(feature = "tcp")]
+            Self::Tcp(m) => m.disconnect_link(peer, link).await,
+            #[cfg(feature = "quic")]
+            Self::Quic(m) => m.disconnect_link(peer, link).await,
+            #[cfg(feature = "shm")]
+            Self::Shm(m) => m.disconnect_link(peer, link).await,
+        }
+    }
 }
 
 /// What [`Transports::stats`] reads: the counters of the media present.
@@ -227,8 +244,12 @@ pub(crate) struct Transports {
     /// Shared memory: always there in a build with it (it needs no credentials).
     #[cfg(feature = "shm")]
     shm: ShmMiddleware,
-    /// The medium of every live link (from `LinkUp` to `LinkDown`).
-    links: HashMap<PeerId, Medium>,
+    /// The medium and id of every live link (from its `LinkUp` to its `LinkDown`, as the
+    /// driver takes them): what the driver sends goes onto the link it knows, never onto
+    /// a newer link of the same peer that the middleware has but the driver has not seen
+    /// come up (whose session has not started: a message there would come before its
+    /// READY and end it).
+    links: HashMap<PeerId, (Medium, LinkId), foldhash::fast::RandomState>,
     /// The only medium, when there is one: sends need no lookup.
     single: Option<Medium>,
     /// The media present (at most four), in a fixed order.
@@ -244,30 +265,31 @@ pub(crate) struct Transports {
     prefer: Vec<Medium>,
 }
 
-/// Sends on one medium from any task: a clone of that medium's middleware (one `Arc`).
-/// What a handler's reply is written with when it need not go through the node's task
-/// (see `driver::gates`).
+/// Sends on one link from any task: a clone of its medium's middleware (one `Arc`) and
+/// the link's id. What a handler's reply is written with when it need not go through the
+/// node's task (see `driver::gates`).
 #[derive(Debug, Clone)]
 pub(crate) enum MediumSender {
     /// TCP, with or without TLS.
     #[cfg(feature = "tcp")]
-    Tcp(TcpMiddleware),
+    Tcp(TcpMiddleware, LinkId),
     #[cfg(feature = "quic")]
-    Quic(QuicMiddleware),
+    Quic(QuicMiddleware, LinkId),
     #[cfg(feature = "shm")]
-    Shm(ShmMiddleware),
+    Shm(ShmMiddleware, LinkId),
 }
 
 impl MediumSender {
-    /// Queues `msg` on its peer's link if it has room now (`MessageMiddleware::try_send`).
+    /// Queues `msg` on the link if it has room now and is still its peer's link
+    /// (`MessageMiddleware::try_send_on`).
     pub(crate) fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
         match self {
             #[cfg(feature = "tcp")]
-            Self::Tcp(tcp) => tcp.try_send(msg),
+            Self::Tcp(tcp, link) => tcp.try_send_on(*link, msg),
             #[cfg(feature = "quic")]
-            Self::Quic(quic) => quic.try_send(msg),
+            Self::Quic(quic, link) => quic.try_send_on(*link, msg),
             #[cfg(feature = "shm")]
-            Self::Shm(shm) => shm.try_send(msg),
+            Self::Shm(shm, link) => shm.try_send_on(*link, msg),
         }
     }
 }
@@ -358,7 +380,7 @@ impl Transports {
             tcp_tls,
             #[cfg(feature = "shm")]
             shm,
-            links: HashMap::new(),
+            links: HashMap::default(),
             single: None,
             media: Vec::new(),
             active: std::sync::atomic::AtomicU8::new(0),
@@ -568,55 +590,62 @@ impl Transports {
         }
     }
 
-    /// The middleware of the link to `peer`, if it has one.
-    pub(crate) fn dialer_of(&self, peer: &PeerId) -> Option<Dialer> {
-        self.dialer(*self.links.get(peer)?)
+    /// The link to `peer` the driver knows (from its `LinkUp`, until its `LinkDown`), and
+    /// its middleware.
+    pub(crate) fn link_of(&self, peer: &PeerId) -> Option<(Dialer, LinkId)> {
+        let (medium, link) = *self.links.get(peer)?;
+        Some((self.dialer(medium)?, link))
     }
 
     /// The medium a message for `peer` goes to.
     fn medium_of(&self, peer: &[u8]) -> Option<Medium> {
-        self.single.or_else(|| self.links.get(peer).copied())
+        self.single
+            .or_else(|| self.links.get(peer).map(|(medium, _)| *medium))
     }
 
-    /// Queues `msg` on its peer's link if it has room now.
+    /// Queues `msg` on the link to its peer that the driver knows, if it has room now.
     pub(crate) fn try_send(&self, msg: Multipart) -> Result<(), SendError> {
-        let (medium, msg) = self.route(msg)?;
+        let (medium, link, msg) = self.route(msg)?;
         match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => self.tcp.try_send(msg),
-            #[cfg(feature = "quic")]
-            Medium::Quic => self.quic.as_ref().ok_or(SendError::Closed)?.try_send(msg),
-            #[cfg(feature = "tcp-tls")]
-            Medium::TcpTls => self
-                .tcp_tls
-                .as_ref()
-                .ok_or(SendError::Closed)?
-                .try_send(msg),
-            #[cfg(feature = "shm")]
-            Medium::Shm => self.shm.try_send(msg),
-        }
-    }
-
-    /// Queues a heartbeat ahead of queued data.
-    pub(crate) fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
-        let (medium, msg) = self.route(msg)?;
-        match medium {
-            #[cfg(feature = "tcp")]
-            Medium::Tcp => self.tcp.try_send_urgent(msg),
+            Medium::Tcp => self.tcp.try_send_on(link, msg),
             #[cfg(feature = "quic")]
             Medium::Quic => self
                 .quic
                 .as_ref()
                 .ok_or(SendError::Closed)?
-                .try_send_urgent(msg),
+                .try_send_on(link, msg),
             #[cfg(feature = "tcp-tls")]
             Medium::TcpTls => self
                 .tcp_tls
                 .as_ref()
                 .ok_or(SendError::Closed)?
-                .try_send_urgent(msg),
+                .try_send_on(link, msg),
             #[cfg(feature = "shm")]
-            Medium::Shm => self.shm.try_send_urgent(msg),
+            Medium::Shm => self.shm.try_send_on(link, msg),
+        }
+    }
+
+    /// Queues a heartbeat ahead of queued data, on the link the driver knows.
+    pub(crate) fn try_send_urgent(&self, msg: Multipart) -> Result<(), SendError> {
+        let (medium, link, msg) = self.route(msg)?;
+        match medium {
+            #[cfg(feature = "tcp")]
+            Medium::Tcp => self.tcp.try_send_urgent_on(link, msg),
+            #[cfg(feature = "quic")]
+            Medium::Quic => self
+                .quic
+                .as_ref()
+                .ok_or(SendError::Closed)?
+                .try_send_urgent_on(link, msg),
+            #[cfg(feature = "tcp-tls")]
+            Medium::TcpTls => self
+                .tcp_tls
+                .as_ref()
+                .ok_or(SendError::Closed)?
+                .try_send_urgent_on(link, msg),
+            #[cfg(feature = "shm")]
+            Medium::Shm => self.shm.try_send_urgent_on(link, msg),
         }
     }
 
@@ -649,18 +678,19 @@ impl Transports {
         stats
     }
 
-    /// A handle that sends on the medium of `peer`'s link from any task, or `None` when
-    /// the peer has no link.
+    /// A handle that sends on `peer`'s link (the one the driver knows) from any task, or
+    /// `None` when the peer has no link.
     pub(crate) fn sender_of(&self, peer: &PeerId) -> Option<MediumSender> {
-        Some(match self.medium_of(peer.as_bytes())? {
+        let (medium, link) = *self.links.get(peer)?;
+        Some(match medium {
             #[cfg(feature = "tcp")]
-            Medium::Tcp => MediumSender::Tcp(self.tcp.clone()),
+            Medium::Tcp => MediumSender::Tcp(self.tcp.clone(), link),
             #[cfg(feature = "quic")]
-            Medium::Quic => MediumSender::Quic(self.quic.clone()?),
+            Medium::Quic => MediumSender::Quic(self.quic.clone()?, link),
             #[cfg(feature = "tcp-tls")]
-            Medium::TcpTls => MediumSender::Tcp(self.tcp_tls.clone()?),
+            Medium::TcpTls => MediumSender::Tcp(self.tcp_tls.clone()?, link),
             #[cfg(feature = "shm")]
-            Medium::Shm => MediumSender::Shm(self.shm.clone()),
+            Medium::Shm => MediumSender::Shm(self.shm.clone(), link),
         })
     }
 
@@ -687,11 +717,11 @@ impl Transports {
         }
     }
 
-    /// The medium of the link `msg` goes to (its first frame names the peer).
-    fn route(&self, msg: Multipart) -> Result<(Medium, Multipart), SendError> {
+    /// The medium and id of the link `msg` goes to (its first frame names the peer).
+    fn route(&self, msg: Multipart) -> Result<(Medium, LinkId, Multipart), SendError> {
         let first = msg.first().ok_or(SendError::NoPeerFrame)?;
-        if let Some(medium) = self.medium_of(first) {
-            return Ok((medium, msg));
+        if let Some(&(medium, link)) = self.links.get(first.as_ref()) {
+            return Ok((medium, link, msg));
         }
         match PeerId::new(first.clone()) {
             Ok(peer) => Err(SendError::UnknownPeer {
@@ -794,8 +824,9 @@ impl Transports {
         }
     }
 
-    /// Records which medium each link is on; false when `item` must not reach the
-    /// protocol (it belongs to a second link of a peer that has one on another medium).
+    /// Records which link (medium and id) each peer is on; false when `item` must not
+    /// reach the protocol (it belongs to a second link of a peer that has one on another
+    /// medium).
     pub(crate) fn observe(&mut self, medium: Medium, item: &Incoming) -> bool {
         match item {
             Incoming::Message(msg) => {
@@ -803,23 +834,23 @@ impl Transports {
                     || msg
                         .first()
                         .and_then(|peer| self.links.get(peer.as_ref()))
-                        .is_some_and(|m| *m == medium)
+                        .is_some_and(|(m, _)| *m == medium)
             }
-            Incoming::LinkUp { peer, .. } => match self.links.get(peer) {
-                Some(current) if *current != medium => {
+            Incoming::LinkUp { peer, link, .. } => match self.links.get(peer) {
+                Some((current, _)) if *current != medium => {
                     if let Some(dialer) = self.dialer(medium) {
-                        let peer = peer.clone();
-                        tokio::spawn(async move { dialer.disconnect(&peer).await });
+                        let (peer, link) = (peer.clone(), *link);
+                        tokio::spawn(async move { dialer.disconnect_link(&peer, link).await });
                     }
                     false
                 }
                 _ => {
-                    self.links.insert(peer.clone(), medium);
+                    self.links.insert(peer.clone(), (medium, *link));
                     true
                 }
             },
-            Incoming::LinkDown { peer, .. } => {
-                if self.links.get(peer) == Some(&medium) {
+            Incoming::LinkDown { peer, link, .. } => {
+                if self.links.get(peer) == Some(&(medium, *link)) {
                     self.links.remove(peer);
                     true
                 } else {
@@ -834,7 +865,7 @@ impl Transports {
     pub(crate) fn peers(&self) -> Vec<(PeerId, Dialer)> {
         self.links
             .iter()
-            .filter_map(|(peer, medium)| Some((peer.clone(), self.dialer(*medium)?)))
+            .filter_map(|(peer, (medium, _))| Some((peer.clone(), self.dialer(*medium)?)))
             .collect()
     }
 
@@ -947,26 +978,37 @@ mod tests {
             .parse::<ServicePath>()
             .map(|p| p.peer_id())
             .unwrap();
-        let up = |peer: &PeerId| Incoming::LinkUp {
+        let up = |peer: &PeerId, link: LinkId| Incoming::LinkUp {
             peer: peer.clone(),
+            link,
             endpoint: Endpoint::new("tcp", "127.0.0.1:1").unwrap(),
             role: dms_core::Role::Connector,
         };
-        let down = |peer: &PeerId| Incoming::LinkDown {
+        let down = |peer: &PeerId, link: LinkId| Incoming::LinkDown {
             peer: peer.clone(),
+            link,
             cause: dms_core::LinkDownCause::ClosedByPeer,
         };
-        assert!(t.observe(Medium::Tcp, &up(&peer)));
+        let (tcp, quic) = (LinkId::next(), LinkId::next());
+        assert!(t.observe(Medium::Tcp, &up(&peer, tcp)));
+        assert_eq!(t.link_of(&peer).map(|(_, link)| link), Some(tcp));
         // A second link on another medium is not reported, nor its messages or its end.
-        assert!(!t.observe(Medium::Quic, &up(&peer)));
+        assert!(!t.observe(Medium::Quic, &up(&peer, quic)));
+        assert_eq!(t.link_of(&peer).map(|(_, link)| link), Some(tcp));
         let msg = Incoming::Message(Multipart::from_frames([peer.to_frame(), "x".into()]));
         assert!(t.observe(Medium::Tcp, &msg));
         assert!(!t.observe(Medium::Quic, &msg));
-        assert!(!t.observe(Medium::Quic, &down(&peer)));
+        assert!(!t.observe(Medium::Quic, &down(&peer, quic)));
         assert_eq!(t.peers().len(), 1);
-        assert!(t.observe(Medium::Tcp, &down(&peer)));
+        // Only the end of the link it knows ends the peer's link.
+        assert!(!t.observe(Medium::Tcp, &down(&peer, quic)));
+        assert_eq!(t.link_of(&peer).map(|(_, link)| link), Some(tcp));
+        assert!(t.observe(Medium::Tcp, &down(&peer, tcp)));
         assert!(t.peers().is_empty());
+        assert!(t.link_of(&peer).is_none());
         // Once the first is down, a link on the other medium is the peer's link.
-        assert!(t.observe(Medium::Quic, &up(&peer)));
+        let next = LinkId::next();
+        assert!(t.observe(Medium::Quic, &up(&peer, next)));
+        assert_eq!(t.link_of(&peer).map(|(_, link)| link), Some(next));
     }
 }

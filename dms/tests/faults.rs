@@ -1,6 +1,6 @@
 //! FAULTS rows of `docs/RELIABILITY.md` over real TCP on loopback, with the fault proxy
 //! of `dms-test-support` between nodes where the row needs the network to fail: F1 (a
-//! crash with 100 requests in flight), F3 (half-open link), F10 (partition of one edge
+//! crash with 100 requests in flight), F2 (a frozen responder's rejoin), F3 (half-open link), F10 (partition of one edge
 //! among three nodes), F12 (reconnect storm), F15 (graceful shutdown), F16 (paused
 //! requester). In-memory discovery, the CI liveness profile: heartbeat 100 ms × 3, bound
 //! B = 360 ms. Detection times are printed (`--nocapture`).
@@ -495,6 +495,91 @@ async fn f16_a_paused_requester_is_dropped_within_its_ready_timeout() {
     // Nothing is left parked for the paused peer.
     let parked = recorder().gauge("dms_parked_messages", &[("node", node)]);
     assert!(parked.abs() < f64::EPSILON, "{parked} messages parked");
+}
+
+/// F2, the rejoin: a responder frozen past its requester's bound (`Node::suspend`) is
+/// resumed once the requester has given up on it and linked again. What it then reads
+/// holds the PINGs of the old session, that link's end and the requester's new link: the
+/// PONGs it answers go to the old link (gone: dropped), never onto the new one, where
+/// they would come before its READY and end the new session too. So the freeze costs
+/// the requester exactly one session (by heartbeat), and its requests are answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f2_a_resumed_responder_costs_its_requester_only_the_frozen_session() {
+    let discovery = MemoryDiscovery::new();
+    let server = echo(&discovery, instance("F2Battle", "battle-1"), |b| b).await;
+    let client = echo(&discovery, instance("F2Lobby", "lobby-1"), |b| {
+        b.target(cluster("F2Battle"))
+    })
+    .await;
+    ready(&client, "F2Battle", 1).await;
+    ask(&client, "F2Battle").await.unwrap();
+    let node = client.path().as_str();
+    let losses = || {
+        [
+            "heartbeat",
+            "probe_timeout",
+            "link_down",
+            "disconnected",
+            "denied",
+            "protocol",
+        ]
+        .map(|reason| {
+            recorder().counter(
+                "dms_peers_lost_total",
+                &[("node", node), ("reason", reason)],
+            )
+        })
+    };
+    let links_up = || {
+        recorder().counter(
+            "dms_links_up_total",
+            &[("node", node), ("transport", "tcp")],
+        )
+    };
+    // Links are exported once a second: the first one counted is the baseline.
+    let linked = within("the first link exported", async {
+        loop {
+            match links_up() {
+                0 => tokio::time::sleep(Duration::from_millis(10)).await,
+                n => return n,
+            }
+        }
+    })
+    .await;
+    let before = losses();
+
+    let mut events = client.events();
+    server.suspend().await;
+    let reason = peer_down(&mut events, server.path()).await;
+    assert!(reason.contains("no sign of life"), "{reason}");
+    // The requester dials the frozen responder again: its transport (still running, as a
+    // frozen process's kernel does) accepts, the new session waits for its READY.
+    within("the requester linked again", async {
+        while links_up() <= linked {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    server.resume().await;
+    ready(&client, "F2Battle", 1).await;
+    let answered = within("a request answered after the resume", async {
+        loop {
+            match ask(&client, "F2Battle").await {
+                Ok(reply) => return reply,
+                Err(error) => eprintln!("F2: not yet answered: {error}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(answered.from, *server.path());
+    let after = losses();
+    let lost: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        lost,
+        [1, 0, 0, 0, 0, 0],
+        "sessions lost by heartbeat, probe timeout, link down, DISCONNECT, denial and \
+         protocol violation: only the frozen one may be"
+    );
 }
 
 /// F12: 1,000 clients that redial (full-jitter backoff, 100 ms × 2, cap 5 s) reconnect to

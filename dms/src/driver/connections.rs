@@ -44,8 +44,7 @@ impl Driver {
         // Its session, and perhaps a refusal: who is reached changed.
         self.reachability_changed();
         // The session is over but the link may be up (a silent peer, a violation, a
-        // DISCONNECT): close it, unless it is down already (closing goes by peer id: the
-        // peer may have linked again meanwhile, and that fresh link would be torn down).
+        // DISCONNECT): close it, unless it is down already.
         // The driver redials the instance itself while it is registered (transports never
         // redial).
         if !matches!(reason, LossReason::LinkDown) {
@@ -77,16 +76,18 @@ impl Driver {
     }
 
     /// Closes the link to `peer` (flushing it) in the background; the peer is not dialled
-    /// again until that is done.
+    /// again until that is done. The link closed is the one the driver knows: a newer
+    /// link of the peer that the driver has not seen come up yet stays up.
     pub(super) fn close_link(&mut self, peer: PeerId) {
         if !self.state.closing.insert(peer.clone()) {
             return;
         }
-        let dialer = self.transports.dialer_of(&peer);
+        let link = self.transports.link_of(&peer);
         let report = self.closed_tx.clone();
         tokio::spawn(async move {
-            if let Some(dialer) = dialer {
-                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, dialer.disconnect(&peer)).await;
+            if let Some((dialer, link)) = link {
+                let closing = dialer.disconnect_link(&peer, link);
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, closing).await;
             }
             if let Some(report) = report {
                 let _ = report.send(peer).await;

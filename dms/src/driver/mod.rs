@@ -129,6 +129,10 @@ pub(crate) enum Command {
         done: oneshot::Sender<()>,
     },
     #[cfg(feature = "fault-injection")]
+    Resume {
+        done: oneshot::Sender<()>,
+    },
+    #[cfg(feature = "fault-injection")]
     Kill {
         done: oneshot::Sender<()>,
     },
@@ -309,13 +313,20 @@ impl Driver {
     /// Handles a batch of input `medium` gave.
     fn on_batch(&mut self, medium: Medium, inbox: &mut Vec<Incoming>) {
         for item in inbox.drain(..) {
+            if matches!(item, Incoming::LinkUp { .. } | Incoming::LinkDown { .. }) {
+                // What the protocol answered so far goes onto the links as they were
+                // when it answered: a PONG to the last PING of a link that is going down
+                // must not be written to the peer's next link, the one coming up next.
+                self.flush();
+            }
             if self.transports.observe(medium, &item) {
                 self.on_incoming(item);
             }
         }
     }
 
-    /// A suspended node processes nothing until killed (returns true) or resumed.
+    /// A suspended node processes nothing until killed (returns true) or resumed
+    /// (returns false: it takes up what came meanwhile, as a process after SIGCONT).
     #[cfg(feature = "fault-injection")]
     async fn suspended(&mut self, done: oneshot::Sender<()>) -> bool {
         info!(node = %self.local, "suspended");
@@ -324,6 +335,22 @@ impl Driver {
         let _ = done.send(());
         loop {
             match self.commands.recv().await {
+                Some(Command::Resume { done }) => {
+                    info!(node = %self.local, "resumed");
+                    // The sessions still ready take requests from their callers' tasks
+                    // again (those that ended meanwhile are ended by what came).
+                    let ready: Vec<_> = self
+                        .state
+                        .ready
+                        .iter()
+                        .map(|(peer, path)| (peer.clone(), path.clone()))
+                        .collect();
+                    for (peer, path) in ready {
+                        self.open_gate(&peer, &path);
+                    }
+                    let _ = done.send(());
+                    return false;
+                }
                 Some(Command::Kill { done }) => {
                     self.die(done).await;
                     return true;
@@ -480,6 +507,11 @@ impl Driver {
             Command::Shutdown { .. } => {}
             #[cfg(feature = "fault-injection")]
             Command::Suspend { .. } | Command::Kill { .. } => {}
+            // Not suspended: nothing to resume.
+            #[cfg(feature = "fault-injection")]
+            Command::Resume { done } => {
+                let _ = done.send(());
+            }
         }
     }
 

@@ -44,12 +44,15 @@ impl Driver {
             Ok(()) => {}
             Err(SendError::Full { peer, msg }) => self.park(peer, *msg),
             // Requests and notifications are checked before they are queued; what fails
-            // here went to a link that just went down.
+            // here went to a link that just went down (or that the peer replaced).
             Err(error) => {
                 debug!(%error, "message not sent");
                 let why = error.to_string();
                 if let Some(msg) = error.into_message() {
-                    self.unsent(&msg, why);
+                    if !self.unsent(&msg, why) && carries_data(&msg) {
+                        // A reply or a notification: nobody here waits to be told.
+                        self.metrics.dropped_peer_lost.increment(1);
+                    }
                 }
             }
         }
@@ -57,17 +60,16 @@ impl Driver {
 
     /// A message the middleware did not take: if it is a request, it fails at once as
     /// certainly not sent (the protocol's reply event says so, and a forwarded one is
-    /// answered upstream), instead of waiting for its timeout.
-    fn unsent(&mut self, msg: &Multipart, why: String) {
+    /// answered upstream), instead of waiting for its timeout. True when it did.
+    fn unsent(&mut self, msg: &Multipart, why: String) -> bool {
         let Some(control) = msg.frames().get(1) else {
-            return;
+            return false;
         };
         if Control::peek_command(control) != Some(CommandCode::Req) {
-            return;
+            return false;
         }
-        if let Ok(control) = Control::decode(control) {
-            self.proto.fail_unsent(RequestId(control.id), why);
-        }
+        Control::decode(control)
+            .is_ok_and(|control| self.proto.fail_unsent(RequestId(control.id), why))
     }
 
     /// A heartbeat: ahead of data queued on the link and of messages parked for it. When
@@ -156,4 +158,12 @@ impl Driver {
             self.unsent(&msg, why);
         }
     }
+}
+
+/// Whether `msg` is a REQ or a REP (an application's message, not a session's control).
+fn carries_data(msg: &Multipart) -> bool {
+    msg.frames()
+        .get(1)
+        .and_then(|control| Control::peek_command(control))
+        .is_some_and(|command| matches!(command, CommandCode::Req | CommandCode::Rep))
 }
