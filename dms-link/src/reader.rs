@@ -57,26 +57,65 @@ const READ_AHEAD: usize = 1 << 20;
 /// frame is short ([`AFTER_BIG_READ`]): if the next frame is big too, only that much is
 /// copied. Without this, frames a little over the read size straddle every read and each
 /// one is copied whole when the buffer grows (measured: half of a 64 KiB receiver's time).
+///
+/// The read size adapts between [`MIN_READ`] and the configured size (`max`), as hyper's
+/// read strategy does: it doubles after a read that took all it was offered (a busy
+/// link) and halves after two reads in a row that took less than a quarter (a quiet
+/// one). Each link's buffer is walked through before it is reused (the frames handed
+/// out share it), so the read size is the memory a link keeps touched: a thousand
+/// links that each get a few messages a second hold 8 KiB each, not 64.
 struct ReadSizing {
     read_size: usize,
+    max: usize,
     after_big: bool,
+    /// The last read was sized by `read_size` (not a big frame's, not the short read
+    /// after one): what it took tells whether the size fits.
+    sized: bool,
+    /// Reads in a row that took less than a quarter of the read size.
+    quiet: u8,
 }
+
+/// The smallest read size a link adapts down to.
+const MIN_READ: usize = 8 << 10;
 
 /// Bytes read after a big frame (the copy a following big frame costs at most).
 const AFTER_BIG_READ: usize = 4 << 10;
 
 impl ReadSizing {
-    fn new(read_size: usize) -> Self {
+    fn new(max: usize) -> Self {
         Self {
-            read_size,
+            read_size: MIN_READ.min(max),
+            max,
             after_big: false,
+            sized: false,
+            quiet: 0,
+        }
+    }
+
+    /// Adapts the read size to a read that took `read` of the `offered` bytes.
+    fn took(&mut self, read: usize, offered: usize) {
+        if !std::mem::take(&mut self.sized) {
+            return;
+        }
+        if read >= offered.min(self.read_size) {
+            self.read_size = (self.read_size * 2).min(self.max);
+            self.quiet = 0;
+        } else if read < self.read_size / 4 {
+            self.quiet += 1;
+            if self.quiet >= 2 {
+                self.read_size = (self.read_size / 2).max(MIN_READ.min(self.max));
+                self.quiet = 0;
+            }
+        } else {
+            self.quiet = 0;
         }
     }
 
     /// Makes room in `buf` for the next read and returns how many bytes it may read.
     /// `missing`: bytes of the current frame's body not yet in `buf` (the peer's word).
     fn next(&mut self, buf: &mut BytesMut, missing: usize) -> usize {
-        let big = self.read_size / 2;
+        let big = self.max / 2;
+        self.sized = false;
         if missing > 0 && buf.len() + missing >= big {
             // A big frame: exactly its body, read up to its end. On the peer's word alone
             // at most READ_AHEAD more, or as much again as it has sent (growth by doubling
@@ -89,6 +128,7 @@ impl ReadSizing {
         let (want, limit) = if std::mem::take(&mut self.after_big) {
             (AFTER_BIG_READ, AFTER_BIG_READ)
         } else {
+            self.sized = true;
             (self.read_size, usize::MAX)
         };
         // A new buffer only once the spare room is down to a quarter of a read: the
@@ -196,6 +236,7 @@ impl ReadSide {
         let missing = self.codec.body_missing(self.buf.len());
         let limit = self.sizing.next(&mut self.buf, missing);
         let mut room = (&mut self.buf).limit(limit);
+        let offered = room.remaining_mut();
         // A `read_buf` future holds no state between polls: polling a fresh one per call
         // is a plain `poll_read` into the buffer's spare room.
         match pin!(self.stream.read_buf(&mut room)).poll(cx) {
@@ -204,7 +245,10 @@ impl ReadSide {
                 self.ended = Some(LinkDownCause::ClosedByPeer);
                 Poll::Ready(false)
             }
-            Poll::Ready(Ok(_)) => Poll::Ready(true),
+            Poll::Ready(Ok(read)) => {
+                self.sizing.took(read, offered);
+                Poll::Ready(true)
+            }
             Poll::Ready(Err(err)) => {
                 self.ended = Some(LinkDownCause::Io(Arc::new(err)));
                 Poll::Ready(false)
@@ -451,9 +495,9 @@ mod tests {
     #[test]
     fn a_big_frame_is_read_to_its_end_into_room_of_its_size() {
         let mut reads = ReadSizing::new(64 << 10);
-        // Between frames: a whole read.
+        // Between frames: a whole read (of the smallest size: nothing came yet).
         let mut buf = BytesMut::new();
-        assert_eq!(reads.next(&mut buf, 0), 64 << 10);
+        assert_eq!(reads.next(&mut buf, 0), MIN_READ);
         // A read left 60,000 bytes of a 65,536-byte body: room for exactly the rest, and
         // the read stops at the frame's end (the next frame starts a read).
         let mut buf = BytesMut::with_capacity(60_000);
@@ -470,5 +514,38 @@ mod tests {
         assert_eq!(reads.next(&mut buf, 1 << 30), READ_AHEAD);
         buf.resize(READ_AHEAD, 0);
         assert_eq!(reads.next(&mut buf, (1 << 30) - READ_AHEAD), READ_AHEAD);
+    }
+
+    #[test]
+    fn the_read_size_grows_on_a_busy_link_and_shrinks_on_a_quiet_one() {
+        let mut reads = ReadSizing::new(64 << 10);
+        let read = |reads: &mut ReadSizing, took: usize| {
+            let mut buf = BytesMut::new();
+            let offered = reads.next(&mut buf, 0);
+            reads.took(took.min(offered), offered);
+            offered
+        };
+        // Reads that take all they are offered double the size, up to the configured one.
+        assert_eq!(read(&mut reads, usize::MAX), 8 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 16 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 32 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 64 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 64 << 10);
+        // One small read changes nothing; two in a row halve it, down to the smallest.
+        assert_eq!(read(&mut reads, 100), 64 << 10);
+        assert_eq!(read(&mut reads, 20 << 10), 64 << 10);
+        assert_eq!(read(&mut reads, 100), 64 << 10);
+        assert_eq!(read(&mut reads, 100), 64 << 10);
+        assert_eq!(read(&mut reads, 100), 32 << 10);
+        for _ in 0..8 {
+            read(&mut reads, 100);
+        }
+        assert_eq!(read(&mut reads, 100), MIN_READ);
+        // A big frame's read says nothing of the link's pace.
+        let mut buf = BytesMut::new();
+        let exact = reads.next(&mut buf, 60 << 10);
+        reads.took(exact, exact);
+        assert_eq!(read(&mut reads, 100), AFTER_BIG_READ);
+        assert_eq!(read(&mut reads, 100), MIN_READ);
     }
 }

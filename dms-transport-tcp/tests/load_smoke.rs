@@ -1,6 +1,7 @@
-//! Load smokes of the PR tier (RELIABILITY L1, L10), asserting bounds, not speed: a burst
-//! arrives whole, in order and without duplicates, every message accounted for; a churn
-//! of connections leaves no link, file descriptor or memory behind. Real TCP on loopback.
+//! Load smokes of the PR tier (RELIABILITY L1, L3, L10), asserting bounds, not speed: a burst
+//! arrives whole, in order and without duplicates, every message accounted for; 1,000
+//! peers of another process fan in for a minute at a bounded cost per peer; a churn of
+//! connections leaves no link, file descriptor or memory behind. Real TCP on loopback.
 //! The tests take turns (one lock): descriptors and RSS are the process's.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -173,4 +174,183 @@ async fn l10_connection_churn_leaves_nothing_behind() {
     );
     assert!(grown <= 2 << 20, "RSS grew {grown} B over the churn");
     events.abort();
+}
+
+/// What the server of the fan-in test has received so far.
+#[derive(Debug, Default)]
+struct FanIn {
+    ups: usize,
+    downs: usize,
+    messages: u64,
+    /// The next sequence number expected from each peer.
+    next: std::collections::HashMap<PeerId, u64>,
+    /// Messages that came out of order or twice.
+    misordered: u64,
+}
+
+/// L3 at the PR tier's size: 1,000 peers in a generator process (`tcp-peer`, one
+/// runtime) fan in to one ROUTER here, each sending 10 messages a second of 256 B for a
+/// minute (`DMS_L3_SECONDS` sets another length; `bash scripts/heavy.sh l3` runs ten).
+/// Every message arrives, in order per peer, none twice; linked and idle, a peer costs
+/// the server at most 32 KiB; the server's memory stays flat while they send; and once
+/// they are gone no link, descriptor or task is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_a_thousand_peers_fan_in_and_leave_nothing_behind() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    const PEERS: usize = 1000;
+    const RATE: u64 = 10;
+    let seconds: u64 = std::env::var("DMS_L3_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let _serial = SERIAL.lock().await;
+    let (server, endpoint) = server().await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let (fds, memory, tasks_before) = (open_fds(), rss(), tasks());
+    let seen = Arc::new(Mutex::new(FanIn::default()));
+    let receiver = {
+        let (server, seen) = (server.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut items = Vec::new();
+            while server.recv_many(&mut items, 256).await.is_ok() {
+                let mut seen = seen.lock().unwrap();
+                for item in items.drain(..) {
+                    match item {
+                        Incoming::LinkUp { .. } => seen.ups += 1,
+                        Incoming::LinkDown { .. } => seen.downs += 1,
+                        Incoming::Message(msg) => {
+                            let peer = PeerId::new(msg.frames()[0].clone()).unwrap();
+                            let seq = u64::from_le_bytes(msg.frames()[1][..8].try_into().unwrap());
+                            let next = seen.next.entry(peer).or_default();
+                            if seq == *next {
+                                *next += 1;
+                            } else {
+                                seen.misordered += 1;
+                            }
+                            seen.messages += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })
+    };
+    let wait_until = async |what: &str, done: &dyn Fn(&FanIn) -> bool| {
+        within(what, async {
+            while !done(&seen.lock().unwrap()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    };
+    let mut generator = tokio::process::Command::new(env!("CARGO_BIN_EXE_tcp-peer"))
+        .args(["fan-in", &endpoint.to_string(), &PEERS.to_string()])
+        .args([RATE.to_string(), "256".to_owned(), seconds.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(generator.stdout.take().unwrap()).lines();
+    let mut cue = generator.stdin.take().unwrap();
+    let line = within("the generator linked", said.next_line())
+        .await
+        .unwrap();
+    assert_eq!(line.as_deref(), Some(format!("linked {PEERS}").as_str()));
+    wait_until("every peer linked at the server", &|s| s.ups == PEERS).await;
+
+    // Idle: what 1,000 linked peers cost the server.
+    let linked_fds = open_fds();
+    let idle = rss().saturating_sub(memory) / PEERS as u64;
+    eprintln!("L3: {PEERS} idle peers: {idle} B of RSS each, fds {fds} -> {linked_fds}");
+    assert!(linked_fds >= fds + PEERS, "fds {fds} -> {linked_fds}");
+    assert!(idle <= 32 << 10, "an idle peer costs the server {idle} B");
+
+    cue.write_all(b"go\n").await.unwrap();
+    // Memory while they send: sampled each second; the first sample after a fifth of the
+    // run (RELIABILITY's minute 2 of 10), but at least 30 s in (or half a shorter run),
+    // is the reference: buffers, maps and the allocator's arenas have grown to their
+    // working size by then.
+    let settle = (Duration::from_secs(seconds) / 5)
+        .max(Duration::from_secs(30))
+        .min(Duration::from_secs(seconds) / 2);
+    let started = tokio::time::Instant::now();
+    let mut samples = Vec::new();
+    let report = loop {
+        tokio::select! {
+            line = said.next_line() => break line.unwrap(),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if started.elapsed() >= settle {
+                    samples.push(rss());
+                }
+            }
+        }
+    };
+    let report = report.expect("the generator's report");
+    let [sent, full]: [u64; 2] = report
+        .strip_prefix("sent ")
+        .map(|r| r.split(' ').map(|n| n.parse().unwrap()).collect::<Vec<_>>())
+        .and_then(|v| v.try_into().ok())
+        .unwrap_or_else(|| panic!("not a report: {report}"));
+    assert_eq!(full, 0, "10 messages a second never fill a link");
+    assert_eq!(sent, PEERS as u64 * RATE * seconds);
+    wait_until("every message received and every peer gone", &|s| {
+        s.messages == sent && s.downs == PEERS
+    })
+    .await;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.misordered, 0, "messages out of order or twice");
+        assert_eq!(seen.next.len(), PEERS);
+        assert!(
+            seen.next.values().all(|n| *n == RATE * seconds),
+            "each peer's messages arrive whole"
+        );
+    }
+    // Flat: the allocator gives pages back and takes them again (±1 MiB of 24 here), so
+    // the median of the last third of the samples is compared with the first third's.
+    let third = samples.len() / 3;
+    assert!(third >= 3, "{} samples of RSS", samples.len());
+    let median = |part: &[u64]| {
+        let mut part = part.to_vec();
+        part.sort_unstable();
+        part[part.len() / 2]
+    };
+    let (early, late) = (median(&samples[..third]), median(&samples[2 * third..]));
+    let highest = samples.iter().copied().max().unwrap_or(0);
+    eprintln!("L3: RSS while sending: median {early} B, then {late} B; at most {highest} B");
+    assert!(
+        late <= early + early / 20,
+        "RSS grew from {early} B to {late} B while the peers sent"
+    );
+    assert!(generator.wait().await.unwrap().success());
+
+    // Nothing left: links, descriptors, tasks.
+    assert!(server.peers().is_empty());
+    let stats = server.stats();
+    assert_eq!(
+        (stats.links_up, stats.links_down),
+        (PEERS as u64, PEERS as u64)
+    );
+    assert_eq!(stats.bytes_dropped_on_link_down, 0);
+    within("descriptors back to the baseline", async {
+        while open_fds() > fds + 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    within("tasks back to the baseline", async {
+        // The receiver is the one task added.
+        while tasks() > tasks_before + 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    receiver.abort();
 }
