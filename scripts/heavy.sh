@@ -6,15 +6,16 @@
 #   bash scripts/heavy.sh miri                  miri over the shm ring's unsafe code
 #   bash scripts/heavy.sh fuzz [SECONDS]        every fuzz target, SECONDS each (600)
 #   bash scripts/heavy.sh soak [SECONDS]        the L9 soak, SECONDS long (3600)
+#   bash scripts/heavy.sh l3 [SECONDS]          the L3 fan-in of 1,000 peers (600)
 #   bash scripts/heavy.sh netns                 F3 in network namespaces (root)
-#   bash scripts/heavy.sh all                   all four, with the defaults
+#   bash scripts/heavy.sh all                   all five, with the defaults
 #
 # Each prints its figures and exits non-zero when its check fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -97,6 +98,15 @@ soak() {
   DMS_SOAK_SECS="$secs" cargo test --release -p dms --test soak -- --ignored --nocapture
 }
 
+# L3 at its full length: 1,000 peers of a generator process fan in to one TCP ROUTER at
+# 10 messages of 256 B a second each, for SECONDS (the PR tier runs 60): every message in
+# order, RSS flat, nothing left (dms-transport-tcp tests/load_smoke.rs).
+l3() {
+  local secs="${1:-600}"
+  DMS_L3_SECONDS="$secs" cargo test --release -p dms-transport-tcp --test load_smoke \
+    --locked -- --nocapture l3_
+}
+
 # RELIABILITY F3, nightly variant: a half-open link made with nftables (or iptables) in
 # network namespaces, detection time asserted against the heartbeat bound.
 netns() {
@@ -110,10 +120,11 @@ case "$cmd" in
   miri) miri "$@" ;;
   fuzz) fuzz "$@" ;;
   soak) soak "$@" ;;
+  l3) l3 "$@" ;;
   netns) netns "$@" ;;
   all)
     failed=()
-    for step in miri fuzz soak netns; do
+    for step in miri fuzz soak l3 netns; do
       echo "=== heavy.sh $step"
       "$step" || failed+=("$step")
     done
@@ -121,7 +132,7 @@ case "$cmd" in
       echo "heavy.sh all: failed: ${failed[*]}" >&2
       exit 1
     fi
-    echo "heavy.sh all: miri, fuzz, soak and netns passed"
+    echo "heavy.sh all: miri, fuzz, soak, l3 and netns passed"
     ;;
   -h | --help | help) usage ;;
   *)

@@ -60,7 +60,7 @@ impl LinkConfig {
     pub const DEFAULT_LINK_QUEUE_BYTES: usize = 8 << 20;
     /// Default inbound queue (messages and events waiting for `recv`): 4,096.
     pub const DEFAULT_INBOUND_QUEUE: usize = 4096;
-    /// Default read size: 64 KiB.
+    /// Default largest read size: 64 KiB.
     pub const DEFAULT_READ_BUFFER: usize = 64 << 10;
     /// Default longest wait of `disconnect` for a link to flush: 5 s.
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +103,8 @@ impl LinkConfig {
         self.inbound_queue
     }
 
-    /// Bytes read per read call.
+    /// Bytes read per read call at most: a link's reads start at 8 KiB (or this, if
+    /// smaller) and grow up to it while they come back full.
     pub fn read_buffer(&self) -> usize {
         self.read_buffer
     }
@@ -182,7 +183,9 @@ impl LinkConfigBuilder {
         self
     }
 
-    /// Bytes read per syscall (at least 4 KiB).
+    /// Bytes read per syscall at most (at least 4 KiB): a busy link's reads grow to it
+    /// from 8 KiB, a quiet link's shrink back, so a quiet link keeps 8 KiB of buffer
+    /// touched, not this much.
     pub fn read_buffer(mut self, bytes: usize) -> Self {
         self.config.read_buffer = bytes.max(4096);
         self
