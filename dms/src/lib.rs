@@ -73,6 +73,7 @@
 //! | `dms_peers_lost_total` | `reason`: `heartbeat`, `probe_timeout`, `link_down`, `disconnected`, `denied`, `protocol` | sessions that ended |
 //! | `dms_redials_total` | | redials scheduled for a lost instance |
 //! | `dms_discovery_resyncs_total` | | snapshots of a target cluster or of the routing table read again because the watch's history was compacted (or the watch broke) |
+//! | `dms_discovery_rejected_total` | `kind`: `registration`, `link_record` | entries read from discovery that are not well-formed (garbage, over 64 KiB, an unknown version, a key under a target cluster that is no instance path of it): ignored, the node goes on with the others |
 //! | `dms_leases_lost_total`, `dms_reregistrations_total` | | registration leases lost (expired, revoked, or not kept alive through a discovery outage), and registrations written again under a new lease after one |
 //! | `dms_acl_denied_total` | `op`: `connect`, `request`, `notify` | operations the ACL refused |
 //! | `dms_pings_dropped_total`, `dms_ping_floods_total`, `dms_late_replies_total` | | PINGs over a peer's budget, sessions ended for a PING flood, replies after their timeout or after their caller stopped waiting |

@@ -725,6 +725,7 @@ async fn start<D: Discovery>(
         table_key(&path)?,
         routes_tx,
         metrics.discovery_resyncs.clone(),
+        metrics.discovery_rejected[1].clone(),
     ));
     for target in settings.targets.iter().chain(&settings.routed_targets) {
         targets.insert(target.clone(), HashMap::new());
@@ -733,6 +734,7 @@ async fn start<D: Discovery>(
             target.clone(),
             watch_tx.clone(),
             metrics.discovery_resyncs.clone(),
+            metrics.discovery_rejected[0].clone(),
         ));
     }
     let direct = Arc::new(DirectRequests::new(&settings.policy));

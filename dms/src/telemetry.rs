@@ -43,6 +43,9 @@ pub(crate) struct NodeMetrics {
     /// Snapshots of a followed part of discovery read again (compacted history, broken
     /// watch).
     pub(crate) discovery_resyncs: Counter,
+    /// Entries read from discovery that are not what their key promises (an instance's
+    /// registration, a link record), ignored: `[registration, link_record]`.
+    pub(crate) discovery_rejected: [Counter; 2],
     pub(crate) peers_ready: Gauge,
     pub(crate) parked: Gauge,
     /// Routed messages sent on to their next hop.
@@ -126,6 +129,8 @@ impl NodeMetrics {
             leases_lost: counter!("dms_leases_lost_total", "node" => node.clone()),
             reregistrations: counter!("dms_reregistrations_total", "node" => node.clone()),
             discovery_resyncs: counter!("dms_discovery_resyncs_total", "node" => node.clone()),
+            discovery_rejected: ["registration", "link_record"]
+                .map(|k| labelled("dms_discovery_rejected_total", "kind", k)),
             peers_ready: gauge!("dms_peers_ready", "node" => node.clone()),
             parked: gauge!("dms_parked_messages", "node" => node.clone()),
             forwarded: counter!("dms_forwarded_total", "node" => node.clone()),

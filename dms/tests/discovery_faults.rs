@@ -6,6 +6,8 @@
 //!   reads the cluster again and converges on what discovery holds.
 //! - F9: a frozen etcd (SIGSTOP) costs linked nodes no request, and reads end by their
 //!   deadline.
+//! - B9: hostile entries in etcd (garbage registrations and link records, keys that are
+//!   no instance path) are ignored and counted, and cost no request.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
@@ -274,6 +276,109 @@ mod etcd {
             .await
             .unwrap();
         rookie.request(&cluster, 7, hi()).await.unwrap();
+    }
+
+    /// B9: what discovery holds is untrusted. Entries written straight into etcd under
+    /// a target cluster (1.4 MiB of garbage, three bytes of garbage, a key that is no
+    /// instance name) and under the routing table (a garbage link record), before the
+    /// lobby starts (its snapshots read them) and after (its watches do), are ignored
+    /// and counted by kind in `dms_discovery_rejected_total`; the lobby keeps answering
+    /// through the one real instance, and sees only it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_entries_in_discovery_are_ignored_and_counted() {
+        use bytes::Bytes;
+        use dms::registration::instance_key;
+        use dms::routing::links_key;
+
+        recorder();
+        let etcd = EtcdServer::start();
+        let cluster: ClusterPath = "/b9/cn/linux/w1/g1/Battle".parse().unwrap();
+        let battle_path: ServicePath = format!("{cluster}/battle-1").parse().unwrap();
+        let battle = Node::builder(battle_path.clone())
+            .discovery(client(&etcd).await)
+            .start()
+            .await
+            .unwrap();
+        let server = battle.clone();
+        tokio::spawn(async move {
+            while let Some(request) = server.next_request().await {
+                let body = request.body().clone();
+                let _ = request.reply(body).await;
+            }
+        });
+        let raw = client(&etcd).await;
+        let garbage = |len: usize, seed: u64| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            Bytes::from((0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>())
+        };
+        // Written under `round`'s names: before the lobby starts, then after.
+        let write_hostile = async |round: &str| {
+            let instance = |name: &str| -> ServicePath {
+                format!("{cluster}/{round}-{name}").parse().unwrap()
+            };
+            let entries = [
+                (
+                    instance_key(&instance("huge")).unwrap(),
+                    garbage(1_400 << 10, 1),
+                ),
+                (
+                    instance_key(&instance("junk")).unwrap(),
+                    Bytes::from_static(b"\xff\xff\xff"),
+                ),
+                (
+                    Key::new(format!("{cluster}/{round} is no instance name!")).unwrap(),
+                    garbage(100, 2),
+                ),
+                (links_key(&instance("links")).unwrap(), garbage(4 << 10, 3)),
+            ];
+            for (key, value) in entries {
+                raw.set(&key, value, None).await.unwrap();
+            }
+        };
+        write_hostile("early").await;
+
+        let lobby_path: ServicePath = "/b9/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
+        let lobby = Node::builder(lobby_path.clone())
+            .discovery(client(&etcd).await)
+            .target(cluster.clone())
+            .start()
+            .await
+            .unwrap();
+        lobby
+            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let rejected = |kind: &str| {
+            recorder().counter(
+                "dms_discovery_rejected_total",
+                &[("node", lobby_path.as_str()), ("kind", kind)],
+            )
+        };
+        let all_counted = |registrations: u64, records: u64| async move {
+            while rejected("registration") < registrations || rejected("link_record") < records {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        within(
+            "the snapshots' hostile entries counted",
+            requests_until(&lobby, &cluster, all_counted(3, 1)),
+        )
+        .await;
+        write_hostile("late").await;
+        within(
+            "the watches' hostile entries counted",
+            requests_until(&lobby, &cluster, all_counted(6, 2)),
+        )
+        .await;
+        let seen: Vec<ServicePath> = lobby
+            .instances(&cluster)
+            .await
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        assert_eq!(seen, std::slice::from_ref(&battle_path));
+        let reply = lobby.request(&cluster, 7, hi()).await.unwrap();
+        assert_eq!(reply.from, battle_path);
     }
 }
 

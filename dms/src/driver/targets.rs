@@ -16,13 +16,49 @@ pub(crate) enum WatchItem {
 pub(crate) struct TargetCluster {
     cluster: ClusterPath,
     key: dms_discovery::Key,
+    /// Entries of the cluster that are no well-formed instance registration.
+    rejected: metrics::Counter,
 }
 
 impl TargetCluster {
     /// `None` when the cluster's path makes no discovery key.
-    pub(crate) fn new(cluster: ClusterPath) -> Option<Self> {
+    pub(crate) fn new(cluster: ClusterPath, rejected: metrics::Counter) -> Option<Self> {
         let key = cluster_key(&cluster).ok()?;
-        Some(Self { cluster, key })
+        Some(Self {
+            cluster,
+            key,
+            rejected,
+        })
+    }
+
+    /// An instance registration from a discovery entry; `None` for anything that is not
+    /// a well-formed instance of the cluster. A child of the cluster's key that is not
+    /// one (an unreadable value, a name that is no instance name) is logged and counted;
+    /// an entry of another cluster whose name the prefix also matches (`Battle2` under
+    /// `Battle`), or deeper than the cluster's children, is not.
+    fn instance(&self, key: &str, value: &[u8]) -> Option<(ServicePath, Registration)> {
+        let inside = key
+            .strip_prefix(self.cluster.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.contains('/'));
+        let path = match key.parse::<ServicePath>() {
+            Ok(path) if path.cluster() == self.cluster => path,
+            _ => {
+                if inside {
+                    warn!(key = %dms_core::text::printable(key), "an entry under a target cluster that is no instance path of it ignored");
+                    self.rejected.increment(1);
+                }
+                return None;
+            }
+        };
+        match Registration::decode(value) {
+            Some(registration) => Some((path, registration)),
+            None => {
+                warn!(%path, bytes = value.len(), "unreadable registration ignored");
+                self.rejected.increment(1);
+                None
+            }
+        }
     }
 }
 
@@ -41,7 +77,7 @@ impl crate::follow::Followed for TargetCluster {
         let instances = node
             .children
             .iter()
-            .filter_map(|entry| instance_of(&self.cluster, entry.key.as_str(), &entry.value))
+            .filter_map(|entry| self.instance(entry.key.as_str(), &entry.value))
             .collect();
         Ok((
             WatchItem::Snapshot(self.cluster.clone(), instances),
@@ -52,7 +88,7 @@ impl crate::follow::Followed for TargetCluster {
     fn change(&self, event: WatchEvent) -> Option<WatchItem> {
         match event {
             WatchEvent::Put(entry) => {
-                let (path, reg) = instance_of(&self.cluster, entry.key.as_str(), &entry.value)?;
+                let (path, reg) = self.instance(entry.key.as_str(), &entry.value)?;
                 Some(WatchItem::Put(path, reg))
             }
             WatchEvent::Delete { key, .. } => {
@@ -70,29 +106,10 @@ pub(crate) async fn watch_cluster<D: Discovery>(
     cluster: ClusterPath,
     out: mpsc::Sender<WatchItem>,
     resyncs: metrics::Counter,
+    rejected: metrics::Counter,
 ) {
-    if let Some(target) = TargetCluster::new(cluster) {
+    if let Some(target) = TargetCluster::new(cluster, rejected) {
         crate::follow::follow(discovery, target, out, resyncs).await;
-    }
-}
-
-/// An instance registration from a discovery entry; `None` (and a log line) for anything
-/// that is not a well-formed instance of `cluster`.
-pub(super) fn instance_of(
-    cluster: &ClusterPath,
-    key: &str,
-    value: &[u8],
-) -> Option<(ServicePath, Registration)> {
-    let path: ServicePath = key.parse().ok()?;
-    if path.cluster() != *cluster {
-        return None;
-    }
-    match Registration::decode(value) {
-        Some(registration) => Some((path, registration)),
-        None => {
-            warn!(%path, "unreadable registration ignored");
-            None
-        }
     }
 }
 

@@ -19,23 +19,28 @@ pub(crate) enum RouteItem {
     Delete(ServicePath),
 }
 
-/// The routing table under one prefix, as followed.
-struct Table(Key);
+/// The routing table under one prefix, as followed; unreadable records count in
+/// `rejected`.
+struct Table {
+    key: Key,
+    rejected: metrics::Counter,
+}
 
 impl crate::follow::Followed for Table {
     type Item = RouteItem;
 
     fn key(&self) -> &Key {
-        &self.0
+        &self.key
     }
 
     async fn snapshot<D: Discovery>(
         &self,
         discovery: &D,
     ) -> Result<(RouteItem, Revision), DiscoveryError> {
-        let snapshot = super::read_table(discovery, &self.0).await?;
+        let snapshot = super::read_table(discovery, &self.key).await?;
         for (key, error) in &snapshot.refused {
             warn!(%key, %error, "unreadable link record ignored");
+            self.rejected.increment(1);
         }
         Ok((RouteItem::Snapshot(snapshot.records), snapshot.revision))
     }
@@ -43,28 +48,35 @@ impl crate::follow::Followed for Table {
     fn change(&self, event: WatchEvent) -> Option<RouteItem> {
         match event {
             WatchEvent::Put(entry) => {
-                let path = instance_of_links_key(&self.0, &entry.key)?;
+                let path = instance_of_links_key(&self.key, &entry.key)?;
                 Some(match LinkRecord::decode(&entry.value) {
                     Ok(record) => RouteItem::Put(path, record),
                     Err(error) => {
                         warn!(key = %entry.key, %error, "unreadable link record: its links are ignored");
+                        self.rejected.increment(1);
                         RouteItem::Delete(path)
                     }
                 })
             }
             WatchEvent::Delete { key, .. } => {
-                instance_of_links_key(&self.0, &key).map(RouteItem::Delete)
+                instance_of_links_key(&self.key, &key).map(RouteItem::Delete)
             }
         }
     }
 }
 
-/// Follows the table under `table` into `out` until `out` closes.
+/// Follows the table under `table` into `out` until `out` closes; unreadable records
+/// count in `rejected`.
 pub(crate) async fn follow_table<D: Discovery>(
     discovery: D,
     table: Key,
     out: mpsc::Sender<RouteItem>,
     resyncs: metrics::Counter,
+    rejected: metrics::Counter,
 ) {
-    crate::follow::follow(discovery, Table(table), out, resyncs).await;
+    let table = Table {
+        key: table,
+        rejected,
+    };
+    crate::follow::follow(discovery, table, out, resyncs).await;
 }
