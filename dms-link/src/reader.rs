@@ -58,12 +58,15 @@ const READ_AHEAD: usize = 1 << 20;
 /// copied. Without this, frames a little over the read size straddle every read and each
 /// one is copied whole when the buffer grows (measured: half of a 64 KiB receiver's time).
 ///
-/// The read size adapts between [`MIN_READ`] and the configured size (`max`), as hyper's
-/// read strategy does: it doubles after a read that took all it was offered (a busy
-/// link) and halves after two reads in a row that took less than a quarter (a quiet
-/// one). Each link's buffer is walked through before it is reused (the frames handed
-/// out share it), so the read size is the memory a link keeps touched: a thousand
-/// links that each get a few messages a second hold 8 KiB each, not 64.
+/// The read size adapts between [`MIN_READ`] and the configured size (`max`, where it
+/// starts), as hyper's read strategy does: it halves after two reads in a row that took
+/// less than a quarter of it (a quiet link) and doubles after a read that took all it
+/// was offered (a busy one). Each link's buffer is walked through before it is reused
+/// (the frames handed out share it), so the read size is the memory a link keeps
+/// touched; and a buffer much larger than the read size is let go as soon as it is
+/// drained, not walked through first: a thousand links that each get a few messages a
+/// second hold 8 KiB each, not 64. A busy link keeps reads of the configured size (one
+/// buffer per that many bytes: fewer allocations per message).
 struct ReadSizing {
     read_size: usize,
     max: usize,
@@ -84,7 +87,7 @@ const AFTER_BIG_READ: usize = 4 << 10;
 impl ReadSizing {
     fn new(max: usize) -> Self {
         Self {
-            read_size: MIN_READ.min(max),
+            read_size: max,
             max,
             after_big: false,
             sized: false,
@@ -129,6 +132,12 @@ impl ReadSizing {
             (AFTER_BIG_READ, AFTER_BIG_READ)
         } else {
             self.sized = true;
+            if buf.is_empty() && buf.capacity() >= 4 * self.read_size {
+                // Drained, and far larger than this link's reads now: a right-sized
+                // buffer instead of walking through this one (frames handed out keep
+                // their part of it alive).
+                *buf = BytesMut::new();
+            }
             (self.read_size, usize::MAX)
         };
         // A new buffer only once the spare room is down to a quarter of a read: the
@@ -495,9 +504,9 @@ mod tests {
     #[test]
     fn a_big_frame_is_read_to_its_end_into_room_of_its_size() {
         let mut reads = ReadSizing::new(64 << 10);
-        // Between frames: a whole read (of the smallest size: nothing came yet).
+        // Between frames: a whole read.
         let mut buf = BytesMut::new();
-        assert_eq!(reads.next(&mut buf, 0), MIN_READ);
+        assert_eq!(reads.next(&mut buf, 0), 64 << 10);
         // A read left 60,000 bytes of a 65,536-byte body: room for exactly the rest, and
         // the read stops at the frame's end (the next frame starts a read).
         let mut buf = BytesMut::with_capacity(60_000);
@@ -525,13 +534,8 @@ mod tests {
             reads.took(took.min(offered), offered);
             offered
         };
-        // Reads that take all they are offered double the size, up to the configured one.
-        assert_eq!(read(&mut reads, usize::MAX), 8 << 10);
-        assert_eq!(read(&mut reads, usize::MAX), 16 << 10);
-        assert_eq!(read(&mut reads, usize::MAX), 32 << 10);
-        assert_eq!(read(&mut reads, usize::MAX), 64 << 10);
-        assert_eq!(read(&mut reads, usize::MAX), 64 << 10);
-        // One small read changes nothing; two in a row halve it, down to the smallest.
+        // Reads start at the configured size; one small read changes nothing, two in a
+        // row halve it, down to the smallest.
         assert_eq!(read(&mut reads, 100), 64 << 10);
         assert_eq!(read(&mut reads, 20 << 10), 64 << 10);
         assert_eq!(read(&mut reads, 100), 64 << 10);
@@ -541,6 +545,19 @@ mod tests {
             read(&mut reads, 100);
         }
         assert_eq!(read(&mut reads, 100), MIN_READ);
+        // Reads that take all they are offered double it, up to the configured size.
+        assert_eq!(read(&mut reads, usize::MAX), 8 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 16 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 32 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 64 << 10);
+        assert_eq!(read(&mut reads, usize::MAX), 64 << 10);
+        for _ in 0..8 {
+            read(&mut reads, 100);
+        }
+        // A drained buffer far larger than the reads is let go: the next one fits them.
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        assert_eq!(reads.next(&mut buf, 0), MIN_READ);
+        assert!(buf.capacity() < 4 * MIN_READ, "{}", buf.capacity());
         // A big frame's read says nothing of the link's pace.
         let mut buf = BytesMut::new();
         let exact = reads.next(&mut buf, 60 << 10);
