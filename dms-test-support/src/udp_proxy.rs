@@ -151,6 +151,8 @@ impl ProxyStats {
 struct Shared {
     to_target: Counters,
     to_client: Counters,
+    /// Every datagram is dropped, both ways (counted as dropped), while set.
+    blackhole: std::sync::atomic::AtomicBool,
 }
 
 /// A running proxy; see the [module docs](self). Dropping it stops it.
@@ -202,6 +204,12 @@ impl UdpProxy {
     /// The faults applied (with the seed).
     pub fn faults(&self) -> Faults {
         self.faults
+    }
+
+    /// Drops every datagram both ways while `on` (a path gone dark: no ICMP, nothing
+    /// back), on top of the faults; counted as dropped.
+    pub fn set_blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::Relaxed);
     }
 
     /// What happened so far.
@@ -335,7 +343,7 @@ impl Direction {
                 source.next().await
             };
             let Some(datagram) = next else { return };
-            if self.rng.f64() < self.faults.drop {
+            if self.shared.blackhole.load(Ordering::Relaxed) || self.rng.f64() < self.faults.drop {
                 self.counters().dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -442,6 +450,38 @@ mod tests {
         assert_eq!(stats.to_target.forwarded, 1);
         assert_eq!(stats.to_client.forwarded, 1);
         assert_eq!((stats.dropped(), stats.reordered()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_blackhole_drops_both_ways_until_it_is_lifted() {
+        let (server, client, proxy) = pair(Faults::none()).await;
+        client
+            .send_to(b"one", proxy.local_addr())
+            .await
+            .expect("send");
+        let mut buf = [0u8; 16];
+        let (_, via) = server.recv_from(&mut buf).await.expect("recv");
+        proxy.set_blackhole(true);
+        client
+            .send_to(b"dark", proxy.local_addr())
+            .await
+            .expect("send");
+        server.send_to(b"dark", via).await.expect("send");
+        crate::wait::within("both dropped", async {
+            while proxy.dropped() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        proxy.set_blackhole(false);
+        client
+            .send_to(b"two", proxy.local_addr())
+            .await
+            .expect("send");
+        // The next datagram through is the one after the heal: the dark one was dropped.
+        let (n, _) = server.recv_from(&mut buf).await.expect("recv");
+        assert_eq!(&buf[..n], b"two");
+        assert_eq!((proxy.forwarded(), proxy.dropped()), (2, 2));
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! FAULTS rows of `docs/RELIABILITY.md` over real TCP on loopback, with the fault proxy
 //! of `dms-test-support` between nodes where the row needs the network to fail: F1 (a
-//! crash with 100 requests in flight), F2 (a frozen responder's rejoin), F3 (half-open link), F10 (partition of one edge
-//! among three nodes), F12 (reconnect storm), F15 (graceful shutdown), F16 (paused
+//! crash with 100 requests in flight), F2 (a frozen responder's rejoin), F3 (half-open
+//! link), F4 (a QUIC path gone dark, through the UDP fault proxy), F10 (partition of one
+//! edge among three nodes), F12 (reconnect storm), F15 (graceful shutdown), F16 (paused
 //! requester). In-memory discovery, the CI liveness profile: heartbeat 100 ms × 3, bound
 //! B = 360 ms. Detection times are printed (`--nocapture`).
 #![cfg(feature = "tcp")]
@@ -211,6 +212,81 @@ async fn f3_a_half_open_link_is_detected_on_both_sides_and_heals() {
         back <= REDIAL.1 + Duration::from_secs(5) + Duration::from_secs(2),
         "{back:?}"
     );
+}
+
+/// F4: a QUIC path gone dark. Every datagram between a requester and its responder is
+/// dropped (the UDP fault proxy's blackhole: no ICMP, nothing comes back): DMS heartbeats
+/// declare the peer dead on both sides within B, not QUIC's idle timeout; after the heal
+/// the requester links again and is answered.
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f4_a_dark_quic_path_is_detected_on_both_sides_and_heals() {
+    use dms_test_support::udp_proxy::{Faults, UdpProxy};
+
+    let quic = |addr: SocketAddr| -> Endpoint { format!("quic://{addr}").parse().unwrap() };
+    let certs = std::env::temp_dir().join(format!(
+        "dms-f4-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let bound = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = UdpProxy::start(bound, Faults::none());
+    let discovery = MemoryDiscovery::new();
+    let server_path = instance("F4Battle", "battle-1");
+    let server = echo(&discovery, server_path.clone(), |b| {
+        b.quic_dev_certificates(&certs)
+            .bind(quic(bound))
+            .advertise(quic(proxy.local_addr()))
+    })
+    .await;
+    let client = echo(&discovery, instance("F4Lobby", "lobby-1"), |b| {
+        b.quic_dev_certificates(&certs).target(cluster("F4Battle"))
+    })
+    .await;
+    ready(&client, "F4Battle", 1).await;
+    ask(&client, "F4Battle").await.unwrap();
+    assert!(proxy.forwarded() > 0, "the link goes through the proxy");
+
+    let (mut client_events, mut server_events) = (client.events(), server.events());
+    let cut = Instant::now();
+    proxy.set_blackhole(true);
+    let (client_saw, server_saw) = tokio::join!(
+        async {
+            let reason = peer_down(&mut client_events, &server_path).await;
+            (cut.elapsed(), reason)
+        },
+        async {
+            let reason = peer_down(&mut server_events, client.path()).await;
+            (cut.elapsed(), reason)
+        }
+    );
+    eprintln!("F4 requester: {client_saw:?}; responder: {server_saw:?}");
+    assert_detected("F4 requester", client_saw.0);
+    assert_detected("F4 responder", server_saw.0);
+    assert!(proxy.dropped() > 0, "the blackhole dropped datagrams");
+
+    let healed = Instant::now();
+    proxy.set_blackhole(false);
+    within("a request after the heal", async {
+        loop {
+            if ask(&client, "F4Battle").await.is_ok() {
+                return;
+            }
+            ready(&client, "F4Battle", 1).await;
+        }
+    })
+    .await;
+    let back = healed.elapsed();
+    eprintln!("F4 reconnect after heal: {} ms", back.as_millis());
+    // Backoff cap + one handshake timeout (a dial lost in the dark) + slack.
+    assert!(
+        back <= REDIAL.1 + Duration::from_secs(5) + Duration::from_secs(2),
+        "{back:?}"
+    );
+    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// F10: A, B and C linked to each other, only A–B through the proxy. Cutting A–B makes A
