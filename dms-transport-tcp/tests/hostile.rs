@@ -21,8 +21,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(Duration::from_millis(300)).await
+}
+
+/// [`setup`] with this handshake timeout.
+async fn setup_with(handshake_timeout: Duration) -> Setup {
     let limits = Limits::builder()
-        .handshake_timeout(Duration::from_millis(300))
+        .handshake_timeout(handshake_timeout)
         .build();
     let server = TcpMiddleware::new(
         TcpConfig::builder()
@@ -184,6 +189,41 @@ async fn wrong_greeting_is_refused() {
     ));
     assert_closed(raw).await;
     assert_eq!(s.server.stats().handshake_failures, 2);
+    s.assert_healthy().await;
+}
+
+/// B10: a TLS client that dials a plaintext `tcp://` port (a peer configured for
+/// `tcp+tls://`, a scanner) is refused at its first byte, the ClientHello's record type:
+/// a typed error, counted, and the connection closed at once, not at the handshake
+/// timeout (30 s here); the healthy link goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_hello_to_a_plaintext_port_is_refused_at_its_first_byte() {
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    let s = setup_with(TIMEOUT).await;
+    let mut raw = s.raw().await;
+    // A TLS 1.3 ClientHello's first bytes: a handshake record (22) of version 3.1, then
+    // a ClientHello (1) of version 3.3 and its random.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0xf8, 0x01, 0x00, 0x00, 0xf4, 0x03, 0x03,
+    ];
+    hello.extend((0..32u8).map(|i| i.wrapping_mul(37)));
+    let sent = tokio::time::Instant::now();
+    raw.write_all(&hello).await.unwrap();
+    assert!(matches!(
+        s.refused().await,
+        MiddlewareError::Handshake(HandshakeError::BadSignature {
+            offset: 0,
+            byte: 0x16
+        })
+    ));
+    assert_closed(raw).await;
+    let closed = sent.elapsed();
+    eprintln!("B10: a TLS ClientHello to a plaintext port closed {closed:?} after it was sent");
+    assert!(
+        closed < TIMEOUT / 3,
+        "closed after {closed:?}: by the handshake timeout, not at the first byte"
+    );
+    assert_eq!(s.server.stats().handshake_failures, 1);
     s.assert_healthy().await;
 }
 
