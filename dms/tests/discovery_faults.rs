@@ -83,13 +83,7 @@ mod etcd {
             .await
             .unwrap();
         let bucket = battle.bucket();
-        let server = battle.clone();
-        tokio::spawn(async move {
-            while let Some(request) = server.next_request().await {
-                let body = request.body().clone();
-                let _ = request.reply(body).await;
-            }
-        });
+        support::serve_echo(&battle);
         let lobby = Node::builder("/rereg/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap())
             .discovery(client(&etcd).await)
             .lease_ttl(TTL)
@@ -201,13 +195,7 @@ mod etcd {
             .start()
             .await
             .unwrap();
-        let server = battle.clone();
-        tokio::spawn(async move {
-            while let Some(request) = server.next_request().await {
-                let body = request.body().clone();
-                let _ = request.reply(body).await;
-            }
-        });
+        support::serve_echo(&battle);
         let lobby_path: ServicePath = "/frozen/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
         let lobby = Node::builder(lobby_path.clone())
             .discovery(client(&etcd).await)
@@ -299,13 +287,7 @@ mod etcd {
             .start()
             .await
             .unwrap();
-        let server = battle.clone();
-        tokio::spawn(async move {
-            while let Some(request) = server.next_request().await {
-                let body = request.body().clone();
-                let _ = request.reply(body).await;
-            }
-        });
+        support::serve_echo(&battle);
         let raw = client(&etcd).await;
         let garbage = |len: usize, seed: u64| {
             let mut rng = fastrand::Rng::with_seed(seed);
@@ -402,13 +384,7 @@ async fn a_compacted_watch_is_read_again_and_the_view_converges() {
         .start()
         .await
         .unwrap();
-    let server = battle.clone();
-    tokio::spawn(async move {
-        while let Some(request) = server.next_request().await {
-            let body = request.body().clone();
-            let _ = request.reply(body).await;
-        }
-    });
+    support::serve_echo(&battle);
     let lobby_path: ServicePath = "/relist/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
     let lobby = support::node_builder(lobby_path.clone())
         .discovery(discovery.clone())

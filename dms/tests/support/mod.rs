@@ -1,5 +1,5 @@
 //! What the kernel's integration tests share: the world their nodes live in, paths in
-//! it, and the figures a node recorded.
+//! it, the figures a node recorded, and an echo service.
 #![allow(dead_code)] // each test binary uses its own part of it
 
 use dms::{ClusterPath, ServicePath};
@@ -41,4 +41,15 @@ pub(crate) fn counter(name: &str, node: &ServicePath, labels: &[(&str, &str)]) -
     let mut all = vec![("node", node.as_str())];
     all.extend_from_slice(labels);
     dms_test_support::metrics::recorder().counter(name, &all)
+}
+
+/// Answers every request `node` gets with its payload, on a task of its own.
+pub(crate) fn serve_echo(node: &dms::Node) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        while let Some(request) = node.next_request().await {
+            let body = request.body().clone();
+            let _ = request.reply(body).await;
+        }
+    });
 }
