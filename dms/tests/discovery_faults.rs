@@ -45,6 +45,16 @@ async fn requests_until(lobby: &Node, cluster: &ClusterPath, until: impl Future<
     }
 }
 
+/// Starts `builder` (a node targeting `cluster`) and waits until one instance of
+/// `cluster` is ready at it.
+async fn linked<D: Discovery>(builder: dms::NodeBuilder<D>, cluster: &ClusterPath) -> Node {
+    let node = builder.start().await.unwrap();
+    node.wait_for_instances(cluster, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    node
+}
+
 /// Waits until the node's counter `name` is at least 1.
 async fn counted(name: &str, node: &ServicePath) {
     while recorder().counter(name, &[("node", node.as_str())]) == 0 {
@@ -84,18 +94,15 @@ mod etcd {
             .unwrap();
         let bucket = battle.bucket();
         support::serve_echo(&battle);
-        let lobby = Node::builder("/rereg/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap())
-            .discovery(client(&etcd).await)
-            .lease_ttl(TTL)
-            .heartbeat(Duration::from_millis(100), 3)
-            .target(cluster.clone())
-            .start()
-            .await
-            .unwrap();
-        lobby
-            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let lobby = linked(
+            Node::builder("/rereg/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap())
+                .discovery(client(&etcd).await)
+                .lease_ttl(TTL)
+                .heartbeat(Duration::from_millis(100), 3)
+                .target(cluster.clone()),
+            &cluster,
+        )
+        .await;
 
         // etcd away for longer than the lease: the node's lease is reported lost.
         etcd.kill();
@@ -149,16 +156,13 @@ mod etcd {
         );
 
         // A node that starts now finds it and is answered.
-        let rookie = Node::builder("/rereg/cn/linux/w1/g1/Lobby/lobby-2".parse().unwrap())
-            .discovery(fresh)
-            .target(cluster.clone())
-            .start()
-            .await
-            .unwrap();
-        rookie
-            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let rookie = linked(
+            Node::builder("/rereg/cn/linux/w1/g1/Lobby/lobby-2".parse().unwrap())
+                .discovery(fresh)
+                .target(cluster.clone()),
+            &cluster,
+        )
+        .await;
         let found = rookie.instances(&cluster).await;
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].path, battle_path);
@@ -197,18 +201,15 @@ mod etcd {
             .unwrap();
         support::serve_echo(&battle);
         let lobby_path: ServicePath = "/frozen/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
-        let lobby = Node::builder(lobby_path.clone())
-            .discovery(client(&etcd).await)
-            .lease_ttl(LEASE)
-            .heartbeat(Duration::from_millis(100), 3)
-            .target(cluster.clone())
-            .start()
-            .await
-            .unwrap();
-        lobby
-            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let lobby = linked(
+            Node::builder(lobby_path.clone())
+                .discovery(client(&etcd).await)
+                .lease_ttl(LEASE)
+                .heartbeat(Duration::from_millis(100), 3)
+                .target(cluster.clone()),
+            &cluster,
+        )
+        .await;
         let deadline = Duration::from_secs(1);
         let reader = EtcdDiscovery::connect(
             &[etcd.endpoint()],
@@ -253,16 +254,13 @@ mod etcd {
             let lost = recorder().counter("dms_leases_lost_total", &[("node", node.as_str())]);
             assert_eq!(lost, 0, "{node} lost its lease");
         }
-        let rookie = Node::builder("/frozen/cn/linux/w1/g1/Lobby/lobby-2".parse().unwrap())
-            .discovery(client(&etcd).await)
-            .target(cluster.clone())
-            .start()
-            .await
-            .unwrap();
-        rookie
-            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let rookie = linked(
+            Node::builder("/frozen/cn/linux/w1/g1/Lobby/lobby-2".parse().unwrap())
+                .discovery(client(&etcd).await)
+                .target(cluster.clone()),
+            &cluster,
+        )
+        .await;
         rookie.request(&cluster, 7, hi()).await.unwrap();
     }
 
@@ -320,16 +318,13 @@ mod etcd {
         write_hostile("early").await;
 
         let lobby_path: ServicePath = "/b9/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
-        let lobby = Node::builder(lobby_path.clone())
-            .discovery(client(&etcd).await)
-            .target(cluster.clone())
-            .start()
-            .await
-            .unwrap();
-        lobby
-            .wait_for_instances(&cluster, 1, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let lobby = linked(
+            Node::builder(lobby_path.clone())
+                .discovery(client(&etcd).await)
+                .target(cluster.clone()),
+            &cluster,
+        )
+        .await;
         let rejected = |kind: &str| {
             recorder().counter(
                 "dms_discovery_rejected_total",
@@ -386,16 +381,13 @@ async fn a_compacted_watch_is_read_again_and_the_view_converges() {
         .unwrap();
     support::serve_echo(&battle);
     let lobby_path: ServicePath = "/relist/cn/linux/w1/g1/Lobby/lobby-1".parse().unwrap();
-    let lobby = support::node_builder(lobby_path.clone())
-        .discovery(discovery.clone())
-        .target(cluster.clone())
-        .start()
-        .await
-        .unwrap();
-    lobby
-        .wait_for_instances(&cluster, 1, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let lobby = linked(
+        support::node_builder(lobby_path.clone())
+            .discovery(discovery.clone())
+            .target(cluster.clone()),
+        &cluster,
+    )
+    .await;
 
     // A burst: 60 registrations of instances that are not running (nothing listens on
     // port 1), then 45 of them deleted, faster than any watch consumer reads.

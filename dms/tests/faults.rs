@@ -160,25 +160,10 @@ async fn f3_a_half_open_link_is_detected_on_both_sides_and_heals() {
         "the link goes through the proxy"
     );
 
-    let (mut client_events, mut server_events) = (client.events(), server.events());
-    let cut = Instant::now();
-    proxy.set_blackhole(Way::Both, true);
-    let (client_saw, server_saw) = tokio::join!(
-        async {
-            let reason = peer_down(&mut client_events, &server_path).await;
-            (cut.elapsed(), reason)
-        },
-        async {
-            let reason = peer_down(&mut server_events, client.path()).await;
-            (cut.elapsed(), reason)
-        }
-    );
-    eprintln!(
-        "F3 requester: {:?}; responder: {:?}",
-        client_saw, server_saw
-    );
-    assert_detected("F3 requester", client_saw.0);
-    assert_detected("F3 responder", server_saw.0);
+    cut_and_detected("F3", &client, &server, || {
+        proxy.set_blackhole(Way::Both, true)
+    })
+    .await;
     // The requester's PINGs were held on their way in; the responder sends nothing but
     // PONGs until it declares the requester dead, then a DISCONNECT, which reaches the
     // proxy just after its `PeerDown`: wait for it rather than race it.
@@ -194,20 +179,46 @@ async fn f3_a_half_open_link_is_detected_on_both_sides_and_heals() {
     .await;
     assert!(held.live >= 1, "the sockets stayed open: {held:?}");
 
-    let healed = Instant::now();
     proxy.set_blackhole(Way::Both, false);
+    answered_after_heal("F3", &client, "F3Battle").await;
+}
+
+/// Cuts the path between `client` and `server` with `cut` and waits for each side's
+/// `PeerDown` of the other: both within the detection bound.
+async fn cut_and_detected(row: &str, client: &Node, server: &Node, cut: impl FnOnce()) {
+    let (mut client_events, mut server_events) = (client.events(), server.events());
+    let at = Instant::now();
+    cut();
+    let (client_saw, server_saw) = tokio::join!(
+        async {
+            let reason = peer_down(&mut client_events, server.path()).await;
+            (at.elapsed(), reason)
+        },
+        async {
+            let reason = peer_down(&mut server_events, client.path()).await;
+            (at.elapsed(), reason)
+        }
+    );
+    eprintln!("{row} requester: {client_saw:?}; responder: {server_saw:?}");
+    assert_detected(&format!("{row} requester"), client_saw.0);
+    assert_detected(&format!("{row} responder"), server_saw.0);
+}
+
+/// Once the path is healed: `client` asks `target` until it is answered, within the
+/// redial cap, one handshake timeout (a dial lost in the cut) and slack.
+async fn answered_after_heal(row: &str, client: &Node, target: &str) {
+    let healed = Instant::now();
     within("a request after the heal", async {
         loop {
-            if ask(&client, "F3Battle").await.is_ok() {
+            if ask(client, target).await.is_ok() {
                 return;
             }
-            ready(&client, "F3Battle", 1).await;
+            ready(client, target, 1).await;
         }
     })
     .await;
     let back = healed.elapsed();
-    eprintln!("F3 reconnect after heal: {} ms", back.as_millis());
-    // Backoff cap + one handshake timeout (a dial stuck in the blackhole) + slack.
+    eprintln!("{row} reconnect after heal: {} ms", back.as_millis());
     assert!(
         back <= REDIAL.1 + Duration::from_secs(5) + Duration::from_secs(2),
         "{back:?}"
@@ -250,42 +261,11 @@ async fn f4_a_dark_quic_path_is_detected_on_both_sides_and_heals() {
     ask(&client, "F4Battle").await.unwrap();
     assert!(proxy.forwarded() > 0, "the link goes through the proxy");
 
-    let (mut client_events, mut server_events) = (client.events(), server.events());
-    let cut = Instant::now();
-    proxy.set_blackhole(true);
-    let (client_saw, server_saw) = tokio::join!(
-        async {
-            let reason = peer_down(&mut client_events, &server_path).await;
-            (cut.elapsed(), reason)
-        },
-        async {
-            let reason = peer_down(&mut server_events, client.path()).await;
-            (cut.elapsed(), reason)
-        }
-    );
-    eprintln!("F4 requester: {client_saw:?}; responder: {server_saw:?}");
-    assert_detected("F4 requester", client_saw.0);
-    assert_detected("F4 responder", server_saw.0);
+    cut_and_detected("F4", &client, &server, || proxy.set_blackhole(true)).await;
     assert!(proxy.dropped() > 0, "the blackhole dropped datagrams");
 
-    let healed = Instant::now();
     proxy.set_blackhole(false);
-    within("a request after the heal", async {
-        loop {
-            if ask(&client, "F4Battle").await.is_ok() {
-                return;
-            }
-            ready(&client, "F4Battle", 1).await;
-        }
-    })
-    .await;
-    let back = healed.elapsed();
-    eprintln!("F4 reconnect after heal: {} ms", back.as_millis());
-    // Backoff cap + one handshake timeout (a dial lost in the dark) + slack.
-    assert!(
-        back <= REDIAL.1 + Duration::from_secs(5) + Duration::from_secs(2),
-        "{back:?}"
-    );
+    answered_after_heal("F4", &client, "F4Battle").await;
     let _ = std::fs::remove_dir_all(&certs);
 }
 
