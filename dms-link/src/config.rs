@@ -103,8 +103,9 @@ impl LinkConfig {
         self.inbound_queue
     }
 
-    /// Bytes read per read call at most: a link's reads start at 8 KiB (or this, if
-    /// smaller) and grow up to it while they come back full.
+    /// Bytes read per read call at most: a link's reads start at this size, shrink to
+    /// 8 KiB (or this, if smaller) while the link is quiet and grow back while reads
+    /// come back full.
     pub fn read_buffer(&self) -> usize {
         self.read_buffer
     }
@@ -183,8 +184,8 @@ impl LinkConfigBuilder {
         self
     }
 
-    /// Bytes read per syscall at most (at least 4 KiB): a busy link's reads grow to it
-    /// from 8 KiB, a quiet link's shrink back, so a quiet link keeps 8 KiB of buffer
+    /// Bytes read per syscall at most (at least 4 KiB): a busy link reads this much, a
+    /// quiet link's reads shrink to 8 KiB, so a quiet link keeps 8 KiB of buffer
     /// touched, not this much.
     pub fn read_buffer(mut self, bytes: usize) -> Self {
         self.config.read_buffer = bytes.max(4096);

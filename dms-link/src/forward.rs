@@ -3,8 +3,9 @@
 //! once.
 
 /// Implements `try_send`, `try_send_on`, `try_send_urgent`, `try_send_urgent_on`, `send`,
-/// `recv`, `recv_many`, `pause_reading` and `disconnect_link` of [`MessageMiddleware`](dms_core::MessageMiddleware) as forwards to
-/// the transport's [`LinkSet`](crate::LinkSet). Use it inside the transport's
+/// `recv`, `recv_many`, `pause_reading` and `disconnect_link` of
+/// [`MessageMiddleware`](dms_core::MessageMiddleware) as forwards to the transport's
+/// [`LinkSet`](crate::LinkSet). Use it inside the transport's
 /// `impl MessageMiddleware`, naming a method of the transport that returns its
 /// `&LinkSet`; the transport writes `scheme`, `bind`, `connect`, `close` and `disconnect`
 /// itself.

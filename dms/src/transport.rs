@@ -250,7 +250,8 @@ pub(crate) struct Transports {
     /// come up (whose session has not started: a message there would come before its
     /// READY and end it).
     links: HashMap<PeerId, (Medium, LinkId), foldhash::fast::RandomState>,
-    /// The only medium, when there is one: sends need no lookup.
+    /// The only medium, when there is one: `recv_many` polls it alone, and an incoming
+    /// message's medium needs no lookup (sends still look up their link in `links`).
     single: Option<Medium>,
     /// The media present (at most four), in a fixed order.
     media: Vec<Medium>,

@@ -37,14 +37,14 @@ impl TargetCluster {
     /// an entry of another cluster whose name the prefix also matches (`Battle2` under
     /// `Battle`), or deeper than the cluster's children, is not.
     fn instance(&self, key: &str, value: &[u8]) -> Option<(ServicePath, Registration)> {
-        let inside = key
-            .strip_prefix(self.cluster.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|name| !name.contains('/'));
         let path = match key.parse::<ServicePath>() {
             Ok(path) if path.cluster() == self.cluster => path,
             _ => {
-                if inside {
+                let child = key
+                    .strip_prefix(self.cluster.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|name| !name.contains('/'));
+                if child {
                     warn!(key = %dms_core::text::printable(key), "an entry under a target cluster that is no instance path of it ignored");
                     self.rejected.increment(1);
                 }
